@@ -1,0 +1,238 @@
+"""Datasets, transforms and loaders with per-sample seeds.
+
+Every random draw of data loading is seeded from ``(seed, epoch, position in the epoch)``
+(:func:`derive_seed`): the sampler yields ``(index, sample_seed)`` pairs and the dataset
+seeds ``random``/``numpy``/``torch`` from that seed before the transform runs. The order
+and the augmentation of a sample therefore depend neither on the worker that loads it nor
+on where a run was interrupted: a run resumed mid-epoch sees exactly the batches an
+uninterrupted run would. The sampler also shards by rank, ready for data parallelism.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+from suite.config import DataConfig
+from suite.hardware import cpu_allocation
+
+__all__ = ["DataBundle", "EpochSampler", "SeededDataset", "build_data", "derive_seed", "train_loader", "eval_loader"]
+
+BUILTIN_MEAN = (0.5, 0.5, 0.5)
+BUILTIN_STD = (0.25, 0.25, 0.25)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A stable 63-bit seed from any parts (same on every machine and Python version)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)`` for one epoch, from ``start`` on, for one rank."""
+
+    def __init__(
+        self, size: int, *, seed: int, epoch: int, shuffle: bool, start: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size, self.seed, self.epoch, self.shuffle = size, seed, epoch, shuffle
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
+        return torch.randperm(self.size, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self._order()[self.rank :: self.world_size]
+        for pos in range(self.start, len(order)):
+            yield order[pos], derive_seed(self.seed, "sample", self.epoch, self.rank, pos)
+
+    def __len__(self) -> int:
+        return max(0, len(range(self.rank, self.size, self.world_size)) - self.start)
+
+
+class SeededDataset(Dataset):
+    """Wraps ``(image, label)`` sources; ``dataset[(index, seed)]`` seeds, then transforms."""
+
+    def __init__(self, source: Any, transform: Any) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        image, label = self.source[index]
+        seed_everything(seed)
+        return self.transform(image), int(label)
+
+
+class _TensorSource:
+    """In-memory uint8 images (the built-in data)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+@dataclass
+class DataBundle:
+    """What training needs from the data: datasets, classes and normalisation."""
+
+    train: SeededDataset
+    val: SeededDataset
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@lru_cache(maxsize=4)
+def _builtin(train_size: int, val_size: int, img_size: int, seed: int) -> tuple[Any, Any]:
+    from suite.builtin_data import make_builtin_dataset
+
+    return make_builtin_dataset(train_size=train_size, val_size=val_size, img_size=img_size, seed=seed)
+
+
+def _tensor_transforms(cfg: DataConfig, mean: tuple, std: tuple, train: bool) -> Any:
+    from timm.data.random_erasing import RandomErasing
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    if train:
+        steps.append(v2.RandomResizedCrop(cfg.img_size, scale=tuple(cfg.scale), antialias=True))
+        if cfg.hflip:
+            steps.append(v2.RandomHorizontalFlip(cfg.hflip))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if train and cfg.random_erasing:
+        steps.append(RandomErasing(cfg.random_erasing, mode="pixel", device="cpu"))
+    return v2.Compose(steps)
+
+
+def _pil_rgb(path: str) -> Any:
+    from PIL import Image
+
+    with open(path, "rb") as handle:
+        return Image.open(handle).convert("RGB")
+
+
+def _subset(dataset: Any, cap: int | None, seed: int) -> Any:
+    if cap is None or cap >= len(dataset):
+        return dataset
+    gen = torch.Generator().manual_seed(derive_seed(seed, "subset"))
+    return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=gen)[:cap].tolist())
+
+
+def build_data(cfg: DataConfig) -> DataBundle:
+    """Build the train/val datasets for a data config (built-in or ImageFolder)."""
+    if cfg.source == "builtin":
+        train, val = _builtin(cfg.train_size, cfg.val_size, cfg.img_size, cfg.data_seed)
+        from suite.builtin_data import BUILTIN_CLASSES
+
+        mean, std = BUILTIN_MEAN, BUILTIN_STD
+        return DataBundle(
+            train=SeededDataset(_TensorSource(train.images, train.labels), _tensor_transforms(cfg, mean, std, True)),
+            val=SeededDataset(_TensorSource(val.images, val.labels), _tensor_transforms(cfg, mean, std, False)),
+            classes=list(BUILTIN_CLASSES),
+            mean=mean,
+            std=std,
+        )
+    if cfg.source == "folder":
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+        from torchvision.datasets import ImageFolder
+
+        root = Path(cfg.root)
+        train_set = ImageFolder(str(root / "train"), loader=_pil_rgb)
+        val_set = ImageFolder(str(root / "val"), loader=_pil_rgb)
+        if train_set.classes != val_set.classes:
+            raise ValueError(f"data.root: train/ and val/ of {root} have different class folders")
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        train_tf = create_transform(
+            cfg.img_size,
+            is_training=True,
+            scale=tuple(cfg.scale),
+            hflip=cfg.hflip,
+            auto_augment=cfg.rand_augment,
+            re_prob=cfg.random_erasing,
+            re_mode="pixel",
+            interpolation="bicubic",
+            mean=mean,
+            std=std,
+        )
+        val_tf = create_transform(cfg.img_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
+        return DataBundle(
+            train=SeededDataset(_subset(train_set, cfg.train_size, cfg.data_seed), train_tf),
+            val=SeededDataset(_subset(val_set, cfg.val_size, cfg.data_seed), val_tf),
+            classes=list(train_set.classes),
+            mean=mean,
+            std=std,
+        )
+    raise ValueError(f"data.source must be one of builtin, folder, but got {cfg.source!r}")
+
+
+def default_workers(cfg: DataConfig) -> int:
+    """Workers for loading: none for in-memory data, else the CPU allocation minus one (≤ 8)."""
+    if cfg.workers is not None:
+        return cfg.workers
+    return 0 if cfg.source == "builtin" else min(8, max(0, cpu_allocation() - 1))
+
+
+def _loader(dataset: SeededDataset, sampler: Sampler, batch: int, drop_last: bool, cfg: DataConfig, pin: bool) -> DataLoader:
+    workers = default_workers(cfg)
+    return DataLoader(
+        dataset,
+        batch_sampler=BatchSampler(sampler, batch, drop_last=drop_last),
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def train_loader(
+    bundle: DataBundle, cfg: DataConfig, *, seed: int, epoch: int, start_step: int = 0, pin: bool = False
+) -> DataLoader:
+    """Shuffled, augmented batches of one epoch, starting at ``start_step`` (for resume)."""
+    sampler = EpochSampler(len(bundle.train), seed=seed, epoch=epoch, shuffle=True, start=start_step * cfg.batch_size)
+    return _loader(bundle.train, sampler, cfg.batch_size, True, cfg, pin)
+
+
+def steps_per_epoch(bundle: DataBundle, cfg: DataConfig) -> int:
+    """Optimiser steps per epoch (the last partial batch is dropped)."""
+    steps = len(bundle.train) // cfg.batch_size
+    if steps == 0:
+        raise ValueError(
+            f"data.batch_size={cfg.batch_size} is larger than the training set ({len(bundle.train)} images)"
+        )
+    return steps
+
+
+def eval_loader(dataset: SeededDataset, cfg: DataConfig, batch_size: int, *, pin: bool = False) -> DataLoader:
+    """Deterministic evaluation batches (no shuffling, no augmentation)."""
+    sampler = EpochSampler(len(dataset), seed=0, epoch=0, shuffle=False)
+    return _loader(dataset, sampler, batch_size, False, cfg, pin)

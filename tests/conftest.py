@@ -1,0 +1,48 @@
+"""Shared fixtures. Tests never touch the network: hub and W&B are forced offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import suite  # noqa: E402,F401 - torchvision shim before timm
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A run small enough for seconds on one CPU core, still a real ViT training on real data.
+TINY = [
+    "data.train_size=256",
+    "data.val_size=128",
+    "data.batch_size=32",
+    "model.depth=1",
+    "model.embed_dim=48",
+    "schedule.epochs=2",
+    "schedule.warmup_epochs=0.5",
+    "eval.batch_size=128",
+    "eval.occlusion=[0.5]",
+    "tracking.mode=disabled",
+    "run.threads=1",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """Overrides for a seconds-long training into a fresh output root."""
+    return [*TINY, f"run.output_root={tmp_path / 'runs'}"]
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ImageNet-layout tree (train/ and val/, 3 classes) of real PNG files."""
+    from tests.helpers import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
