@@ -1,0 +1,146 @@
+"""End-to-end tiny trainings: run records, no retraining, exact resume, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from suite.config import load_config, run_id
+from suite.records import RunState, read_run
+from suite.signals import GracefulStop
+from suite.trainer import STATUS_FINISHED, STATUS_INTERRUPTED, train
+
+COMPARED = ("top1", "top5", "val_loss", "best_top1", "occ50_top1")
+
+
+class _StopAfter(GracefulStop):
+    """Requests a stop after ``n`` polls: an interruption at a known step, without timing."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(signals=())
+        self.n = n
+
+    @property
+    def requested(self) -> bool:  # type: ignore[override]
+        self.n -= 1
+        if self.n < 0:
+            self.request(signal.SIGTERM)
+        return self.signum is not None
+
+
+def test_run_directory_holds_every_record(tiny_overrides: list[str]) -> None:
+    cfg = load_config(None, tiny_overrides)
+    result = train(cfg)
+    assert result.status == STATUS_FINISHED
+    record = read_run(result.run_dir)
+    assert record.state is RunState.DONE
+    assert record.config["run_id"] == run_id(cfg) == result.run_dir.name
+    assert [m["epoch"] for m in record.metrics] == [1, 2]
+    for row in record.metrics:
+        assert {"train_loss", "top1", "top5", "lr", "images_per_s", "wall_time"} <= row.keys()
+    summary = record.summary
+    assert summary["status"] == "finished" and summary["epochs"] == 2
+    assert 0 <= summary["top1"] <= 100 and summary["top5"] >= summary["top1"]
+    assert "occ50_top1" in summary and summary["gpu_hours"] == 0.0
+    assert (result.run_dir / "checkpoint.pt").is_file() and (result.run_dir / "train.log").is_file()
+    assert not list(result.run_dir.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_finished_run_is_not_retrained(tiny_overrides: list[str]) -> None:
+    cfg = load_config(None, tiny_overrides)
+    first = train(cfg)
+    stamp = (first.run_dir / "summary.json").stat().st_mtime_ns
+    again = train(cfg)
+    assert again.summary == first.summary
+    assert (first.run_dir / "summary.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("stop_after", [3, 8])  # mid-epoch 1, and exactly at the epoch boundary
+def test_interrupted_run_resumes_to_identical_metrics(tiny_overrides: list[str], tmp_path: Path, stop_after: int) -> None:
+    reference = train(load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'ref'}"]))
+    cfg = load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'int'}"])
+    stopped = train(cfg, stop=_StopAfter(stop_after))
+    assert stopped.status == STATUS_INTERRUPTED
+    assert read_run(stopped.run_dir).state is RunState.RESUMABLE
+    resumed = train(cfg)
+    assert resumed.status == STATUS_FINISHED
+    for key in COMPARED:
+        assert resumed.summary[key] == reference.summary[key], key
+    ref_rows = read_run(reference.run_dir).metrics
+    res_rows = read_run(resumed.run_dir).metrics
+    assert [r["train_loss"] for r in res_rows] == [r["train_loss"] for r in ref_rows]
+
+
+def test_sigterm_mid_epoch_then_rerun_matches_uninterrupted(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """The real thing: ``suite train`` killed with SIGTERM, then the same command again."""
+    overrides = [o for o in tiny_overrides if not o.startswith(("run.output_root", "schedule.epochs"))]
+    overrides += ["schedule.epochs=3", "data.train_size=512"]
+    reference = train(load_config(None, [*overrides, f"run.output_root={tmp_path / 'ref'}"]))
+    cmd = [sys.executable, "-m", "suite.cli", "train", *overrides, f"run.output_root={tmp_path / 'int'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "int" / reference.run_id
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out
+    assert "interrupted" in out
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["step"]) != (3, 0)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming" in rerun.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in COMPARED:
+        assert summary[key] == reference.summary[key], key
+
+
+def test_failed_run_records_its_error(tiny_overrides: list[str]) -> None:
+    cfg = load_config(None, [*tiny_overrides, "optim.lr=1e30", "schedule.warmup_epochs=0"])
+    with pytest.raises(FloatingPointError):
+        train(cfg)
+    record = read_run(Path(cfg.run.output_root) / run_id(cfg))
+    assert record.state is RunState.FAILED
+    assert record.failure["error"] == "FloatingPointError" and "loss is" in record.failure["message"]
+
+
+def test_wandb_offline_run_uses_the_run_id_and_never_writes_the_key(tiny_overrides: list[str], monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    overrides = [o for o in tiny_overrides if not o.startswith("tracking.")] + ["tracking.mode=offline"]
+    cfg = load_config(None, overrides)
+    result = train(cfg)
+    offline = list((result.run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(result.run_id)
+    assert (offline[0] / f"run-{result.run_id}.wandb").is_file()
+    for path in result.run_dir.rglob("*"):
+        if path.is_file():
+            assert b"k" * 40 not in path.read_bytes(), path
+
+
+def test_imagefolder_data_trains(image_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            f"data={image_folder}",
+            "data.img_size=32",
+            "data.batch_size=4",
+            "model.depth=1",
+            "schedule.epochs=1",
+            "eval.occlusion=[]",
+            "tracking.mode=disabled",
+            "data.workers=0",
+            f"run.output_root={tmp_path}",
+        ],
+    )
+    result = train(cfg)
+    assert result.summary["epochs"] == 1
+    assert read_run(result.run_dir).config["data"]["source"] == "folder"
