@@ -103,7 +103,7 @@ class ModelConfig(_Strict):
 
 # Per-source augmentation defaults: digits must not be flipped, ImageNet uses DeiT's recipe.
 _AUG_DEFAULTS: dict[str, dict[str, Any]] = {
-    "builtin": {"hflip": 0.0, "rand_augment": None, "random_erasing": 0.0, "scale": (0.6, 1.0)},
+    "builtin": {"hflip": 0.0, "rand_augment": None, "random_erasing": 0.0, "scale": (0.7, 1.0)},
     "folder": {"hflip": 0.5, "rand_augment": "rand-m9-mstd0.5-inc1", "random_erasing": 0.25, "scale": (0.08, 1.0)},
 }
 
