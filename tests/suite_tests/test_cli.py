@@ -1,0 +1,61 @@
+"""The ``suite`` command line as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _suite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["mix.mask_raito=0.5"], "mix.mask_raito"),
+        (["schedule.epochs=many"], "schedule.epochs"),
+        (["mix.mask_ratio=1.5"], "mix.mask_ratio"),
+        (["data.img_size=30"], "data.img_size"),
+        (["model.name=not_a_model"], "model.name"),
+        (["teacher.checkpoint=missing.pt"], "teacher.checkpoint"),
+    ],
+)
+def test_malformed_config_exits_2_naming_the_field_and_leaves_no_run_dir(
+    tmp_path: Path, overrides: list[str], field: str
+) -> None:
+    out = tmp_path / "runs"
+    proc = _suite("train", *overrides, f"run.output_root={out}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert field in proc.stderr
+    assert not out.exists()
+
+
+def test_config_show_prints_resolved_config_and_run_id(tmp_path: Path) -> None:
+    proc = _suite("config", "show", "--json", "mix.method=tokenmix", "mix.mask_ratio=[0.4,0.6]")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["run_id"].startswith("tokenmix-")
+    assert data["config"]["mix"]["token_grid"] == 8 and data["config"]["mix"]["target"] == "area"
+
+
+def test_train_prints_summary_and_second_call_does_not_retrain(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    first = _suite("train", *tiny_overrides)
+    assert first.returncode == 0, first.stderr
+    assert "top1" in first.stdout
+    second = _suite("train", *tiny_overrides)
+    assert second.returncode == 0
+    assert "starting" not in second.stderr and "resuming" not in second.stderr
+
+
+def test_help_explains_commands() -> None:
+    proc = _suite("--help")
+    assert proc.returncode == 0
+    for command in ("train", "config"):
+        assert command in proc.stdout
+    sub = _suite("train", "--help")
+    assert "Overrides as dotted key=value" in sub.stdout
