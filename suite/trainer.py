@@ -114,15 +114,21 @@ def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) ->
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states in types that ``torch.load(weights_only=True)`` accepts (no numpy arrays)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -284,7 +290,7 @@ def _train(
     best: dict[str, Any] = {"top1": -1.0, "top5": 0.0, "epoch": -1}
     spent_seconds = 0.0
     if paths.checkpoint.is_file():
-        ckpt = torch.load(paths.checkpoint, map_location=device, weights_only=False)  # our own file
+        ckpt = torch.load(paths.checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None and ckpt.get("model_ema") is not None:

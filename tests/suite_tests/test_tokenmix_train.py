@@ -47,7 +47,7 @@ def test_teacher_from_plain_weights_file_needs_its_model_name(
 ) -> None:
     from safetensors.torch import save_file
 
-    state = torch.load(teacher_run / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(teacher_run / "checkpoint.pt", weights_only=True)["model"]
     weights = tmp_path / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     cfg = load_config(

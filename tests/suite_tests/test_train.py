@@ -94,7 +94,7 @@ def test_sigterm_mid_epoch_then_rerun_matches_uninterrupted(tiny_overrides: list
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 75, out
     assert "interrupted" in out
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) != (3, 0)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

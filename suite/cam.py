@@ -1,0 +1,206 @@
+"""Class-activation maps of a teacher, on the token grid, for TokenMix's content-based targets.
+
+TokenMix (Liu et al., ECCV 2022, https://arxiv.org/abs/2207.08409; reference code
+https://github.com/Sense-X/TokenMix) weights the two labels of a mixed image by how much of each
+image's class activation stays visible. This module computes that activation: a dense class
+activation map (CAM, Zhou et al. 2016) for each image's ground-truth class, in logit space, i.e.
+the classifier applied at every location of the last feature map before pooling.
+
+* CNNs (timm ``forward_features`` returns ``NCHW``, or ``NHWC`` for models whose ``output_fmt``
+  says so): the classifier from ``model.get_classifier()`` (a ``Linear`` or a 1x1 ``Conv2d``) is
+  applied as a 1x1 convolution including its bias. Only the ground-truth row of the weight is
+  used, so the cost is one dot product per location, not one per class.
+* ViT-like models (``forward_features`` returns ``NLC`` tokens): the ``model.num_prefix_tokens``
+  prefix tokens (class, distillation, registers) are dropped, ``fc_norm`` is applied when it is not
+  ``Identity``, then the head on every patch token; the result is reshaped to the patch grid.
+  Distilled models with two heads use the mean of both, as their eval-mode forward does.
+
+The map is then resized to the token grid G x G: adaptive average pooling when the feature map is
+an integer multiple of G (each token gets the mean of its feature cells), else bilinear
+interpolation (antialiased when shrinking). Negatives are clamped to 0 and each map is normalised
+to sum 1; a map with no positive mass stays all-zero, and the targets fall back to area for it.
+
+Deliberate differences from the reference: the reference reads offline per-location top-5 class
+probabilities of an NFNet-F6 at 576 px (softmax space), cropped with the image by ``roi_align``;
+here the map is computed online from any timm model in logit space, on the same augmented batch
+that is mixed, so no crop bookkeeping is needed (and the reference's x/y swap of the crop box does
+not arise). CAMs of models whose head is not linear after pooling (e.g. a norm after pooling, as in
+ConvNeXt, or with ``global_pool='avg'`` ViTs, whose ``fc_norm`` is then applied per token) are an
+approximation of what the classifier sees.
+
+Example:
+    >>> import torch, suite, timm
+    >>> from suite.cam import Teacher
+    >>> teacher = Teacher.from_module(timm.create_model("resnet18", num_classes=10))
+    >>> teacher.maps(torch.randn(2, 3, 64, 64), torch.tensor([1, 2]), grid=2).shape
+    torch.Size([2, 2, 2])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Teacher", "class_activation_maps"]
+
+
+def _classifier_rows(model: nn.Module, y: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight rows ``(B, C)`` and biases ``(B,)`` of the ground-truth classes, in float32."""
+    get = getattr(model, "get_classifier", None)
+    if get is None:
+        raise ValueError(f"model must be a timm model with get_classifier(), but got {type(model).__name__}")
+    heads = get()
+    heads = tuple(heads) if isinstance(heads, (tuple, list)) else (heads,)
+    weights, biases = [], []
+    for head in heads:
+        if isinstance(head, nn.Linear):
+            weight = head.weight
+        elif isinstance(head, nn.Conv2d) and head.kernel_size == (1, 1) and head.groups == 1:
+            weight = head.weight.flatten(1)
+        else:
+            raise ValueError(
+                "model's classifier must be nn.Linear or a 1x1 nn.Conv2d (a model with num_classes > 0), "
+                f"but got {type(head).__name__}"
+            )
+        if weight.shape[1] != channels:
+            raise ValueError(
+                f"model's classifier expects {weight.shape[1]} input features but the last feature map has "
+                f"{channels} channels; layers between pooling and the classifier are not supported"
+            )
+        weights.append(weight.float()[y])
+        bias = head.bias.float()[y] if head.bias is not None else weight.new_zeros(y.shape[0], dtype=torch.float32)
+        biases.append(bias)
+    return torch.stack(weights).mean(0), torch.stack(biases).mean(0)
+
+
+def _patch_grid(model: nn.Module, x: torch.Tensor, tokens: int) -> tuple[int, int]:
+    patch_embed = getattr(model, "patch_embed", None)
+    patch = getattr(patch_embed, "patch_size", None)
+    if patch is not None:
+        ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        gh, gw = x.shape[-2] // ph, x.shape[-1] // pw
+        if gh * gw == tokens:
+            return gh, gw
+    side = math.isqrt(tokens)
+    if side * side == tokens:
+        return side, side
+    raise ValueError(f"cannot arrange {tokens} patch tokens of {type(model).__name__} on a grid")
+
+
+def _resize(cam: torch.Tensor, grid: int) -> torch.Tensor:
+    h, w = cam.shape[-2:]
+    if (h, w) == (grid, grid):
+        return cam
+    if h % grid == 0 and w % grid == 0:
+        return F.adaptive_avg_pool2d(cam.unsqueeze(1), grid).squeeze(1)
+    shrink = h > grid or w > grid
+    return F.interpolate(
+        cam.unsqueeze(1), size=(grid, grid), mode="bilinear", align_corners=False, antialias=shrink
+    ).squeeze(1)
+
+
+def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int) -> torch.Tensor:
+    """Dense class-activation maps of the ground-truth classes on a ``grid x grid`` token grid.
+
+    The model is used as it is (put it in eval mode first; ``Teacher`` does). Runs under
+    ``torch.no_grad()``, and under bfloat16 autocast when ``x`` is on CUDA; the classifier is
+    applied in float32.
+
+    Args:
+        model: A timm CNN (``forward_features`` gives ``NCHW``/``NHWC``) or ViT-like model
+            (``forward_features`` gives ``NLC`` tokens), with a classification head.
+        x: Images ``(B, 3, H, W)``.
+        y: Ground-truth class indices ``(B,)``.
+        grid: Token grid size G.
+
+    Returns:
+        Float32 tensor ``(B, G, G)``: non-negative, each map summing to 1, or all zero where the
+        class has no positive activation.
+
+    Raises:
+        ValueError: For invalid arguments, or a model whose features are neither ``NCHW``/``NHWC``
+            maps nor ``NLC`` tokens, or whose classifier is not linear.
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape ({x.shape[0]},), but got y.shape={tuple(y.shape)}")
+    forward_features = getattr(model, "forward_features", None)
+    if forward_features is None:
+        raise ValueError(f"model must have forward_features() (a timm model), but got {type(model).__name__}")
+    y = y.long()
+    with torch.no_grad():
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            feats = forward_features(x)
+        if not isinstance(feats, torch.Tensor):
+            raise ValueError(f"model.forward_features must return a tensor, but got {type(feats).__name__}")
+        feats = feats.float()
+        if feats.dim() == 4:
+            if getattr(model, "output_fmt", "NCHW") == "NHWC":
+                feats = feats.permute(0, 3, 1, 2)
+            weight, bias = _classifier_rows(model, y, feats.shape[1])
+            cam = torch.einsum("bchw,bc->bhw", feats, weight) + bias.view(-1, 1, 1)
+        elif feats.dim() == 3:
+            if getattr(model, "attn_pool", None) is not None:
+                raise ValueError(f"model {type(model).__name__} pools with attention; its CAM is not supported")
+            tokens = feats[:, int(getattr(model, "num_prefix_tokens", 0)) :]
+            fc_norm = getattr(model, "fc_norm", None)
+            if fc_norm is not None and not isinstance(fc_norm, nn.Identity):
+                tokens = _apply_float(fc_norm, tokens)
+            weight, bias = _classifier_rows(model, y, tokens.shape[-1])
+            cam = torch.einsum("blc,bc->bl", tokens, weight) + bias.view(-1, 1)
+            gh, gw = _patch_grid(model, x, tokens.shape[1])
+            cam = cam.view(-1, gh, gw)
+        else:
+            raise ValueError(
+                "model.forward_features must return NCHW/NHWC feature maps (CNN) or NLC tokens (ViT), "
+                f"but got a tensor of shape {tuple(feats.shape)}"
+            )
+        cam = _resize(cam, grid).clamp_min_(0.0)
+        total = cam.flatten(1).sum(1).view(-1, 1, 1)
+        return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
+
+
+def _apply_float(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Apply a (norm) module to float32 tokens, whatever the module's own dtype."""
+    params = list(module.parameters())
+    if params and params[0].dtype != torch.float32:
+        return module(tokens.to(params[0].dtype)).float()
+    return module(tokens).float()
+
+
+class Teacher:
+    """A frozen model that supplies TokenMix's activation maps.
+
+    The wrapped module is put in eval mode with gradients off. It must live on the device of the
+    batches passed to ``maps``.
+
+    Example:
+        >>> import torch, suite, timm
+        >>> teacher = Teacher.from_module(timm.create_model("resnet18", num_classes=10))
+        >>> maps = teacher.maps(torch.randn(4, 3, 64, 64), torch.arange(4), grid=4)
+        >>> maps.shape
+        torch.Size([4, 4, 4])
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, but got {type(model).__name__}")
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> Teacher:
+        """Wrap an already built (and loaded) model."""
+        return cls(model)
+
+    def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int) -> torch.Tensor:
+        """Activation maps ``(B, G, G)`` of the ground-truth classes; see ``class_activation_maps``."""
+        if self.model.training:
+            self.model.eval()
+        return class_activation_maps(self.model, x, y, grid)
