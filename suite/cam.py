@@ -71,7 +71,11 @@ def _classifier_rows(model: nn.Module, y: torch.Tensor, channels: int) -> tuple[
                 f"{channels} channels; layers between pooling and the classifier are not supported"
             )
         weights.append(weight.float()[y])
-        bias = head.bias.float()[y] if head.bias is not None else weight.new_zeros(y.shape[0], dtype=torch.float32)
+        bias = (
+            head.bias.float()[y]
+            if head.bias is not None
+            else weight.new_zeros(y.shape[0], dtype=torch.float32)
+        )
         biases.append(bias)
     return torch.stack(weights).mean(0), torch.stack(biases).mean(0)
 
@@ -147,7 +151,9 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gr
             cam = torch.einsum("bchw,bc->bhw", feats, weight) + bias.view(-1, 1, 1)
         elif feats.dim() == 3:
             if getattr(model, "attn_pool", None) is not None:
-                raise ValueError(f"model {type(model).__name__} pools with attention; its CAM is not supported")
+                raise ValueError(
+                    f"model {type(model).__name__} pools with attention; its CAM is not supported"
+                )
             tokens = feats[:, int(getattr(model, "num_prefix_tokens", 0)) :]
             fc_norm = getattr(model, "fc_norm", None)
             if fc_norm is not None and not isinstance(fc_norm, nn.Identity):

@@ -147,8 +147,8 @@ def token_masks(
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
         raise ValueError(f"grid must be an integer >= 2, but got grid={grid!r}")
     _check_ratio(ratio)
-    if not 0.0 < min_aspect <= 1.0:
-        raise ValueError(f"min_aspect must be in (0, 1], but got min_aspect={min_aspect}")
+    if isinstance(min_aspect, bool) or not isinstance(min_aspect, (int, float)) or not 0.0 < min_aspect <= 1.0:
+        raise ValueError(f"min_aspect must be in (0, 1], but got min_aspect={min_aspect!r}")
     n = batch if per_sample else 1
     counts = partner_counts(n, grid, ratio, generator=generator, device=device)
     if mode == "block":
@@ -197,7 +197,9 @@ def _block_tables(grid: int, device: str) -> tuple[torch.Tensor, torch.Tensor, t
     return prefix, intervals, area.view(-1)
 
 
-def _block_masks(counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator) -> torch.Tensor:
+def _block_masks(
+    counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator
+) -> torch.Tensor:
     """The reference's block masks for every count, in chunks small enough for exact float indices."""
     per_chunk = max(1, (1 << 24) // (grid + 1) ** 2 - 1)
     if counts.numel() <= per_chunk:
@@ -205,7 +207,9 @@ def _block_masks(counts: torch.Tensor, grid: int, min_aspect: float, generator: 
     return torch.cat([_block_chunk(c, grid, min_aspect, generator) for c in counts.split(per_chunk)])
 
 
-def _block_chunk(counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator) -> torch.Tensor:
+def _block_chunk(
+    counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator
+) -> torch.Tensor:
     """The reference's block masks, vectorised over masks, with exact counts.
 
     One loop iteration is one rectangle of every still-growing mask, so the loop runs as often as
@@ -246,16 +250,29 @@ def _block_chunk(counts: torch.Tensor, grid: int, min_aspect: float, generator: 
         ],
         device=dev,
     )
-    sample = torch.arange(n, device=dev, dtype=torch.float32).repeat_interleave(t).view(1, n * t)
+    # Each mask has t attempt columns and one sentinel column whose rectangle is empty and which
+    # is picked when no attempt is accepted: it adds nothing, and its flag counts a failed round.
+    tt = t + 1
+    sample = torch.arange(n, device=dev, dtype=torch.float32).repeat_interleave(tt).view(1, n * tt)
     offsets = torch.cat(
-        (torch.full((1, n * t), float(n_sat), device=dev), sample.expand(4, n * t), torch.zeros(2, n * t, device=dev))
+        (
+            torch.full((1, n * tt), float(n_sat), device=dev),
+            sample.expand(4, n * tt),
+            torch.zeros(2, n * tt, device=dev),
+        )
     )
     signs = torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0]], device=dev)  # area - inside
-    minus_one = torch.full((1, n * t), -1.0, device=dev)
     one = torch.ones(1, 1, device=dev)
-    priority = torch.arange(t, 0, -1, device=dev, dtype=torch.float32)  # the first accepted attempt wins
-    geo = torch.empty(4, n, t, device=dev)  # top, left, h, w of every attempt
-    work = torch.empty(8, n * t, device=dev)  # flat indices (7 rows), then new tokens - 1
+    score = torch.arange(t, -1, -1, device=dev, dtype=torch.float32)  # the first accepted attempt wins
+    no_score = torch.zeros(tt, device=dev)
+    no_score[t] = 0.5  # the sentinel wins only when nothing was accepted
+    geo = torch.zeros(4, n, tt, device=dev)  # top, left, h, w of every attempt; sentinel stays 0
+    top_left, height_width = geo[:2, :, :t], geo[2:, :, :t]
+    # rows: flat indices (area, 4 corners, row and column interval), new tokens, sentinel flag
+    work = torch.zeros(9, n, tt, device=dev)
+    work[8, :, t] = 1.0
+    new = work[7]
+    picks = work[5:]
     rem = counts.to(torch.float32).view(n, 1).clone()  # tokens still to add; 0 once a mask stops
     fails = torch.zeros(n, 1, device=dev)  # failed attempts for the current rectangle
     log_lo = math.log(min_aspect)
@@ -265,26 +282,30 @@ def _block_chunk(counts: torch.Tensor, grid: int, min_aspect: float, generator: 
             r = 0
             draws = torch.rand(chunk, 4, n, t, generator=generator, device=dev)
             half_log = draws[:, 1].mul(-log_lo).add_(0.5 * log_lo)  # 0.5 * log(aspect), log-uniform
-            sqrt_aspect = torch.stack((half_log, half_log.neg()), 1).exp_()
-            pos_u = draws[:, 2:]
-            pos_span = pos_u * g1
+            rounds = list(
+                zip(
+                    draws[:, 0].unbind(0),
+                    torch.stack((half_log, half_log.neg()), 1).exp_().unbind(0),  # sqrt(aspect), 1 / ...
+                    draws[:, 2:].unbind(0),
+                    (draws[:, 2:] * g1).unbind(0),
+                )
+            )
+        area_u, sqrt_aspect, pos_u, pos_span = rounds[r]
         torch.mm(prefix, mask.view(g, g * n), out=row_sums.view(g1, g * n))
         row_sums_t.copy_(row_sums.permute(1, 0, 2))
         torch.mm(prefix, row_sums_t.view(g, g1 * n), out=sat)
-        root_area = torch.addcmul(one, draws[r, 0], rem - 1.0).sqrt_()  # area ~ U[1, rem]
-        hw = torch.mul(sqrt_aspect[r], root_area, out=geo[2:]).round_().clamp_(max=g)
-        torch.addcmul(pos_span[r], pos_u[r], hw, value=-1.0, out=geo[:2]).floor_()  # U{0..G-h}
-        torch.addmm(offsets, weights, geo.view(4, n * t), out=work[:7])
-        torch.addmm(minus_one, signs, table.take(work[:5].long()), out=work[7:])
-        new_m1 = work[7].view(n, t)
-        ok = (new_m1 >= 0).logical_and_(new_m1 < rem)  # 1 <= new <= rem
-        best, first = torch.where(ok, priority, 0.0).max(1, keepdim=True)
-        accepted = best.sign()
-        picked = work[5:].view(3, n, t).gather(2, first.expand(3, n, 1)).view(3, n)
-        spans = intervals.index_select(1, picked[:2].mul_(accepted.view(1, n)).long().view(-1)).view(g, 2, n)
+        root_area = torch.addcmul(one, area_u, rem - 1.0).sqrt_()  # area ~ U[1, rem]
+        torch.mul(sqrt_aspect, root_area, out=height_width).round_().clamp_(max=g)
+        torch.addcmul(pos_span, pos_u, height_width, value=-1.0, out=top_left).floor_()  # U{0..G-h}
+        torch.addmm(offsets, weights, geo.view(4, n * tt), out=work[:7].view(7, n * tt))
+        torch.mm(signs, table.take(work[:5].view(5, n * tt).long()), out=new.view(1, n * tt))
+        ok = (new >= 1.0).logical_and_(new <= rem)
+        first = torch.where(ok, score, no_score).argmax(1, keepdim=True)
+        picked = picks.gather(2, first.expand(4, n, 1)).view(4, n)
+        spans = intervals.index_select(1, picked[:2].long().view(-1)).view(g, 2, n)
         mask.addcmul_(spans[:, 0].unsqueeze(1), spans[:, 1].unsqueeze(0)).clamp_(max=1.0)
-        rem.sub_(picked[2].view(n, 1).add_(1.0).mul_(accepted))
-        fails.add_(t).mul_(1.0 - accepted)
+        rem.sub_(picked[2].view(n, 1))
+        fails.add_(t).mul_(picked[3].view(n, 1))
         rem.mul_(fails < _ATTEMPTS)  # gave up: the reference stops this mask here
         r += 1
         if not bool(rem.any()):
@@ -317,7 +338,9 @@ def _box_tables(grid: int, min_aspect: float, device: str) -> tuple[torch.Tensor
     ).to(device=device, dtype=torch.float32)
 
 
-def _box_masks(counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator) -> torch.Tensor:
+def _box_masks(
+    counts: torch.Tensor, grid: int, min_aspect: float, generator: torch.Generator
+) -> torch.Tensor:
     """One rectangle per mask with the admissible area closest to the count (exact when possible)."""
     n, dev = counts.numel(), counts.device
     penalty, shapes = _box_tables(grid, min_aspect, str(dev))

@@ -24,7 +24,12 @@ __all__ = ["occlusion_mask", "occlude_patches"]
 
 
 def occlusion_mask(
-    batch: int, rows: int, cols: int, fraction: float, generator: torch.Generator, device: torch.device | str = "cpu"
+    batch: int,
+    rows: int,
+    cols: int,
+    fraction: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Boolean ``(B, rows, cols)`` masks with exactly ``round(fraction * rows * cols)`` cells set per row.
 

@@ -86,13 +86,17 @@ def mix_weights(
     if mode not in TARGET_MODES:
         raise _mode_error(mode)
     if mask.dim() != 3 or mask.shape[1] != mask.shape[2]:
-        raise ValueError(f"mask must have shape (B, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must have shape (B, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}"
+        )
     mask = mask.bool()
     if mode == "area" and maps is None:
         w_own, w_partner = _area_weights(mask)
         return w_own, w_partner, torch.zeros_like(w_own, dtype=torch.bool)
     if maps is None:
-        raise ValueError(f"maps must be given for mode={mode!r} (activation maps of the teacher), but got maps=None")
+        raise ValueError(
+            f"maps must be given for mode={mode!r} (activation maps of the teacher), but got maps=None"
+        )
     if maps.dim() != 3 or maps.shape[1:] != mask.shape[1:] or mask.shape[0] not in (1, maps.shape[0]):
         raise ValueError(
             f"maps must have shape (B, G, G) matching mask.shape={tuple(mask.shape)}, "

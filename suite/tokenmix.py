@@ -81,7 +81,9 @@ def mix_tokens_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if b % 2 != 0:
         raise ValueError(f"batch size must be even (partner of i is B - 1 - i), but got batch size {b}")
     if mask.dim() != 3 or mask.shape[1] != mask.shape[2] or mask.shape[0] not in (1, b):
-        raise ValueError(f"mask must have shape ({b}, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must have shape ({b}, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}"
+        )
     g = mask.shape[-1]
     if height % g != 0 or width % g != 0:
         raise ValueError(f"image size {height}x{width} must be divisible by the token grid {g}")
@@ -148,15 +150,22 @@ class TokenMix:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, but got num_classes={num_classes!r}")
         if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, but got mask_mode={mask_mode!r}")
+            raise ValueError(
+                f"mask_mode must be one of {', '.join(MASK_MODES)}, but got mask_mode={mask_mode!r}"
+            )
         lo, hi = _check_ratio(mask_ratio, "mask_ratio")
         if isinstance(token_grid, bool) or not isinstance(token_grid, int) or token_grid < 2:
             raise ValueError(f"token_grid must be an integer >= 2, but got token_grid={token_grid!r}")
         if mask_mode == "block" and token_grid > _MAX_BLOCK_GRID:
             raise ValueError(
-                f"token_grid must be <= {_MAX_BLOCK_GRID} for mask_mode='block', but got token_grid={token_grid}"
+                f"token_grid must be <= {_MAX_BLOCK_GRID} for mask_mode='block', "
+                f"but got token_grid={token_grid}"
             )
-        if isinstance(min_aspect, bool) or not isinstance(min_aspect, (int, float)) or not 0 < min_aspect <= 1:
+        if (
+            isinstance(min_aspect, bool)
+            or not isinstance(min_aspect, (int, float))
+            or not 0 < min_aspect <= 1
+        ):
             raise ValueError(f"min_aspect must be in (0, 1], but got min_aspect={min_aspect!r}")
         if not isinstance(per_sample, bool):
             raise ValueError(f"per_sample must be a bool, but got per_sample={per_sample!r}")
@@ -165,12 +174,16 @@ class TokenMix:
                 f"target_mode must be one of {', '.join(TARGET_MODES)}, but got target_mode={target_mode!r}"
             )
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-            raise ValueError(f"label_smoothing must be in [0, 1), but got label_smoothing={label_smoothing!r}")
+            raise ValueError(
+                f"label_smoothing must be in [0, 1), but got label_smoothing={label_smoothing!r}"
+            )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), but got label_smoothing={label_smoothing}")
         self.num_classes = num_classes
         self.mask_mode = mask_mode
-        self.mask_ratio: float | tuple[float, float] = (lo, hi) if isinstance(mask_ratio, (tuple, list)) else lo
+        self.mask_ratio: float | tuple[float, float] = (
+            (lo, hi) if isinstance(mask_ratio, (tuple, list)) else lo
+        )
         self.token_grid = token_grid
         self.min_aspect = float(min_aspect)
         self.per_sample = per_sample
@@ -240,9 +253,13 @@ class TokenMix:
             raise ValueError(f"y must have shape ({b},), but got y.shape={tuple(y.shape)}")
         if self.needs_maps:
             if maps is None:
-                raise ValueError(f"maps must be given for target_mode={self.target_mode!r}, but got maps=None")
+                raise ValueError(
+                    f"maps must be given for target_mode={self.target_mode!r}, but got maps=None"
+                )
             if tuple(maps.shape) != (b, g, g):
-                raise ValueError(f"maps must have shape ({b}, {g}, {g}), but got maps.shape={tuple(maps.shape)}")
+                raise ValueError(
+                    f"maps must have shape ({b}, {g}, {g}), but got maps.shape={tuple(maps.shape)}"
+                )
         mask = token_masks(
             b,
             g,
@@ -256,7 +273,9 @@ class TokenMix:
         w_own, w_partner, fallback = mix_weights(
             mask.expand(b, g, g), maps if self.needs_maps else None, self.target_mode
         )
-        target = mixed_target(y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode)
+        target = mixed_target(
+            y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode
+        )
         mix_tokens_(x, mask)
         stats = {"fallbacks": fallback.sum(), "partner_fraction": mask.float().mean()}
         return x, target, stats

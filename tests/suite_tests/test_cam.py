@@ -56,7 +56,10 @@ def _by_hand(grid: int) -> list[list[float]]:
     logit = [[(4 * r + c) / 8 - 0.75 + 0.5 for c in range(4)] for r in range(4)]
     k = 4 // grid
     cells = [
-        [max(0.0, sum(logit[r * k + i][c * k + j] for i in range(k) for j in range(k)) / (k * k)) for c in range(grid)]
+        [
+            max(0.0, sum(logit[r * k + i][c * k + j] for i in range(k) for j in range(k)) / (k * k))
+            for c in range(grid)
+        ]
         for r in range(grid)
     ]
     total = sum(map(sum, cells))
@@ -83,7 +86,14 @@ def test_cnn_cam_without_positive_activation_stays_zero() -> None:
 def _vit(**kwargs) -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3, num_classes=5, **kwargs
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        embed_dim=48,
+        depth=1,
+        num_heads=3,
+        num_classes=5,
+        **kwargs,
     ).eval()
 
 

@@ -49,7 +49,12 @@ def test_input_is_not_modified() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"fraction": 1.5}, "fraction"), ({"fraction": -0.1}, "fraction"), ({"patch": 0}, "patch"), ({"patch": 5}, "patch")],
+    [
+        ({"fraction": 1.5}, "fraction"),
+        ({"fraction": -0.1}, "fraction"),
+        ({"patch": 0}, "patch"),
+        ({"patch": 5}, "patch"),
+    ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) -> None:
     args = {"patch": 8, "fraction": 0.5} | kwargs

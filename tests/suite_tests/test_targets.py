@@ -30,7 +30,11 @@ RAW_OWN, RAW_PARTNER = [0.6, 0.6], [0.1, 0.2]
         ("area", [0.75, 0.75], [0.25, 0.25]),
         ("teacher_raw", RAW_OWN, RAW_PARTNER),
         ("teacher_norm", [0.6 / 0.7, 0.6 / 0.8], [0.1 / 0.7, 0.2 / 0.8]),
-        ("mixed", [(0.6 / 0.7 + 0.75) / 2, (0.6 / 0.8 + 0.75) / 2], [(0.1 / 0.7 + 0.25) / 2, (0.2 / 0.8 + 0.25) / 2]),
+        (
+            "mixed",
+            [(0.6 / 0.7 + 0.75) / 2, (0.6 / 0.8 + 0.75) / 2],
+            [(0.1 / 0.7 + 0.25) / 2, (0.2 / 0.8 + 0.25) / 2],
+        ),
     ],
 )
 @pytest.mark.parametrize("scale", [1.0, 5.0])  # maps need not be normalised
@@ -133,7 +137,9 @@ def test_normalised_modes_use_timm_smoothing(mode: str, lam: float, smoothing: f
     assert torch.allclose(target, mixup_target(y, 10, lam=lam, smoothing=smoothing), atol=1e-6)
 
 
-def _reference_rule(y: torch.Tensor, w_own: torch.Tensor, w_partner: torch.Tensor, c: int, eps: float) -> torch.Tensor:
+def _reference_rule(
+    y: torch.Tensor, w_own: torch.Tensor, w_partner: torch.Tensor, c: int, eps: float
+) -> torch.Tensor:
     """The reference's description: two one-hots, on = w - eps/2 + off/2, off = off/2, added."""
     off = eps / c
     y1 = torch.full((len(y), c), off / 2)
@@ -154,7 +160,9 @@ def test_raw_mode_smooths_like_the_reference(smoothing: float) -> None:
 
 
 def test_raw_mode_hand_example_and_negative_entries() -> None:
-    target = mixed_target(torch.tensor([0, 1]), torch.tensor(RAW_OWN), torch.tensor([0.1, 0.0]), 4, 0.1, mode="teacher_raw")
+    target = mixed_target(
+        torch.tensor([0, 1]), torch.tensor(RAW_OWN), torch.tensor([0.1, 0.0]), 4, 0.1, mode="teacher_raw"
+    )
     off = 0.1 / 4
     assert target[0].tolist() == pytest.approx([0.6 - 0.05 + off, 0.1 - 0.05 + off, off, off])
     # a partner weight below eps/2 - off gives a negative entry, as in the reference
@@ -164,9 +172,20 @@ def test_raw_mode_hand_example_and_negative_entries() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"num_classes": 0}, "num_classes"), ({"smoothing": 1.0}, "smoothing"), ({"smoothing": -0.1}, "smoothing")],
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"smoothing": 1.0}, "smoothing"),
+        ({"smoothing": -0.1}, "smoothing"),
+    ],
 )
 def test_bad_target_arguments(kwargs: dict, name: str) -> None:
     args = {"num_classes": 3, "smoothing": 0.1} | kwargs
     with pytest.raises(ValueError, match=name):
-        mixed_target(torch.tensor([0, 1]), torch.ones(2), torch.zeros(2), args["num_classes"], args["smoothing"], mode="area")
+        mixed_target(
+            torch.tensor([0, 1]),
+            torch.ones(2),
+            torch.zeros(2),
+            args["num_classes"],
+            args["smoothing"],
+            mode="area",
+        )

@@ -40,7 +40,9 @@ def test_mixed_pixels_are_exact_copies_as_the_mask_says(
     monkeypatch: pytest.MonkeyPatch, chunk: int | str | None, shared: bool, b: int, size: int, grid: int
 ) -> None:
     if chunk is not None:  # the CPU cache blocking, and the one-chunk path used on accelerators
-        monkeypatch.setattr(tokenmix_module, "_pairs_per_chunk", lambda x: b // 2 if chunk == "half" else chunk)
+        monkeypatch.setattr(
+            tokenmix_module, "_pairs_per_chunk", lambda x: b // 2 if chunk == "half" else chunk
+        )
     mask = token_masks(b, grid, 0.4, per_sample=not shared, generator=_gen())
     x = _distinct_batch(b, size)
     old = x.clone()
@@ -55,8 +57,13 @@ def test_mixed_pixels_are_exact_copies_as_the_mask_says(
 def test_area_target_equals_the_visible_partner_fraction(mask_mode: str, per_sample: bool, ratio) -> None:
     b, grid = 8, 7
     mix = TokenMix(
-        num_classes=10, mask_mode=mask_mode, mask_ratio=ratio, token_grid=grid, per_sample=per_sample,
-        target_mode="area", label_smoothing=0.0,
+        num_classes=10,
+        mask_mode=mask_mode,
+        mask_ratio=ratio,
+        token_grid=grid,
+        per_sample=per_sample,
+        target_mode="area",
+        label_smoothing=0.0,
     )
     x = _distinct_batch(b, 28)
     old = x.clone()
@@ -90,7 +97,9 @@ def test_teacher_targets_and_fallback_count(target_mode: str) -> None:
     b, grid = 6, 4
     maps = torch.rand(b, grid, grid, generator=_gen(2))
     maps[1] = 0.0  # no signal for sample 1: it and its partner (4) fall back to area
-    mix = TokenMix(num_classes=6, token_grid=grid, per_sample=True, target_mode=target_mode, label_smoothing=0.0)
+    mix = TokenMix(
+        num_classes=6, token_grid=grid, per_sample=True, target_mode=target_mode, label_smoothing=0.0
+    )
     x = _distinct_batch(b, 16)
     old = x.clone()
     y = torch.arange(b)
@@ -100,7 +109,6 @@ def test_teacher_targets_and_fallback_count(target_mode: str) -> None:
     a = maps / maps.sum((1, 2), keepdim=True).clamp_min(1e-12)
     w_own = (a * (1 - partner)).sum((1, 2))
     w_partner = (a.flip(0) * partner).sum((1, 2))
-    rows = torch.arange(b)
     for i in (0, 2):
         own, other = w_own[i].item(), w_partner[i].item()
         if target_mode != "teacher_raw":
