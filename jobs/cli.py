@@ -1,0 +1,303 @@
+"""``suite sweep plan|launch|status``: the sweep commands of the ``suite`` CLI.
+
+``suite.cli`` calls :func:`register` at start-up. Exit codes follow the rest of the CLI: 0 ok,
+1 runs failed (``launch`` of local/debug runs, or ``--wait``), 2 invalid input (nothing was
+submitted), 75 interrupted (launch again to resume).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["register"]
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 75
+SHOWN_ROWS = 60
+
+console = Console()
+err_console = Console(stderr=True)
+
+sweep_app = typer.Typer(
+    help="Plan, launch and watch sweeps: ablation grids of runs on SLURM or on this machine.",
+    no_args_is_help=True,
+)
+
+FileArg = Annotated[Path, typer.Argument(help="Sweep YAML file (see docs/sweeps.md).", show_default=False)]
+OverridesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        help="Run config overrides for every run, applied after base.overrides, e.g. data.root=/datasets/imagenet "
+        "schedule.epochs=1.",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output-root", help="Replace the sweep's output_root (run folders and state file).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the ``sweep`` command group to the ``suite`` app."""
+    app.add_typer(sweep_app, name="sweep")
+
+
+def _invalid(err: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]invalid sweep[/]\n{err}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INVALID)
+
+
+def _load(path: Path, overrides: list[str] | None, output_root: Path | None):  # noqa: ANN202 - Sweep
+    from sweeps.spec import SweepError, load_sweep
+
+    try:
+        return load_sweep(path, overrides or [], output_root=output_root)
+    except SweepError as err:
+        raise _invalid(err) from None
+
+
+_STATE_STYLE = {
+    "new": "cyan",
+    "done": "green",
+    "resumable": "yellow",
+    "interrupted": "yellow",
+    "failed": "red",
+    "cancelled": "red",
+    "pending": "blue",
+    "running": "magenta",
+    "requeued": "yellow",
+}
+
+
+def _styled(state: str) -> str:
+    return f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if value == 0 or value >= 10:
+        return f"{value:,.1f}"
+    return f"{value:.2g}" if value < 0.1 else f"{value:.2f}"
+
+
+@sweep_app.command()
+def plan(
+    file: FileArg,
+    overrides: OverridesArg = None,
+    output_root: OutputOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help=f"List every run (default: the first {SHOWN_ROWS}).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show the runs of a sweep, their state and a GPU-hour estimate; submits nothing.
+
+    Paths that do not exist here (data.root of an ImageNet sweep, teacher checkpoints) are
+    warnings: plan works on a laptop; launch refuses them.
+    """
+    from sweeps.estimate import estimate
+    from sweeps.expand import expand
+    from sweeps.spec import SweepError
+
+    sweep = _load(file, overrides, output_root)
+    try:
+        the_plan = expand(sweep, check_paths=False)
+    except SweepError as err:
+        raise _invalid(err) from None
+    est = estimate(the_plan)
+    runs = the_plan.all_runs()
+    states = {run.run_id: run.state().value for run in runs}
+    if as_json:
+        rows = [
+            {"index": r.index, "run_id": r.run_id, "prerequisite": r.prerequisite, "values": r.values,
+             "changed": r.changed, "needs": list(r.needs), "state": states[r.run_id], "hours": est.hours[r.run_id]}
+            for r in runs
+        ]
+        print(json.dumps({"sweep": sweep.name, "output_root": str(sweep.output_root), "runs": rows,
+                          "hours": est.total_hours, "device": est.device, "warnings": the_plan.warnings}, indent=2,
+                         default=str))
+        return
+    spec = sweep.spec
+    title = f"sweep {sweep.name}" + (f": {spec.description}" if spec.description else "")
+    table = Table(title=title, caption=f"{sweep.path}  ->  {sweep.output_root}", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("run id")
+    table.add_column("differs from base")
+    table.add_column("state")
+    table.add_column(f"{est.device}-h", justify="right")
+    shown = runs if show_all else runs[:SHOWN_ROWS]
+    for run in shown:
+        index = f"p{run.index}" if run.prerequisite else str(run.index)
+        table.add_row(index, run.run_id, run.label(), _styled(states[run.run_id]), _hours(est.hours[run.run_id]))
+    console.print(table)
+    if len(shown) < len(runs):
+        console.print(f"... {len(runs) - len(shown)} more runs (--all lists them)")
+    counts: dict[str, int] = {}
+    for value in states.values():
+        counts[value] = counts.get(value, 0) + 1
+    extra = []
+    if the_plan.prerequisites:
+        extra.append(f"{len(the_plan.prerequisites)} prerequisite(s) trained first")
+    if the_plan.duplicates:
+        extra.append(f"{the_plan.duplicates} duplicate(s) dropped")
+    if the_plan.excluded:
+        extra.append(f"{the_plan.excluded} excluded")
+    console.print(
+        f"[bold]{len(runs)} runs[/] ({spec.mode}, {len(spec.seeds or [None])} seed(s)): "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + (f"; {'; '.join(extra)}" if extra else "")
+    )
+    unknown = f" (+{est.unknown} runs without a throughput figure)" if est.unknown else ""
+    res = spec.resources
+    console.print(
+        f"estimated {est.device}-hours still to spend: [bold]{_hours(est.total_hours)}[/]{unknown}; "
+        f"{res.gpus_per_node} GPU(s), {res.cpus_per_task} CPUs, {res.mem_gb:g} GB, {res.timeout_min} min per job"
+    )
+    for model, source in est.sources.items():
+        console.print(f"  throughput {model}: {source}", highlight=False)
+    for warning in the_plan.warnings:
+        console.print(f"[yellow]warning[/] {warning}", highlight=False)
+
+
+@sweep_app.command()
+def launch(
+    file: FileArg,
+    overrides: OverridesArg = None,
+    executor: Annotated[
+        Optional[str], typer.Option("--executor", "-e", help="slurm, local, debug or auto (default: the file's, else auto).")
+    ] = None,
+    max_parallel: Annotated[
+        Optional[int], typer.Option("--max-parallel", "-j", help="Runs at once (SLURM: all arrays together).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: stay until every job has ended.")] = False,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between scheduler polls with --wait.")] = 15.0,
+    output_root: OutputOpt = None,
+) -> None:
+    """Submit every run that is not done and not queued; finished runs are skipped.
+
+    Checks every run config, the executor and (SLURM) the resources against the partition
+    before submitting anything. Launching again reruns failed and missing runs and resumes
+    interrupted ones from their checkpoints.
+    """
+    from jobs.launch import SubmissionError, launch as run_launch
+    from sweeps.spec import SweepError
+
+    sweep = _load(file, overrides, output_root)
+    try:
+        report = run_launch(
+            sweep, executor=executor, max_parallel=max_parallel, wait=wait, poll_s=poll,
+            echo=lambda line: console.print(line, highlight=False),
+        )
+    except SweepError as err:
+        raise _invalid(err) from None
+    except SubmissionError as err:
+        err_console.print(f"[bold red]submission failed[/]\n{err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    done = sum(1 for s in report.skipped.values() if s.value == "done")
+    active = len(report.skipped) - done
+    console.print(
+        f"[bold]{report.executor}[/]: submitted {len(report.submitted)} run(s); skipped {done} done and "
+        f"{active} already queued or running"
+        + (f"; {len(report.blocked)} blocked by a failed prerequisite" if report.blocked else "")
+    )
+    if report.arrays:
+        console.print(f"{len(report.arrays)} sbatch call(s): " + ", ".join(
+            f"job {a['job_id']} ({a['size']} runs, %{a['parallelism']})" for a in report.arrays
+        ))
+    console.print(f"state: {report.state_file}   watch: suite sweep status {file}")
+    if report.failed():
+        err_console.print(f"[red]{len(report.failed())} run(s) failed[/]: suite sweep status {file} shows why")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
+    """The state file (or None) and the sweep (None for a directory target)."""
+    from jobs.state import STATE_FILE_NAME, SweepState
+
+    if target.is_dir():
+        path = target / STATE_FILE_NAME
+        if not path.is_file():
+            raise _invalid(f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first")
+        return SweepState.read(path), None
+    sweep = _load(target, None, output_root)
+    return SweepState.read(sweep.state_file), sweep
+
+
+@sweep_app.command()
+def status(
+    target: Annotated[Path, typer.Argument(help="Sweep YAML file, or its output folder (holding sweep-state.json).")],
+    output_root: OutputOpt = None,
+    logs: Annotated[int, typer.Option("--logs", help="Log lines shown per failed run.")] = 5,
+    show_all: Annotated[bool, typer.Option("--all", help="List every run, not only the unfinished ones.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Counts by state, failed runs with their error and log tail, and GPU-hours used.
+
+    One scheduler query (``sacct``) covers every job of the sweep.
+    """
+    from jobs.status import collect
+
+    state, sweep = _find_state(target, output_root)
+    if state is None:
+        from jobs.state import JobState, RunEntry, SweepState
+        from sweeps.expand import expand
+        from sweeps.spec import SweepError
+
+        try:
+            the_plan = expand(sweep, check_paths=False)
+        except SweepError as err:
+            raise _invalid(err) from None
+        state = SweepState(sweep.state_file, sweep.name, str(sweep.path), str(sweep.output_root),
+                           str(sweep.output_root / ".submitit" / "%j"))
+        for run in the_plan.all_runs():
+            state.runs[run.run_id] = RunEntry(run.index, run.values, run.label(), run.prerequisite, list(run.needs),
+                                              state=JobState.NEW.value)
+        console.print("[yellow]not launched yet[/] (no sweep-state.json): states come from the run folders")
+    report = collect(state, log_lines=logs)
+    if as_json:
+        print(json.dumps({
+            "sweep": state.sweep,
+            "counts": {s.value: n for s, n in report.counts.items()},
+            "gpu_hours": report.gpu_hours,
+            "gpu_hours_source": report.gpu_hours_source,
+            "accounting_ok": report.accounting_ok,
+            "runs": [{"run_id": r.run_id, "index": r.entry.index, "label": r.entry.label, "state": r.state.value,
+                      "job_id": r.entry.job_id, "scheduler": r.observation.scheduler, "error": r.error,
+                      "log_tail": r.log_tail, "log": r.log_path} for r in report.runs],
+        }, indent=2))
+        return
+    counts = Table(title=f"sweep {state.sweep}: {len(report.runs)} runs", caption=state.output_root)
+    for s in report.counts:
+        counts.add_column(_styled(s.value), justify="right")
+    counts.add_row(*[str(n) for n in report.counts.values()])
+    console.print(counts)
+    shown = [r for r in report.runs if show_all or r.state.value != "done"]
+    if shown:
+        table = Table(show_lines=False)
+        for column in ("#", "run id", "state", "job", "values"):
+            table.add_column(column)
+        for r in shown[: (None if show_all else SHOWN_ROWS)]:
+            index = f"p{r.entry.index}" if r.entry.prerequisite else str(r.entry.index)
+            table.add_row(index, r.run_id, _styled(r.state.value), r.entry.job_id or "-", r.entry.label)
+        console.print(table)
+    for r in report.runs:
+        if r.error or r.log_tail:
+            console.print(f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}", highlight=False)
+            if r.log_path:
+                console.print(f"  log {r.log_path}:", highlight=False)
+            for line in r.log_tail:
+                console.print(f"    {line}", highlight=False, markup=False)
+    if not report.accounting_ok:
+        console.print("[yellow]warning[/] sacct did not answer: states of SLURM jobs come from the run folders only")
+    console.print(f"GPU-hours used: [bold]{report.gpu_hours:.3g}[/] (from {report.gpu_hours_source})")
+    if any(r.state.needs_launch() for r in report.runs):
+        console.print("relaunch failed, cancelled, interrupted and new runs with: suite sweep launch <sweep file>")

@@ -1,0 +1,104 @@
+"""Choosing and configuring the submitit executor that runs a sweep.
+
+One job API over three backends (submitit's idea): ``slurm`` (job arrays through ``sbatch``),
+``local`` (one subprocess per run on this machine) and ``debug`` (in this process, one run
+after the other; with a terminal, a failing run opens the debugger). ``auto`` picks ``slurm``
+when the SLURM client commands answer, else ``local``.
+
+A sweep's :class:`~sweeps.spec.ResourcesSpec` maps onto submitit's parameter names here, once;
+:func:`render_sbatch` renders the exact sbatch script submitit would submit, so ``launch`` can
+ask ``sbatch --test-only`` about it before submitting anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from jobs import slurm
+from sweeps.spec import ResourcesSpec
+
+__all__ = ["BACKENDS", "ExecutorError", "local_executor", "render_sbatch", "resolve_executor", "slurm_executor"]
+
+BACKENDS: tuple[str, ...] = ("slurm", "local", "debug")
+
+
+class ExecutorError(ValueError):
+    """An executor name or backend that cannot be used here; the message says what to use."""
+
+
+def resolve_executor(name: str) -> str:
+    """``auto`` -> ``slurm`` or ``local``; checks that the named backend is usable.
+
+    Raises:
+        ExecutorError: an unknown name, or ``slurm`` without a reachable cluster.
+    """
+    if name == "auto":
+        return "slurm" if slurm.available() else "local"
+    if name not in BACKENDS:
+        raise ExecutorError(f"unknown executor {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if name == "slurm" and not slurm.available():
+        raise ExecutorError(
+            "executor slurm: the SLURM client commands (sbatch, srun, sinfo) are missing or the controller does not "
+            "answer `sinfo`; use --executor local, or start the development cluster (jobs/slurm/README.md)"
+        )
+    return name
+
+
+def _mem(mem_gb: float) -> str:
+    return f"{int(mem_gb)}GB" if float(mem_gb).is_integer() else f"{int(round(mem_gb * 1024))}MB"
+
+
+def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, Any]:
+    """submitit ``SlurmExecutor.update_parameters`` keywords for ``resources``."""
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": resources.timeout_min,
+        "cpus_per_task": resources.cpus_per_task,
+        "mem": _mem(resources.mem_gb),
+        "signal_delay_s": resources.signal_delay_s,
+        "array_parallelism": resources.array_parallelism,
+    }
+    if resources.gpus_per_node:
+        params["gpus_per_node"] = resources.gpus_per_node
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(resources, key)
+        if value is not None:
+            params[key] = value
+    if resources.setup:
+        params["setup"] = list(resources.setup)
+    if resources.additional:
+        params["additional_parameters"] = dict(resources.additional)
+    return params
+
+
+def slurm_executor(folder: Path, resources: ResourcesSpec, *, job_name: str) -> submitit.SlurmExecutor:
+    """A SLURM executor writing its pickles and logs to ``folder/<job id>/``."""
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=resources.max_num_timeout)
+    executor.update_parameters(**slurm_parameters(resources, job_name=job_name))
+    return executor
+
+
+def render_sbatch(executor: submitit.SlurmExecutor, tasks: int) -> str:
+    """The sbatch script submitit would submit for ``tasks`` runs (an array when more than one).
+
+    Uses submitit's own renderer (the one ``update_parameters`` checks values with), so
+    ``sbatch --test-only`` judges exactly what will be sent.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = {k: v for k, v in executor.parameters.items() if k != "map_count"}
+    return _make_sbatch_string(
+        command="true", folder=executor.folder, map_count=tasks if tasks > 1 else None, **params
+    )
+
+
+def local_executor(folder: Path, resources: ResourcesSpec) -> submitit.LocalExecutor:
+    """A local executor (one subprocess per run) with the sweep's time limit."""
+    executor = submitit.LocalExecutor(folder=str(folder / "%j"), max_num_timeout=resources.max_num_timeout)
+    executor.update_parameters(
+        timeout_min=resources.timeout_min, signal_delay_s=resources.signal_delay_s, gpus_per_node=0
+    )
+    return executor

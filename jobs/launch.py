@@ -1,0 +1,508 @@
+"""Launching a sweep: validate everything, then submit only what is not done.
+
+:func:`launch` works in two phases.
+
+1. **Check** (nothing is written): expand and validate every run config with real paths
+   (:func:`sweeps.expand.expand`), resolve the executor, and for SLURM check the resources
+   against the partition (``sinfo``) and the rendered sbatch script with ``sbatch
+   --test-only``. Any problem raises :class:`~sweeps.spec.SweepError` and leaves no file.
+2. **Submit**: read the state file, ask the scheduler once about every job on record, and
+   submit the runs that need it (never submitted, failed, cancelled, interrupted); done runs
+   and runs whose job is still queued or running are skipped. Runs that need a prerequisite
+   (``@teacher.yaml``) wait for it: on SLURM with ``--dependency=afterok``, locally by running
+   prerequisites first. The state file is rewritten atomically after every submission.
+
+On SLURM the runs go out as job arrays (one ``sbatch`` per array, split under
+``MaxArraySize``, see :mod:`jobs.arrays`) and ``launch`` returns (``wait=True`` polls until they
+end). The local executor runs in the foreground with at most ``max_parallel`` runs at once,
+each with its share of the CPU threads (``run.threads``, an output-only field, so run ids do
+not change); ``debug`` runs them one after the other in this process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs import slurm
+from jobs.arrays import ArrayChunk, plan_arrays
+from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
+from jobs.state import JobState, RunEntry, SweepState, classify
+from jobs.status import observe
+from jobs.worker import RunJob
+from suite.records import RunPaths, run_state
+from sweeps.expand import Plan, PlannedRun, expand
+from sweeps.spec import Sweep, SweepError
+
+__all__ = ["LaunchReport", "SubmissionError", "check", "launch", "wait_for"]
+
+Echo = Callable[[str], None]
+
+
+class SubmissionError(RuntimeError):
+    """The scheduler refused a submission after the checks passed (busy, limits); nothing is lost."""
+
+
+@dataclass
+class LaunchReport:
+    """What a launch did."""
+
+    executor: str
+    plan: Plan
+    state_file: Path
+    submitted: list[str] = field(default_factory=list)
+    skipped: dict[str, JobState] = field(default_factory=dict)  # run id -> why it was not submitted
+    blocked: list[str] = field(default_factory=list)  # waited for a prerequisite that failed
+    arrays: list[dict[str, Any]] = field(default_factory=list)  # SLURM: one entry per sbatch call
+    final: dict[str, JobState] = field(default_factory=dict)  # after local/debug runs, or wait=True
+    check_seconds: float = 0.0
+    submit_seconds: float = 0.0
+
+    @property
+    def sbatch_calls(self) -> int:
+        return len(self.arrays)
+
+    def failed(self) -> list[str]:
+        return [rid for rid, state in self.final.items() if state in (JobState.FAILED, JobState.CANCELLED)]
+
+
+@dataclass
+class Checked:
+    """The result of phase 1: a valid plan and a usable executor."""
+
+    sweep: Sweep
+    plan: Plan
+    executor: str
+    seconds: float
+
+
+def check(sweep: Sweep, *, executor: str | None = None) -> Checked:
+    """Phase 1: validate configs, executor and resources; writes nothing.
+
+    Raises:
+        SweepError: the first problem found (all invalid runs are listed together).
+    """
+    start = time.perf_counter()
+    name = executor or sweep.spec.executor
+    try:
+        kind = resolve_executor(name)
+    except ExecutorError as err:
+        raise SweepError(f"{sweep.path}: executor: {err}") from None
+    plan = expand(sweep, check_paths=True)
+    if kind == "slurm":
+        _check_slurm(sweep, len(plan.all_runs()))
+    return Checked(sweep, plan, kind, time.perf_counter() - start)
+
+
+def _check_slurm(sweep: Sweep, count: int) -> None:
+    res = sweep.spec.resources
+    try:
+        problems = slurm.check_resources(
+            partition=res.partition,
+            gpus_per_node=res.gpus_per_node,
+            cpus_per_task=res.cpus_per_task,
+            mem_gb=res.mem_gb,
+            timeout_min=res.timeout_min,
+        )
+    except RuntimeError as err:
+        raise SweepError(f"{sweep.path}: resources: cannot read the partitions ({err})") from None
+    if problems:
+        raise SweepError("\n".join(f"{sweep.path}: {p}" for p in problems) + "\nnothing was submitted")
+    try:
+        executor = slurm_executor(sweep.output_root / ".submitit", res, job_name=sweep.name)
+    except ValueError as err:  # submitit rejects a parameter value
+        raise SweepError(f"{sweep.path}: resources: {err}") from None
+    tasks = min(max(count, 1), slurm.max_array_size())
+    error = slurm.test_only(render_sbatch(executor, tasks))
+    if error:
+        raise SweepError(
+            f"{sweep.path}: resources: SLURM would reject the job ({error}); check resources.partition/account/qos/"
+            "constraint/additional against `sinfo` and `sacctmgr show assoc`. Nothing was submitted"
+        )
+
+
+@contextmanager
+def _launch_lock(root: Path) -> Iterator[None]:
+    """One launch per sweep at a time (two would submit the same runs twice)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".launch.lock"
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"{root}: another `suite sweep launch` of this sweep is running; wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _state_for(sweep: Sweep, plan: Plan) -> SweepState:
+    state = SweepState.read(sweep.state_file)
+    if state is None:
+        state = SweepState(
+            path=sweep.state_file,
+            sweep=sweep.name,
+            sweep_file=str(sweep.path),
+            output_root=str(sweep.output_root),
+            submitit_folder=str(sweep.output_root / ".submitit" / "%j"),
+        )
+    for run in plan.all_runs():
+        entry = state.runs.get(run.run_id) or RunEntry(index=run.index, values={}, label="")
+        entry.index, entry.values, entry.label = run.index, run.values, run.label()
+        entry.prerequisite, entry.needs = run.prerequisite, list(run.needs)
+        state.runs[run.run_id] = entry
+    return state
+
+
+def launch(
+    sweep: Sweep,
+    *,
+    executor: str | None = None,
+    max_parallel: int | None = None,
+    wait: bool = False,
+    poll_s: float = 10.0,
+    echo: Echo | None = None,
+) -> LaunchReport:
+    """Validate a sweep, then submit every run that is not done and not already queued.
+
+    Args:
+        sweep: the loaded sweep.
+        executor: ``auto``, ``slurm``, ``local`` or ``debug`` (default: the sweep file's).
+        max_parallel: runs at once (SLURM: the arrays' ``%P`` together; local: concurrent
+            processes; default: ``resources.array_parallelism`` on SLURM, CPUs /
+            ``resources.cpus_per_task`` locally).
+        wait: SLURM only: poll until every submitted job has ended.
+        poll_s: seconds between scheduler polls while waiting.
+        echo: where progress lines go (default: nowhere).
+
+    Returns:
+        A :class:`LaunchReport`.
+
+    Raises:
+        SweepError: invalid sweep, runs, executor or resources; nothing was submitted.
+
+    Example:
+        >>> report = launch(load_sweep("sweeps/demo/methods.yaml"), executor="local")  # doctest: +SKIP
+        >>> report.failed()  # doctest: +SKIP
+        []
+    """
+    say = echo or (lambda line: None)
+    checked = check(sweep, executor=executor)
+    if max_parallel is not None and max_parallel < 1:
+        raise SweepError(f"--max-parallel must be >= 1, but got {max_parallel}")
+    plan, kind = checked.plan, checked.executor
+    report = LaunchReport(kind, plan, sweep.state_file, check_seconds=checked.seconds)
+    start = time.perf_counter()
+    with _launch_lock(sweep.output_root):
+        state = _state_for(sweep, plan)
+        observed, accounting_ok = observe(state, [run.run_id for run in plan.all_runs()])
+        if not accounting_ok:
+            raise SweepError(
+                f"{sweep.state_file}: sacct does not answer, so launch cannot tell which jobs still run; "
+                "retry when accounting is back (sacct -j <id>)"
+            )
+        todo = [run for run in plan.all_runs() if observed[run.run_id].state.needs_launch()]
+        report.skipped = {rid: obs.state for rid, obs in observed.items() if not obs.state.needs_launch()}
+        for rid, obs in observed.items():
+            state.runs[rid].state = obs.state.value
+        if not todo:
+            state.write()
+            say(f"nothing to submit: {len(report.skipped)} runs are done or already queued")
+            return report
+        if kind == "local":
+            state.host = os.uname().nodename
+        state.launches.append({"time": time.time(), "executor": kind, "runs": len(todo), "arrays": []})
+        state.write()
+        if kind == "slurm":
+            _submit_slurm(sweep, plan, state, todo, observed, report, max_parallel=max_parallel, say=say)
+        else:
+            _run_here(sweep, plan, state, todo, report, kind=kind, max_parallel=max_parallel, say=say)
+        report.submit_seconds = time.perf_counter() - start
+    if kind == "slurm" and wait:
+        report.final = wait_for(state, report.submitted, poll_s=poll_s, say=say)
+    return report
+
+
+def _submit_slurm(
+    sweep: Sweep,
+    plan: Plan,
+    state: SweepState,
+    todo: list[PlannedRun],
+    observed: dict[str, Any],
+    report: LaunchReport,
+    *,
+    max_parallel: int | None,
+    say: Echo,
+) -> None:
+    """Submit ``todo`` as job arrays: prerequisites first, then runs grouped by what they wait for."""
+    res = sweep.spec.resources
+    executor = slurm_executor(sweep.output_root / ".submitit", res, job_name=sweep.name)
+    prerequisites = [run for run in todo if run.prerequisite]
+    runs = [run for run in todo if not run.prerequisite]
+    waiting_on = {
+        run.run_id: state.runs[run.run_id].job_id
+        for run in plan.prerequisites
+        if observed[run.run_id].state.is_active() and state.runs[run.run_id].job_id
+    }
+    limit = slurm.max_array_size()
+    parallel = max_parallel or res.array_parallelism
+
+    def submit(batch: list[PlannedRun], chunks: list[ArrayChunk], offset: int, dependency: str | None) -> None:
+        for chunk in chunks:
+            members = batch[chunk.start - offset : chunk.stop - offset]
+            executor.update_parameters(array_parallelism=chunk.parallelism, dependency=dependency)
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(RunJob(run.resolved(), run.run_id)) for run in members]
+            except Exception as err:  # sbatch refused (e.g. MaxJobCount reached): keep what went out
+                state.write()
+                raise SubmissionError(
+                    f"sbatch failed after {len(report.submitted)} of {len(todo)} runs were submitted: "
+                    f"{str(err).strip()}\nThe state file records the submitted jobs; once the cause is fixed, launch "
+                    "again: queued runs are not submitted twice."
+                ) from err
+            now = time.time()
+            for run, job in zip(members, jobs):
+                entry = state.runs[run.run_id]
+                entry.executor, entry.job_id, entry.submitted = "slurm", str(job.job_id), now
+                entry.submissions += 1
+                entry.state = JobState.PENDING.value
+                report.submitted.append(run.run_id)
+            array_id = str(jobs[0].job_id).split("_")[0]
+            info = {"job_id": array_id, "size": len(members), "parallelism": chunk.parallelism, "dependency": dependency}
+            report.arrays.append(info)
+            state.launches[-1]["arrays"].append(info)
+            state.write()
+            say(f"submitted {len(members)} runs as SLURM job {array_id} (%{chunk.parallelism})" + (f", after {dependency}" if dependency else ""))
+
+    groups: dict[str | None, list[PlannedRun]] = {}
+    if prerequisites:
+        chunks = plan_arrays([len(prerequisites)], max_array_size=limit, max_parallel=parallel)
+        submit(prerequisites, chunks, 0, None)
+        for run in prerequisites:
+            waiting_on[run.run_id] = state.runs[run.run_id].job_id
+    for run in runs:
+        ids = [waiting_on[need] for need in run.needs if need in waiting_on]
+        groups.setdefault("afterok:" + ":".join(ids) if ids else None, []).append(run)
+    ordered = [run for members in groups.values() for run in members]
+    chunks = plan_arrays([len(m) for m in groups.values()], max_array_size=limit, max_parallel=parallel)
+    offset = 0
+    for dependency, members in groups.items():
+        mine = [c for c in chunks if offset <= c.start < offset + len(members)]
+        submit(ordered[offset : offset + len(members)], mine, offset, dependency)
+        offset += len(members)
+
+
+def wait_for(
+    state: SweepState,
+    run_ids: list[str],
+    *,
+    poll_s: float = 10.0,
+    timeout_s: float | None = None,
+    say: Echo | None = None,
+) -> dict[str, JobState]:
+    """Poll the scheduler (one ``sacct`` per poll) until none of ``run_ids`` is queued or running.
+
+    Raises:
+        TimeoutError: some runs are still queued or running after ``timeout_s`` seconds.
+    """
+    say = say or (lambda line: None)
+    last = None
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        observed, _ = observe(state, run_ids)
+        states = {rid: obs.state for rid, obs in observed.items()}
+        counts = {s.value: n for s in JobState if (n := sum(v is s for v in states.values()))}
+        if counts != last:
+            say("  ".join(f"{k} {v}" for k, v in counts.items()))
+            last = counts
+        if not any(s.is_active() for s in states.values()):
+            for rid, s in states.items():
+                state.runs[rid].state = s.value
+            state.write()
+            return states
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"still queued or running after {timeout_s:.0f} s: {counts}")
+        time.sleep(max(0.5, poll_s))
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_here(
+    sweep: Sweep,
+    plan: Plan,
+    state: SweepState,
+    todo: list[PlannedRun],
+    report: LaunchReport,
+    *,
+    kind: str,
+    max_parallel: int | None,
+    say: Echo,
+) -> None:
+    """Local and debug executors: prerequisites first, then the rest, in the foreground."""
+    res = sweep.spec.resources
+    gpus = _local_gpus(res.gpus_per_node) if kind == "local" else []
+    parallel = 1 if kind == "debug" else (max_parallel or max(1, _cpus() // res.cpus_per_task))
+    if gpus:
+        parallel = min(parallel, max(1, len(gpus) // min(res.gpus_per_node, len(gpus))))
+    parallel = max(1, min(parallel, len(todo)))
+    threads = max(1, _cpus() // parallel)
+    failed_prerequisites: set[str] = set()
+    folder = sweep.output_root / ".submitit"
+
+    def finish(run: PlannedRun, ok: bool, error: str | None) -> None:
+        files = run_state(RunPaths.of(sweep.output_root, run.run_id))
+        final = classify(files, "FINISHED")
+        if not ok and final is not JobState.DONE:
+            final = JobState.FAILED
+        state.runs[run.run_id].state = final.value
+        report.final[run.run_id] = final
+        if run.prerequisite and final is not JobState.DONE:
+            failed_prerequisites.add(run.run_id)
+        state.write()
+        say(f"{final.value:<11} {run.run_id}  {run.label()}" + (f"  ({error})" if error else ""))
+
+    waves = [[run for run in todo if run.prerequisite], [run for run in todo if not run.prerequisite]]
+    for wave in waves:
+        ready = []
+        for run in wave:
+            if failed_prerequisites.intersection(run.needs):
+                report.blocked.append(run.run_id)
+                say(f"blocked     {run.run_id}  {run.label()}  (a prerequisite failed)")
+            else:
+                ready.append(run)
+        if kind == "debug":
+            _debug(ready, state, report, folder, finish)
+        else:
+            slots = _GpuSlots(gpus, min(res.gpus_per_node, len(gpus)))
+            _local(ready, state, report, local_executor(folder, res), parallel, threads, slots, finish, say)
+
+
+def _local_gpus(per_run: int) -> list[int]:
+    """CUDA devices this machine offers local runs (none when runs ask for none or there is no GPU)."""
+    if per_run <= 0:
+        return []
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+class _GpuSlots:
+    """Hands each concurrent local run its own GPUs (``CUDA_VISIBLE_DEVICES``)."""
+
+    def __init__(self, gpus: list[int], per_run: int) -> None:
+        self.free = list(gpus)
+        self.per_run = per_run
+        self.taken: dict[str, list[int]] = {}
+
+    def take(self, run_id: str, executor: Any) -> None:
+        ids, self.free = self.free[: self.per_run], self.free[self.per_run :]
+        self.taken[run_id] = ids
+        executor.update_parameters(gpus_per_node=len(ids), visible_gpus=tuple(ids))
+
+    def give_back(self, run_id: str) -> None:
+        self.free += self.taken.pop(run_id, [])
+
+
+def _job_config(run: PlannedRun, threads: int | None) -> dict[str, Any]:
+    config = run.resolved()
+    if threads is not None:
+        config["run"]["threads"] = threads  # output-only: the run id stays the same
+    return config
+
+
+def _mark_submitted(state: SweepState, report: LaunchReport, run: PlannedRun, executor: str, job_id: str) -> None:
+    entry = state.runs[run.run_id]
+    entry.executor, entry.job_id, entry.submitted = executor, job_id, time.time()
+    entry.submissions += 1
+    entry.state = JobState.RUNNING.value
+    report.submitted.append(run.run_id)
+    state.write()
+
+
+def _debug(
+    runs: list[PlannedRun],
+    state: SweepState,
+    report: LaunchReport,
+    folder: Path,
+    finish: Callable[[PlannedRun, bool, str | None], None],
+) -> None:
+    import submitit
+
+    executor = submitit.DebugExecutor(folder=str(folder / "%j"))
+    for run in runs:
+        job = executor.submit(RunJob(_job_config(run, None), run.run_id))
+        _mark_submitted(state, report, run, "debug", str(job.job_id))
+        try:
+            # With a terminal, submitit's debug job opens pdb on an error; without one, just run it.
+            job.result() if sys.stdin.isatty() else job.submission().result()
+        except Exception as err:  # noqa: BLE001 - recorded in the run's failure.json and the report
+            finish(run, False, f"{type(err).__name__}: {err}")
+        else:
+            finish(run, True, None)
+
+
+def _local(
+    runs: list[PlannedRun],
+    state: SweepState,
+    report: LaunchReport,
+    executor: Any,
+    parallel: int,
+    threads: int,
+    slots: _GpuSlots,
+    finish: Callable[[PlannedRun, bool, str | None], None],
+    say: Echo,
+) -> None:
+    queue = list(runs)
+    running: dict[str, tuple[PlannedRun, Any]] = {}
+
+    def reap() -> None:
+        for rid, (run, job) in list(running.items()):
+            if job.done():
+                del running[rid]
+                slots.give_back(rid)
+                _collect(run, job, finish)
+
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                run = queue.pop(0)
+                slots.take(run.run_id, executor)
+                job = executor.submit(RunJob(_job_config(run, threads), run.run_id))
+                running[run.run_id] = (run, job)
+                _mark_submitted(state, report, run, "local", str(job.job_id))
+                say(f"started     {run.run_id}  {run.label()}  (pid {job.job_id}, {threads} threads)")
+            time.sleep(0.5)
+            reap()
+    except KeyboardInterrupt:
+        say("interrupted: running jobs checkpoint at their next step; launch again to resume them")
+        for _, job in running.values():
+            job.cancel()  # SIGINT: the trainer stops at the next step boundary with a checkpoint
+        deadline = time.monotonic() + 120
+        while running and time.monotonic() < deadline:
+            time.sleep(0.5)
+            reap()
+        raise
+
+
+def _collect(run: PlannedRun, job: Any, finish: Callable[[PlannedRun, bool, str | None], None]) -> None:
+    try:
+        job.result()
+    except Exception as err:  # noqa: BLE001 - the traceback is in the job log and failure.json
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        finish(run, False, lines[-1] if lines else type(err).__name__)
+    else:
+        finish(run, True, None)

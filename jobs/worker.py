@@ -1,0 +1,155 @@
+"""The job callable: one sweep run, resumable, requeued on preemption.
+
+:class:`RunJob` is what submitit pickles and runs. It holds only the run's resolved config and
+id, since the training state lives in the run directory, so a requeued job unpickles the same
+small object and :func:`suite.trainer.train` resumes from ``checkpoint.pt``. The W&B run id is
+the suite run id, so the resumed job continues the same W&B run.
+
+Preemption and time limits. submitit installs, before calling the job, a handler for its
+preemption signal (``USR2``, or ``$SUBMITIT_PREEMPT_SIGNAL``; SLURM sends it
+``signal_delay_s`` before the time limit, and ``job._interrupt()`` /
+``scancel --signal=USR2`` send it on demand). That handler checkpoints the callable, runs
+``scontrol requeue`` and exits at once, whatever the process was doing: inside a training step
+it would lose the step and skip the trainer's checkpoint. So while training, :class:`RunJob`
+puts its own handler in front (a :class:`~suite.signals.GracefulStop` that also listens to the
+preemption signal). The trainer stops at the next step boundary and writes its checkpoint;
+only then does :class:`RunJob` call submitit's handler, which pickles the callable
+(:meth:`RunJob.checkpoint`), requeues the job and exits. A signal that arrives before training
+starts or after it ended reaches submitit's handler directly, which is just as safe there.
+
+``SIGTERM`` (SLURM's preemption in ``REQUEUE`` mode, ``scancel``) also stops at a step boundary
+with a checkpoint. submitit's own ``job._interrupt()`` sends ``SIGTERM`` and then ``USR2``, so
+after a ``SIGTERM`` the job waits a few seconds for the preemption signal before returning
+``interrupted``; the next ``suite sweep launch`` resumes it either way. SLURM sends that
+``SIGTERM`` to every process of the job, W&B's service included, which then exits; the W&B
+error that follows in the trainer is not a training failure, so the run is kept resumable
+(see :func:`_keep_resumable`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import submitit
+
+from suite.signals import GracefulStop
+
+__all__ = ["RunJob", "preemption_signal"]
+
+TERM_GRACE_S = 5.0  # after SIGTERM, how long to wait for the preemption signal that may follow
+
+
+def preemption_signal() -> signal.Signals:
+    """The signal submitit treats as preemption/timeout (``$SUBMITIT_PREEMPT_SIGNAL``, default USR2)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    try:
+        return signal.Signals[f"SIG{name}"]
+    except KeyError:
+        raise ValueError(f"SUBMITIT_PREEMPT_SIGNAL={name} is not a signal name (e.g. USR2)") from None
+
+
+class _JobStop(GracefulStop):
+    """A GracefulStop that remembers every signal it received, not only the first."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
+        super().__init__(signals=signals)
+        self.received: set[int] = set()
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        self.received.add(signum)
+        super().request(signum)
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """Train one sweep run in a submitit job (SLURM, local or debug).
+
+    Args:
+        config: the run's resolved config (``TrainConfig.model_dump``, JSON data).
+        run_id: the run id the sweep planned; the job refuses to train if the config on the
+            node resolves to another id (for example a different suite version).
+
+    Returns (when called):
+        ``{"run_id", "status", "summary"}``; ``status`` is ``finished`` or ``interrupted``.
+
+    Example:
+        >>> job = executor.submit(RunJob(plan.runs[0].resolved(), plan.runs[0].run_id))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: dict[str, Any], run_id: str) -> None:
+        self.config = config
+        self.run_id = run_id
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Resubmit the same callable: the training state is on disk, not in this object."""
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def __call__(self) -> dict[str, Any]:
+        import suite  # noqa: F401 - torchvision shim before timm
+        from suite.config import ConfigError, run_id, validate_config
+        from suite.records import RunPaths, atomic_write_json
+        from suite.trainer import STATUS_INTERRUPTED, TrainResult, train
+
+        paths = RunPaths.of(self.config["run"]["output_root"], self.run_id)
+        try:
+            cfg = validate_config(self.config, prefix=f"run {self.run_id}: ")
+            if run_id(cfg) != self.run_id:
+                raise ConfigError(
+                    f"run {self.run_id}: the config resolves to run id {run_id(cfg)} on this node; "
+                    "is the suite installed here the same version as where the sweep was planned?"
+                )
+        except ConfigError as err:  # before train(): record it where status looks
+            atomic_write_json(paths.failure, {"error": "ConfigError", "message": str(err), "time": time.time()})
+            raise
+        preempt = preemption_signal()
+        submitit_handler = signal.getsignal(preempt)
+        stop = _JobStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
+        with stop:
+            try:
+                result = train(cfg, stop=stop, progress=False)
+            except Exception as err:
+                if not (stop.requested and _from_tracker(err)):
+                    raise
+                _keep_resumable(paths, err)
+                result = TrainResult(self.run_id, paths.root, STATUS_INTERRUPTED, {})
+            if result.status == STATUS_INTERRUPTED and preempt not in stop.received and signal.SIGTERM in stop.received:
+                _wait_for(stop, preempt, TERM_GRACE_S)
+        if result.status == STATUS_INTERRUPTED and preempt in stop.received and callable(submitit_handler):
+            # The checkpoint is on disk: now let submitit pickle this callable, requeue and exit.
+            _hand_over(submitit_handler, preempt)
+        return {"run_id": result.run_id, "status": result.status, "summary": result.summary}
+
+
+def _from_tracker(err: BaseException) -> bool:
+    """The error was raised by the W&B sink (its service process died), not by training."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(f.filename.endswith(os.path.join("suite", "tracking.py")) or f"{os.sep}wandb{os.sep}" in f.filename for f in frames)
+
+
+def _keep_resumable(paths: Any, err: BaseException) -> None:
+    """Undo the failure record of a run whose W&B service was killed by the stop signal.
+
+    SLURM signals every process of a job step, so its SIGTERM also ends W&B's ``wandb-core``
+    service, and the trainer's next W&B call raises although the training state is safely in
+    ``checkpoint.pt``. W&B is only a sink: the run stays resumable and continues the same W&B
+    run (``resume="allow"``, id = run id) when it restarts.
+    """
+    paths.failure.unlink(missing_ok=True)
+    with open(paths.log, "a") as handle:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"{stamp} W&B service ended by the stop signal ({type(err).__name__}: {err}); run kept resumable\n")
+
+
+def _wait_for(stop: _JobStop, signum: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while signum not in stop.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _hand_over(handler: Callable[[int, Any], Any], signum: int) -> None:
+    """Call the handler that was installed before training (submitit's checkpoint-and-requeue)."""
+    handler(signum, None)

@@ -1,0 +1,161 @@
+"""How long a sweep will take: GPU-hours from epochs x images / throughput.
+
+Throughput comes, in this order, from
+
+1. the measured ``images_per_s`` in the summaries of finished runs of the same model and image
+   size under the sweep's output root, on the same kind of device (GPU runs for a GPU sweep);
+2. :data:`THROUGHPUT`, training images/s per GPU at 224 px with mixed precision, from timm's
+   published benchmark ``results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv`` (one RTX
+   3090, PyTorch 1.12, AMP, NCHW; ``train_samples_per_sec``). An A100 trains these models
+   about 2x faster and an H100 about 3x, so the estimate is an upper bound on such clusters;
+   other image sizes scale by pixel count. The two CPU entries are the suite's own micro
+   models, measured with ``suite train`` on one core of the 2-core CI machine (Xeon,
+   ``run.threads=1``, batch 64, 32 px, other jobs sharing the machine);
+3. nothing: the run shows ``?`` and the total says how many runs it leaves out.
+
+Each epoch reads the training set once and the validation set once (counted at a third of a
+training image: forward only). A run that uses one process on ``gpus_per_node`` GPUs is billed
+for all of them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.records import iter_runs
+from sweeps.expand import Plan, PlannedRun
+
+__all__ = ["THROUGHPUT", "Estimate", "Throughput", "estimate", "train_images"]
+
+IMAGENET_TRAIN = 1_281_167
+IMAGENET_VAL = 50_000
+EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Training images per second of one device, and where the number comes from."""
+
+    images_per_s: float
+    device: str  # "gpu" or "cpu"
+    img_size: int
+    source: str
+
+
+_TIMM = "timm benchmark, RTX 3090 AMP"
+_HERE = "measured by the suite, 1 CPU thread"
+THROUGHPUT: dict[str, Throughput] = {
+    "deit_tiny_patch16_224": Throughput(2290.5, "gpu", 224, _TIMM),
+    "deit_small_patch16_224": Throughput(1053.6, "gpu", 224, _TIMM),
+    "deit_base_patch16_224": Throughput(390.9, "gpu", 224, _TIMM),
+    "vit_tiny_patch16_224": Throughput(2293.5, "gpu", 224, _TIMM),
+    "vit_small_patch16_224": Throughput(1052.9, "gpu", 224, _TIMM),
+    "vit_base_patch16_224": Throughput(390.9, "gpu", 224, _TIMM),
+    "resnet18": Throughput(2764.2, "gpu", 224, _TIMM),
+    "resnet50": Throughput(826.1, "gpu", 224, _TIMM),
+    "resnet101": Throughput(569.0, "gpu", 224, _TIMM),
+    "vit_micro_patch4_32": Throughput(500.0, "cpu", 32, _HERE),
+    "cnn_micro": Throughput(600.0, "cpu", 32, _HERE),
+}
+
+
+@dataclass
+class Estimate:
+    """Hours per run and in total; ``device`` is what the hours are of ("GPU" or "CPU")."""
+
+    hours: dict[str, float | None]
+    total_hours: float
+    device: str
+    sources: dict[str, str] = field(default_factory=dict)  # model -> where its throughput came from
+    unknown: int = 0
+
+
+def train_images(run: PlannedRun) -> tuple[int, int]:
+    """(train, val) images one epoch of ``run`` reads; ImageNet-1k sizes for an uncounted folder."""
+    data = run.config.data
+    if data.source == "builtin":
+        return int(data.train_size or 0), int(data.val_size or 0)
+    root = Path(data.root) if data.root is not None else None
+    counted = [_count(root / split) if root is not None else None for split in ("train", "val")]
+    train = counted[0] if counted[0] is not None else IMAGENET_TRAIN
+    val = counted[1] if counted[1] is not None else IMAGENET_VAL
+    if data.train_size:
+        train = min(train, data.train_size)
+    if data.val_size:
+        val = min(val, data.val_size)
+    return train, val
+
+
+_COUNTS: dict[Path, int | None] = {}
+
+
+def _count(folder: Path) -> int | None:
+    """Files in ``folder/<class>/``; None for a missing or very large tree (assume ImageNet)."""
+    if folder not in _COUNTS:
+        total = 0
+        try:
+            for entry in folder.iterdir():
+                if entry.is_dir():
+                    total += sum(1 for _ in entry.iterdir())
+                if total > 200_000:
+                    total = -1
+                    break
+        except OSError:
+            total = -1
+        _COUNTS[folder] = None if total < 0 else total
+    return _COUNTS[folder]
+
+
+def _measured(output_root: Path, device: str) -> dict[tuple[str, int], float]:
+    """Median measured images/s per (model, img_size) over finished runs on ``device``."""
+    samples: dict[tuple[str, int], list[float]] = {}
+    for record in iter_runs(output_root):
+        summary, config = record.summary, record.config
+        if not summary or not config or not summary.get("images_per_s"):
+            continue
+        ran_on = "cpu" if str(summary.get("device", "cpu")).startswith("cpu") else "gpu"
+        if ran_on != device:
+            continue
+        key = (config["model"]["name"], int(config["data"]["img_size"]))
+        samples.setdefault(key, []).append(float(summary["images_per_s"]))
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def estimate(plan: Plan) -> Estimate:
+    """Estimate device-hours for every run of ``plan`` (finished runs count as 0).
+
+    Example:
+        >>> est = estimate(expand(load_sweep("sweeps/paper/methods.yaml"), check_paths=False))  # doctest: +SKIP
+        >>> round(est.total_hours)  # doctest: +SKIP
+        5097
+    """
+    gpus = plan.sweep.spec.resources.gpus_per_node
+    device = "gpu" if gpus > 0 else "cpu"
+    measured = _measured(plan.sweep.output_root, device)
+    hours: dict[str, float | None] = {}
+    sources: dict[str, str] = {}
+    unknown = 0
+    for run in plan.all_runs():
+        if run.state().is_finished():
+            hours[run.run_id] = 0.0
+            continue
+        name, size = run.config.model.name, run.config.data.img_size
+        rate: float | None = None
+        if (name, size) in measured:
+            rate = measured[(name, size)]
+            sources[name] = f"measured in finished runs ({rate:,.0f} img/s)"
+        elif name in THROUGHPUT and THROUGHPUT[name].device == device:
+            entry = THROUGHPUT[name]
+            rate = entry.images_per_s * (entry.img_size / size) ** 2
+            sources[name] = f"{entry.source} ({entry.images_per_s:,.0f} img/s at {entry.img_size} px)"
+        if rate is None:
+            hours[run.run_id] = None
+            unknown += 1
+            continue
+        train, val = train_images(run)
+        seconds = run.config.schedule.epochs * (train + EVAL_COST * val) / rate
+        hours[run.run_id] = seconds / 3600 * max(1, gpus)
+    total = sum(h for h in hours.values() if h is not None)
+    return Estimate(hours, total, device.upper(), sources, unknown)

@@ -1,0 +1,296 @@
+"""Sweep files: one typed schema, checked when the file is read.
+
+A sweep file is YAML. Every key has one default, here; an unknown key fails with the valid
+keys and their defaults (the idea of submitit's ``_internal_update_parameters``), and every
+message starts with the file and the dotted field, so it says what to fix.
+
+.. code-block:: yaml
+
+    name: demo-mask-ratio            # also the W&B group and the default output folder
+    base:
+      config: base/vit_micro.yaml    # a run config, relative to this file (optional)
+      overrides:                     # dotted keys applied on top of it
+        schedule.epochs: 5
+    axes:                            # dotted key -> list of values
+      mix.mask_ratio: [0.3, 0.5, 0.7]
+    mode: grid                       # grid | zip | one_at_a_time
+    seeds: [0, 1, 2]
+    resources: {gpus_per_node: 1, timeout_min: 60}
+
+:func:`load_sweep` reads a file into a :class:`Sweep`: the validated :class:`SweepSpec`, the
+resolved base run config (a nested dict) and the absolute output root. Expanding it into runs
+is :mod:`sweeps.expand`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from suite.config import ConfigError, apply_overrides, read_yaml
+
+__all__ = [
+    "EXECUTORS",
+    "BaseSpec",
+    "ResourcesSpec",
+    "Sweep",
+    "SweepError",
+    "SweepSpec",
+    "TrackingSpec",
+    "format_value",
+    "load_sweep",
+    "to_override",
+]
+
+EXECUTORS: tuple[str, ...] = ("auto", "slurm", "local", "debug")
+MODES: tuple[str, ...] = ("grid", "zip", "one_at_a_time")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be planned or launched; the message names the file, run and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSpec(_Strict):
+    """The run every sweep run starts from: a run config file plus dotted overrides.
+
+    ``base: file.yaml`` is shorthand for ``base: {config: file.yaml}``.
+    """
+
+    config: Path | None = Field(None, description="run config YAML, relative to the sweep file")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, applied on top")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"config": value} if isinstance(value, (str, Path)) else value
+
+
+class ResourcesSpec(_Strict):
+    """What one run asks the scheduler for (SLURM names as submitit spells them).
+
+    Defaults fit one GPU of a typical cluster node; the local executor only uses
+    ``timeout_min``, ``gpus_per_node`` and ``cpus_per_task``.
+    """
+
+    partition: str | None = Field(None, description="SLURM partition (default: the cluster's default)")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per run (the trainer uses one process per run)")
+    cpus_per_task: int = Field(8, gt=0, description="CPU cores per run (data workers + main process)")
+    mem_gb: float = Field(32.0, gt=0, description="host memory per run, GB")
+    timeout_min: int = Field(24 * 60, gt=0, description="wall-clock limit per job; longer runs requeue")
+    array_parallelism: int = Field(256, gt=0, description="runs of one array running at once (%N)")
+    max_num_timeout: int = Field(10, ge=0, description="requeues after a time limit before giving up")
+    signal_delay_s: int = Field(120, ge=10, description="USR2 this many seconds before the time limit")
+    account: str | None = Field(None, description="SLURM account")
+    qos: str | None = Field(None, description="SLURM quality of service")
+    constraint: str | None = Field(None, description="SLURM node features, e.g. a100")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load ...)")
+    additional: dict[str, str | int] = Field(default_factory=dict, description="extra #SBATCH flags, e.g. {exclusive: true}")
+
+
+class TrackingSpec(_Strict):
+    """W&B settings applied to every run (output-only: they never change a run id)."""
+
+    project: str | None = Field(None, description="W&B project (default: the run config's)")
+    group: str | None = Field(None, description="W&B group (default: the sweep name)")
+    tags: list[str] = Field(default_factory=list, description="W&B tags added to every run")
+    mode: Literal["offline", "online", "disabled"] | None = Field(None, description="W&B mode (default: the run config's)")
+
+
+class SweepSpec(_Strict):
+    """A whole sweep file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="sweep name (letters, digits, . _ -)")
+    description: str | None = Field(None, description="one line shown by plan and status")
+    base: BaseSpec = Field(default_factory=BaseSpec, description="run config file and/or dotted overrides")
+    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    mode: Literal["grid", "zip", "one_at_a_time"] = Field("grid", description="how axes combine")
+    seeds: list[int] | None = Field(None, description="run.seed values; every combination runs once per seed")
+    include: list[dict[str, Any]] = Field(default_factory=list, description="extra runs: dotted key -> value")
+    exclude: list[dict[str, Any]] = Field(default_factory=list, description="drop runs matching all these keys")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="scheduler request per run")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B project/group/tags")
+    output_root: Path | None = Field(None, description="run folders go here (default: runs/<name>, from the cwd)")
+    executor: Literal["auto", "slurm", "local", "debug"] = Field("auto", description="default for launch")
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _axes(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        for key, values in value.items():
+            if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+                raise ValueError(f"axis key {key!r} must be a dotted run config key such as mix.mask_ratio")
+            if not isinstance(values, list):
+                raise ValueError(f"axis {key} must be a list of values, but got {values!r}; write [{values!r}]")
+            if not values:
+                raise ValueError(f"axis {key} is an empty list; give at least one value or remove the axis")
+            if key in ("seed", "run.seed"):
+                raise ValueError(f"axis {key}: use the top-level 'seeds:' list for seeds")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("seeds is an empty list; give at least one seed or remove the key")
+            if len(set(value)) != len(value):
+                raise ValueError(f"seeds must be distinct, but got {value}")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _partials(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, item in enumerate(value):
+            if not item:
+                raise ValueError(f"entry {i} is empty; give dotted key -> value pairs")
+        return value
+
+    @model_validator(mode="after")
+    def _zip_lengths(self) -> SweepSpec:
+        if self.mode == "zip" and self.axes:
+            lengths = {key: len(values) for key, values in self.axes.items()}
+            if len(set(lengths.values())) > 1:
+                shown = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+                raise ValueError(f"mode zip pairs the axes value by value, so all lists need the same length, but {shown}")
+        return self
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A loaded sweep file: its spec, where it lives, its base run config and output root."""
+
+    spec: SweepSpec
+    path: Path
+    base: dict[str, Any]
+    output_root: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the sweep file: relative paths inside it start here."""
+        return self.path.parent
+
+    @property
+    def state_file(self) -> Path:
+        return self.output_root / "sweep-state.json"
+
+
+def format_value(value: Any) -> str:
+    """Short, YAML-like text of an axis value for tables and messages."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def to_override(key: str, value: Any) -> str:
+    """``key=value`` for :func:`suite.config.apply_overrides` (JSON is valid YAML, so types survive)."""
+    import json
+
+    return f"{key}={json.dumps(value, default=str)}"
+
+
+def _describe(model: type[BaseModel]) -> str:
+    parts = []
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            parts.append(f"{name} (required)")
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = "{...}" if isinstance(default, BaseModel) else repr(default)
+        parts.append(f"{name}={shown}")
+    return ", ".join(parts)
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"base": BaseSpec, "resources": ResourcesSpec, "tracking": TrackingSpec}
+
+
+def _format_error(err: ValidationError, path: Path) -> str:
+    lines = []
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        dotted = ".".join(loc) or "(sweep)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parent = _SECTIONS.get(loc[0], SweepSpec) if len(loc) > 1 else SweepSpec
+            msg = f"unknown key; valid keys: {_describe(parent)}"
+        elif item["type"] == "literal_error" and loc and loc[-1] == "executor":
+            msg = f"unknown executor {item.get('input')!r}; choose one of {', '.join(EXECUTORS)}"
+        elif item["type"] in ("int_parsing", "float_parsing", "int_type", "float_type", "list_type", "string_type"):
+            msg = f"{msg} (got {item.get('input')!r})"
+        lines.append(f"{path}: {dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def _default_output_root(name: str) -> Path:
+    return Path("runs") / name
+
+
+def load_sweep(path: Path | str, overrides: list[str] | None = None, *, output_root: Path | None = None) -> Sweep:
+    """Read and validate a sweep file; nothing is expanded or submitted.
+
+    Args:
+        path: the sweep YAML file.
+        overrides: ``key.sub=value`` run config overrides applied after ``base.overrides`` (for
+            example ``data.root=/datasets/imagenet``).
+        output_root: replaces the file's ``output_root`` (relative paths start at the cwd).
+
+    Returns:
+        The loaded :class:`Sweep`.
+
+    Raises:
+        SweepError: the file is missing, not YAML, or breaks the schema; the message names the file
+            and the field.
+
+    Example:
+        >>> sweep = load_sweep("sweeps/demo/mask_ratio.yaml")  # doctest: +SKIP
+        >>> sweep.spec.axes["mix.mask_ratio"]  # doctest: +SKIP
+        [0.3, 0.5, 0.7]
+    """
+    path = Path(path).expanduser().absolute()
+    try:
+        raw = read_yaml(path)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SweepError(_format_error(err, path)) from None
+    base: dict[str, Any] = {}
+    if spec.base.config is not None:
+        config_path = spec.base.config if spec.base.config.is_absolute() else path.parent / spec.base.config
+        try:
+            base = read_yaml(config_path)
+        except ConfigError as err:
+            raise SweepError(f"{path}: base.config: {err}") from None
+    items = [to_override(key, value) for key, value in spec.base.overrides.items()]
+    try:
+        base = apply_overrides(base, items)
+    except ConfigError as err:
+        raise SweepError(f"{path}: base.overrides: {err}") from None
+    try:
+        base = apply_overrides(base, list(overrides or []))
+    except ConfigError as err:
+        raise SweepError(f"{path}: command-line override: {err}") from None
+    root = output_root or spec.output_root or _default_output_root(spec.name)
+    root = Path(os.path.abspath(Path(root).expanduser()))
+    return Sweep(spec=spec, path=path, base=base, output_root=root)

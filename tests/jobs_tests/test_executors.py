@@ -1,0 +1,91 @@
+"""One conformance test over every backend (debug, local, the real SLURM cluster), plus local specifics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.launch import launch
+from jobs.state import JobState, SweepState
+from jobs.status import collect
+from suite.config import apply_overrides
+from suite.records import RunState, read_run
+from sweeps.spec import load_sweep, to_override
+from tests.sweeps_tests.sweep_files import write_sweep
+
+BACKENDS = ["debug", "local", pytest.param("slurm", marks=pytest.mark.slurm)]
+
+
+@pytest.mark.parametrize("executor", BACKENDS)
+def test_two_runs_finish_and_relaunch_skips_them(tmp_path: Path, executor: str) -> None:
+    resources = {"gpus_per_node": 1 if executor == "slurm" else 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
+    sweep = load_sweep(write_sweep(tmp_path, axes={"mix.method": ["none", "cutmix"]}, resources=resources))
+    report = launch(sweep, executor=executor, max_parallel=2, wait=True, poll_s=1)
+    assert report.executor == executor and len(report.submitted) == 2
+    assert report.final == {rid: JobState.DONE for rid in report.submitted}
+    for run in report.plan.runs:
+        record = read_run(run.paths.root)
+        assert record.state is RunState.DONE and record.summary["epochs"] == 2
+        assert record.config["run_id"] == run.run_id
+    state = SweepState.read(sweep.state_file)
+    assert {entry.executor for entry in state.runs.values()} == {executor}
+    assert all(entry.job_id for entry in state.runs.values())
+    again = launch(sweep, executor=executor)
+    assert again.submitted == [] and set(again.skipped.values()) == {JobState.DONE}
+    assert collect(SweepState.read(sweep.state_file)).counts[JobState.DONE] == 2
+
+
+def test_local_runs_share_the_cpus_and_failures_show_in_status(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, axes={"optim.lr": [1e-3, 1e30]}, overrides={"run.threads": None})
+    sweep = load_sweep(path)
+    report = launch(sweep, executor="local", max_parallel=2)
+    good, bad = report.plan.runs
+    assert report.final == {good.run_id: JobState.DONE, bad.run_id: JobState.FAILED}
+    assert report.failed() == [bad.run_id]
+    assert "(1 threads)" in (good.paths.root / "train.log").read_text()  # 2 CPUs shared by 2 runs
+    status = collect(SweepState.read(sweep.state_file))
+    failed = next(r for r in status.runs if r.run_id == bad.run_id)
+    assert failed.state is JobState.FAILED
+    assert failed.error.startswith("FloatingPointError: loss is")
+    assert failed.log_tail and failed.log_path.endswith("_log.err")
+    assert any("FloatingPointError" in line for line in failed.log_tail)
+
+
+def test_relaunch_resumes_and_reruns_only_what_needs_it(tmp_path: Path) -> None:
+    sweep = load_sweep(write_sweep(tmp_path, axes={"optim.lr": [1e-3, 5e-4, 2e-4]}))
+    first = launch(sweep, executor="debug")
+    resumed, rerun, kept = first.plan.runs
+    before = read_run(resumed.paths.root).summary
+    (resumed.paths.summary).unlink()  # checkpoint left: resumable
+    (rerun.paths.failure).write_text(json.dumps({"error": "X", "message": "simulated"}))
+    (rerun.paths.summary).unlink()
+    (rerun.paths.checkpoint).unlink()  # failure.json newer than any checkpoint: failed
+    again = launch(sweep, executor="debug")
+    assert sorted(again.submitted) == sorted([resumed.run_id, rerun.run_id])
+    assert again.skipped == {kept.run_id: JobState.DONE}
+    assert "resuming" in (resumed.paths.log).read_text()
+    after = read_run(resumed.paths.root).summary
+    assert (after["top1"], after["val_loss"]) == (before["top1"], before["val_loss"])  # resumed at the end
+    assert all(read_run(r.paths.root).state is RunState.DONE for r in first.plan.runs)
+
+
+def test_prerequisite_trains_first_and_its_failure_blocks_dependents(tmp_path: Path) -> None:
+    dotted = yaml.safe_load(write_sweep(tmp_path, "x").read_text())["base"]["overrides"]
+    tiny = apply_overrides({}, [to_override(key, value) for key, value in dotted.items()])  # a run config file
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(tiny | {"name": "pretrain"}))
+    sweep = load_sweep(write_sweep(tmp_path, axes={"model.checkpoint": ["@pre.yaml"], "optim.lr": [5e-4]}))
+    report = launch(sweep, executor="debug")
+    (pre,) = report.plan.prerequisites
+    (student,) = report.plan.runs
+    assert report.submitted == [pre.run_id, student.run_id]  # prerequisite first
+    assert student.config.model.checkpoint == pre.paths.checkpoint
+    assert report.final == {pre.run_id: JobState.DONE, student.run_id: JobState.DONE}
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(apply_overrides(tiny, ["optim.lr=1e30"])))
+    sweep = load_sweep(write_sweep(tmp_path, "dep", axes={"model.checkpoint": ["@bad.yaml"]}))
+    report = launch(sweep, executor="debug")
+    assert report.final == {report.plan.prerequisites[0].run_id: JobState.FAILED}
+    assert report.blocked == [report.plan.runs[0].run_id]

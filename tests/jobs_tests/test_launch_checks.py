@@ -1,0 +1,90 @@
+"""Launch checks everything before submitting: a bad sweep fails with file, run and field, and leaves no file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.launch import launch
+from sweeps.spec import SweepError, load_sweep
+from tests.sweeps_tests.sweep_files import write_sweep
+
+
+@pytest.fixture(scope="module")
+def cli():  # noqa: ANN201 - the suite typer app with the sweep commands attached
+    from suite.cli import _register_optional_commands, app
+
+    if not any(group.name == "sweep" for group in app.registered_groups):
+        _register_optional_commands()
+    return app
+
+
+def _assert_nothing_written(folder: Path) -> None:
+    assert not (folder / "runs").exists(), sorted(p.name for p in (folder / "runs").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"axes": {"mix.mask_ration": [0.3]}}, "run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys:"),
+        ({"axes": {"mix.prob": []}}, "axes: axis mix.prob is an empty list"),
+        ({"mode": "zip", "axes": {"mix.prob": [0.5, 1.0], "optim.lr": [1e-3]}}, "mix.prob has 2, optim.lr has 1"),
+        ({"axes": {"mix.prob": [0.5, 1.5]}}, "run 1 (mix.prob=1.5): mix.prob: Input should be less than or equal to 1"),
+        ({"executor": "kubernetes"}, "executor: unknown executor 'kubernetes'"),
+        ({"base": {"overrides": {"data": "/no/imagenet"}}}, "run 0 (base): data.root: /no/imagenet has no train/ folder"),
+    ],
+)
+def test_invalid_sweeps_fail_before_submission(tmp_path: Path, fields: dict, expected: str) -> None:
+    path = write_sweep(tmp_path, **fields)
+    with pytest.raises(SweepError) as err:
+        launch(load_sweep(path), executor="debug")
+    assert str(path) in str(err.value) and expected in str(err.value)
+    _assert_nothing_written(tmp_path)
+
+
+def test_unknown_executor_on_the_command_line(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match=r"executor: unknown executor 'k8s'; choose one of auto, slurm, local, debug"):
+        launch(load_sweep(write_sweep(tmp_path)), executor="k8s")
+    _assert_nothing_written(tmp_path)
+
+
+def test_cli_exit_codes(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    runner = CliRunner()
+    good = write_sweep(tmp_path, axes={"optim.lr": [1e-3, 5e-4]})
+    result = runner.invoke(cli, ["sweep", "plan", str(good), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"run_id"' in result.output and result.output.count('"state": "new"') == 2
+    result = runner.invoke(cli, ["sweep", "plan", str(good), "schedule.epochs=3"])
+    assert result.exit_code == 0 and "2 runs" in result.output
+    result = runner.invoke(cli, ["sweep", "launch", str(good), "--executor", "nope"])
+    assert result.exit_code == 2 and "unknown executor 'nope'" in result.output
+    result = runner.invoke(cli, ["sweep", "launch", str(good), "mix.mask_ratio=2"])
+    assert result.exit_code == 2 and "mix.mask_ratio: mask_ratio must be in (0, 1)" in result.output
+    result = runner.invoke(cli, ["sweep", "status", str(tmp_path)])
+    assert result.exit_code == 2 and "no sweep-state.json" in result.output
+    _assert_nothing_written(tmp_path)
+    result = runner.invoke(cli, ["sweep", "launch", str(good), "-e", "debug"])
+    assert result.exit_code == 0 and "submitted 2 run(s)" in result.output
+    result = runner.invoke(cli, ["sweep", "status", str(tmp_path / "runs" / "tiny")])
+    assert result.exit_code == 0 and "GPU-hours used" in result.output
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({"gpus_per_node": 4}, "resources.gpus_per_node: 4 requested, but the nodes of partition debug have at most 2 (GRES gpu:2)"),
+        ({"partition": "a100"}, "resources.partition: no partition 'a100' on this cluster; available: debug"),
+        ({"mem_gb": 4096}, "resources.mem_gb: 4096 GB requested, but the nodes of partition debug have at most"),
+        ({"cpus_per_task": 64}, "resources.cpus_per_task: 64 requested"),
+        ({"constraint": "a100"}, "resources: SLURM would reject the job (allocation failure: Invalid feature specification)"),
+    ],
+)
+def test_resources_the_partition_cannot_satisfy(tmp_path: Path, resources: dict, expected: str) -> None:
+    path = write_sweep(tmp_path, resources={"cpus_per_task": 1, "mem_gb": 1, **resources})
+    with pytest.raises(SweepError) as err:
+        launch(load_sweep(path), executor="slurm")
+    assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
+    _assert_nothing_written(tmp_path)

@@ -1,0 +1,89 @@
+"""Run states: one mapping from scheduler words and run records; sacct parsing; the state file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.slurm import gpu_count, parse_sacct
+from jobs.state import JobState, RunEntry, SweepState, classify
+from suite.records import RunState
+
+S = JobState
+
+
+@pytest.mark.parametrize(
+    ("records", "scheduler", "requeued", "expected"),
+    [
+        (RunState.NEW, None, False, S.NEW),
+        (RunState.DONE, "RUNNING", False, S.DONE),  # records win: summary.json is the commit marker
+        (RunState.DONE, None, False, S.DONE),
+        (RunState.NEW, "PENDING", False, S.PENDING),
+        (RunState.RESUMABLE, "PENDING", True, S.REQUEUED),  # back in the queue after a requeue
+        (RunState.RESUMABLE, "REQUEUED", False, S.REQUEUED),
+        (RunState.RESUMABLE, "RUNNING", True, S.RUNNING),
+        (RunState.NEW, "COMPLETING", False, S.RUNNING),
+        (RunState.FAILED, "FAILED", False, S.FAILED),
+        (RunState.FAILED, None, False, S.FAILED),
+        (RunState.RESUMABLE, "OUT_OF_MEMORY", False, S.FAILED),
+        (RunState.RESUMABLE, "TIMEOUT", False, S.FAILED),
+        (RunState.NEW, "CANCELLED by 0", False, S.CANCELLED),
+        (RunState.RESUMABLE, "COMPLETED", False, S.INTERRUPTED),  # stopped with a checkpoint (SIGTERM)
+        (RunState.RESUMABLE, None, False, S.INTERRUPTED),
+        (RunState.NEW, "COMPLETED", False, S.FAILED),  # ended without writing anything
+        (RunState.NEW, "FINISHED", False, S.FAILED),  # submitit local words
+        (RunState.NEW, "RUNNING", False, S.RUNNING),
+    ],
+)
+def test_classify(records: RunState, scheduler: str | None, requeued: bool, expected: JobState) -> None:
+    assert classify(records, scheduler, requeued_before=requeued) is expected
+
+
+def test_classify_rejects_unknown_words() -> None:
+    with pytest.raises(ValueError, match="unknown scheduler state 'EXPLODED'"):
+        classify(RunState.NEW, "EXPLODED")
+
+
+def test_state_predicates() -> None:
+    assert {s for s in S if s.is_active()} == {S.PENDING, S.RUNNING, S.REQUEUED}
+    assert {s for s in S if s.needs_launch()} == {S.NEW, S.FAILED, S.CANCELLED, S.INTERRUPTED}
+    assert {s for s in S if s.is_finished()} == {S.DONE, S.FAILED, S.CANCELLED, S.INTERRUPTED}
+
+
+# Recorded from `sacct -X -D --parsable2 --noheader --format=JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason`
+# on the local cluster: array 41 (two tasks done, one requeued then running, three pending), job 44 failed.
+SACCT = """\
+41_0|COMPLETED|0:0|6|billing=1,cpu=1,gres/gpu=1,mem=1G,node=1|None
+41_1|COMPLETED|0:0|7|billing=1,cpu=1,gres/gpu=1,mem=1G,node=1|None
+41_2|REQUEUED|0:0|8|billing=1,cpu=1,gres/gpu=1,mem=1G,node=1|None
+41_2|RUNNING|0:0|13|billing=1,cpu=1,gres/gpu=1,mem=1G,node=1|BeginTime
+41_[3-4,6%2]|PENDING|0:0|0||JobArrayTaskLimit
+44|FAILED|1:0|9|billing=1,cpu=1,mem=1G,node=1|NonZeroExitCode
+44.batch|FAILED|1:0|9|cpu=1,mem=1G,node=1|
+"""
+
+
+def test_parse_sacct() -> None:
+    records = parse_sacct(SACCT)
+    assert set(records) == {"41_0", "41_1", "41_2", "41_3", "41_4", "41_6", "44"}
+    assert records["41_2"].state == "RUNNING" and records["41_2"].requeued_before
+    assert records["41_2"].gpu_seconds == 8 + 13  # both attempts count
+    assert not records["41_0"].requeued_before and records["41_0"].gpus == 1
+    assert records["41_6"].state == "PENDING" and records["41_6"].reason == "JobArrayTaskLimit"
+    assert records["44"].gpus == 0 and records["44"].exit_code == "1:0"
+
+
+@pytest.mark.parametrize(("gres", "count"), [("gpu:2", 2), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0), ("gpu:1,shard:4", 1)])
+def test_gpu_count(gres: str, count: int) -> None:
+    assert gpu_count(gres) == count
+
+
+def test_state_file_roundtrip(tmp_path: Path) -> None:
+    state = SweepState(tmp_path / "sweep-state.json", "s", "/x/s.yaml", str(tmp_path), str(tmp_path / ".submitit/%j"))
+    state.runs["none-1"] = RunEntry(0, {"optim.lr": 0.1}, "optim.lr=0.1", executor="slurm", job_id="41_0")
+    state.write()
+    again = SweepState.read(state.path)
+    assert again is not None and again.runs == state.runs and again.submitit_folder == state.submitit_folder
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert SweepState.read(tmp_path / "none.json") is None

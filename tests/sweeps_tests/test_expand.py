@@ -1,0 +1,150 @@
+"""Expanding sweeps: combination modes, seeds, include/exclude, validation messages, paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from suite.config import load_config, run_id
+from sweeps.expand import expand
+from sweeps.spec import SweepError, load_sweep
+from tests.sweeps_tests.sweep_files import TINY, write_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _values(plan) -> list[dict]:  # noqa: ANN001
+    return [run.values for run in plan.runs]
+
+
+@pytest.mark.parametrize(
+    ("mode", "axes", "seeds", "count"),
+    [
+        ("grid", {"mix.method": ["cutmix", "mixup", "none"], "optim.lr": [1e-3, 5e-4]}, [0, 1], 12),
+        ("zip", {"mix.method": ["cutmix", "mixup"], "optim.lr": [1e-3, 5e-4]}, [0, 1, 2], 6),
+        ("one_at_a_time", {"mix.prob": [0.5, 1.0], "optim.lr": [5e-4]}, None, 3),  # prob=1.0 is the base
+    ],
+)
+def test_modes_and_seeds(tmp_path: Path, mode: str, axes: dict, seeds: list | None, count: int) -> None:
+    fields = {"mode": mode, "axes": axes, **({"seeds": seeds} if seeds else {})}
+    plan = expand(load_sweep(write_sweep(tmp_path, **fields)))
+    assert len(plan.runs) == count
+    assert len({run.run_id for run in plan.runs}) == count
+    assert [run.index for run in plan.runs] == list(range(count))
+    if mode == "zip":
+        assert {(v["mix.method"], v["optim.lr"]) for v in _values(plan)} == {("cutmix", 1e-3), ("mixup", 5e-4)}
+    if mode == "one_at_a_time":
+        assert [run.label() for run in plan.runs] == ["base", "mix.prob=0.5", "optim.lr=0.0005"]
+        assert plan.duplicates == 1
+    if seeds:
+        assert sorted({run.config.run.seed for run in plan.runs}) == seeds
+
+
+def test_include_exclude(tmp_path: Path) -> None:
+    path = write_sweep(
+        tmp_path,
+        axes={"mix.method": ["cutmix", "mixup"], "optim.lr": [1e-3, 5e-4]},
+        include=[{"mix.method": "none", "optim.lr": 2e-3}],
+        exclude=[{"mix.method": "mixup", "optim.lr": 5e-4}],
+    )
+    plan = expand(load_sweep(path))
+    got = {(v["mix.method"], v["optim.lr"]) for v in _values(plan)}
+    assert got == {("cutmix", 1e-3), ("cutmix", 5e-4), ("mixup", 1e-3), ("none", 2e-3)}
+    assert plan.excluded == 1
+    only_includes = expand(load_sweep(write_sweep(tmp_path, "inc", include=[{"mix.method": "mixup"}, {"mix.method": "cutmix"}])))
+    assert [run.config.mix.method for run in only_includes.runs] == ["mixup", "cutmix"]  # no bare base run
+
+
+def test_run_ids_ignore_output_fields_and_match_suite(tmp_path: Path) -> None:
+    plan = expand(load_sweep(write_sweep(tmp_path, axes={"mix.method": ["cutmix"]}, tracking={"tags": ["t1"]})))
+    run = plan.runs[0]
+    direct = load_config(None, [f"{k}={json.dumps(v)}" for k, v in TINY.items()] + ["mix.method=cutmix"])
+    assert run.run_id == run_id(direct)  # same id as `suite train` gives the same run
+    assert run.config.tracking.group == "tiny" and run.config.tracking.tags == ["t1"]
+    assert run.config.run.output_root == tmp_path / "runs" / "tiny"
+    assert run.paths.root == tmp_path / "runs" / "tiny" / run.run_id
+
+
+def test_unknown_axis_key_names_file_run_and_field(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, axes={"mix.mask_ration": [0.3, 0.5]})
+    with pytest.raises(SweepError) as err:
+        expand(load_sweep(path))
+    message = str(err.value)
+    assert f"{path}: 2 run(s) of the sweep are invalid; nothing was submitted" in message
+    assert f"{path}: run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys: method='none'" in message
+    assert f"{path}: run 1 (mix.mask_ration=0.5): mix.mask_ration: unknown key" in message
+
+
+def test_rejected_value_names_the_run_and_reason(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, axes={"mix.method": ["tokenmix"], "mix.mask_ratio": [0.5, 1.3]}, seeds=[0, 1])
+    with pytest.raises(SweepError) as err:
+        expand(load_sweep(path))
+    message = str(err.value)
+    assert "run 2 (mix.method=tokenmix mix.mask_ratio=1.3 seed=0): mix.mask_ratio: mask_ratio must be in (0, 1)" in message
+    assert "run 3 (mix.method=tokenmix mix.mask_ratio=1.3 seed=1)" in message
+    assert "run 0 " not in message
+
+
+def test_missing_data_root_warns_in_plan_and_fails_launch_check(tmp_path: Path) -> None:
+    root = tmp_path / "imagenet"
+    path = write_sweep(tmp_path, overrides={"data": str(root), "data.img_size": 32}, axes={"mix.method": ["cutmix"]})
+    plan = expand(load_sweep(path), check_paths=False)
+    assert any(w.startswith(f"data.root: {root} does not exist") for w in plan.warnings)
+    assert plan.runs[0].config.data.root == root  # the real path, not the stand-in
+    with pytest.raises(SweepError, match=rf"run 0 \(mix.method=cutmix\): data.root: {root} has no train/ folder"):
+        expand(load_sweep(path), check_paths=True)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+    real = expand(load_sweep(path), check_paths=True)
+    assert real.runs[0].run_id == plan.runs[0].run_id  # the plan-time id is the id the cluster computes
+
+
+def test_prerequisite_reference(tmp_path: Path) -> None:
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({"model": {"name": "cnn_micro"}, "data": "builtin"}))
+    path = write_sweep(tmp_path, axes={"mix.method": ["tokenmix"], "teacher": ["none", "@teacher.yaml"]})
+    plan = expand(load_sweep(path), check_paths=True)  # the teacher's checkpoint does not exist yet: fine
+    (teacher,) = plan.prerequisites
+    assert teacher.prerequisite and teacher.config.model.name == "cnn_micro"
+    assert teacher.config.run.output_root == tmp_path / "runs" / "tiny"
+    assert "prerequisite" in teacher.config.tracking.tags
+    no_teacher, student = plan.runs
+    assert no_teacher.needs == () and student.needs == (teacher.run_id,)
+    assert student.config.teacher.checkpoint == tmp_path / "runs" / "tiny" / teacher.run_id / "checkpoint.pt"
+    assert student.config.mix.target == "teacher_raw"
+    assert student.label() == "mix.method=tokenmix teacher=@teacher.yaml"
+
+
+def test_missing_prerequisite_file(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, axes={"mix.method": ["tokenmix"], "teacher": ["@nope.yaml"]})
+    with pytest.raises(SweepError, match=r"prerequisite @nope.yaml: config file not found"):
+        expand(load_sweep(path))
+
+
+@pytest.mark.parametrize(
+    ("file", "runs", "prerequisites"),
+    [
+        ("paper/mask_ratio.yaml", 18, 0),
+        ("paper/token_grid.yaml", 12, 0),
+        ("paper/teacher.yaml", 15, 0),
+        ("paper/mix_prob.yaml", 12, 0),
+        ("paper/methods.yaml", 18, 0),
+        ("demo/mask_ratio.yaml", 15, 0),
+        ("demo/token_grid.yaml", 12, 0),
+        ("demo/teacher.yaml", 6, 1),
+        ("demo/mix_prob.yaml", 12, 0),
+        ("demo/methods.yaml", 18, 1),
+    ],
+)
+def test_presets_plan_without_the_dataset(tmp_path: Path, file: str, runs: int, prerequisites: int) -> None:
+    plan = expand(load_sweep(REPO / "sweeps" / file, output_root=tmp_path), check_paths=False)
+    assert len(plan.runs) == runs and len(plan.prerequisites) == prerequisites
+    if file.startswith("paper/"):
+        assert all(run.config.model.name == "deit_small_patch16_224" for run in plan.runs)
+        assert all(run.config.schedule.epochs == 300 for run in plan.runs)
+        assert any(w.startswith("data.root: /datasets/imagenet does not exist") for w in plan.warnings)
+        assert sorted({run.config.run.seed for run in plan.runs}) == [0, 1, 2]
+    else:
+        assert not plan.warnings and all(run.config.data.source == "builtin" for run in plan.runs)
