@@ -91,11 +91,26 @@ def _time_cli(sweep_file: Path, bin_dir: Path) -> dict[str, float]:
     out = {}
     for key, args in (("cli_plan_s", ["plan", "--json"]), ("cli_launch_s", ["launch", "-e", "slurm"])):
         start = time.perf_counter()
-        done = subprocess.run([suite_cli, "sweep", args[0], str(sweep_file), *args[1:], "--output-root", str(sweep_file.parent / "cli-runs")],
-                       env=env, check=False, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                suite_cli,
+                "sweep",
+                args[0],
+                str(sweep_file),
+                *args[1:],
+                "--output-root",
+                str(sweep_file.parent / "cli-runs"),
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         out[key] = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"suite sweep {args[0]} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"suite sweep {args[0]} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            )
     return out
 
 
@@ -178,25 +193,33 @@ def main() -> None:
     from jobs import slurm
 
     mode = args.mode or ("cluster" if slurm.available() else "fake")
-    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; python {platform.python_version()}; mode {mode}; "
-          f"MaxArraySize {slurm.max_array_size()}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; python {platform.python_version()}; mode {mode}; "
+        f"MaxArraySize {slurm.max_array_size()}"
+    )
     print()
-    print("| runs | arrays | sbatch submit calls | sbatch --test-only | largest task index | plan s | launch s "
-          "(check + submit) | status s (sacct calls) |")
+    print(
+        "| runs | arrays | sbatch submit calls | sbatch --test-only | largest task index | plan s | launch s "
+        "(check + submit) | status s (sacct calls) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     cli_rows = []
     with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
         for i, runs in enumerate(args.runs):
             r = bench(runs, mode, Path(tmp), with_cli=i == 0)
-            print(f"| {r['runs']:,} | {r['arrays']} | {r['submit_calls']} | {r['test_only_calls']} | "
-                  f"{r['largest_index']} | {r['plan_s']:.2f} | {r['launch_s']:.2f} "
-                  f"({r['check_s']:.2f} + {r['submit_s']:.2f}) | {r['status_s']:.2f} ({r['sacct_calls']}) |")
+            print(
+                f"| {r['runs']:,} | {r['arrays']} | {r['submit_calls']} | {r['test_only_calls']} | "
+                f"{r['largest_index']} | {r['plan_s']:.2f} | {r['launch_s']:.2f} "
+                f"({r['check_s']:.2f} + {r['submit_s']:.2f}) | {r['status_s']:.2f} ({r['sacct_calls']}) |"
+            )
             if "cli_plan_s" in r:
                 cli_rows.append(r)
     for r in cli_rows:
         print()
-        print(f"command line, {r['runs']:,} runs, Python start-up and imports included: "
-              f"`suite sweep plan --json` {r['cli_plan_s']:.2f} s, `suite sweep launch -e slurm` {r['cli_launch_s']:.2f} s")
+        print(
+            f"command line, {r['runs']:,} runs, Python start-up and imports included: "
+            f"`suite sweep plan --json` {r['cli_plan_s']:.2f} s, `suite sweep launch -e slurm` {r['cli_launch_s']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

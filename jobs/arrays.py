@@ -55,7 +55,10 @@ def plan_arrays(groups: list[int], *, max_array_size: int, max_parallel: int) ->
     bounds = []
     offset = 0
     for size in groups:
-        bounds += [(start, min(offset + size, start + max_array_size)) for start in range(offset, offset + size, max_array_size)]
+        bounds += [
+            (start, min(offset + size, start + max_array_size))
+            for start in range(offset, offset + size, max_array_size)
+        ]
         offset += size
     share, extra = divmod(max_parallel, max(1, len(bounds)))
     return [

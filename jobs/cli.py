@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,7 +32,7 @@ sweep_app = typer.Typer(
 
 FileArg = Annotated[Path, typer.Argument(help="Sweep YAML file (see docs/sweeps.md).", show_default=False)]
 OverridesArg = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Argument(
         help="Run config overrides for every run, applied after base.overrides, e.g. data.root=/datasets/imagenet "
         "schedule.epochs=1.",
@@ -40,7 +40,8 @@ OverridesArg = Annotated[
     ),
 ]
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output-root", help="Replace the sweep's output_root (run folders and state file).")
+    Path | None,
+    typer.Option("--output-root", help="Replace the sweep's output_root (run folders and state file)."),
 ]
 
 
@@ -54,7 +55,7 @@ def _invalid(err: Exception) -> typer.Exit:
     return typer.Exit(EXIT_INVALID)
 
 
-def _load(path: Path, overrides: list[str] | None, output_root: Path | None):  # noqa: ANN202 - Sweep
+def _load(path: Path, overrides: list[str] | None, output_root: Path | None):
     from sweeps.spec import SweepError, load_sweep
 
     try:
@@ -93,7 +94,9 @@ def plan(
     file: FileArg,
     overrides: OverridesArg = None,
     output_root: OutputOpt = None,
-    show_all: Annotated[bool, typer.Option("--all", help=f"List every run (default: the first {SHOWN_ROWS}).")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help=f"List every run (default: the first {SHOWN_ROWS}).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show the runs of a sweep, their state and a GPU-hour estimate; submits nothing.
@@ -115,13 +118,32 @@ def plan(
     states = {run.run_id: run.state().value for run in runs}
     if as_json:
         rows = [
-            {"index": r.index, "run_id": r.run_id, "prerequisite": r.prerequisite, "values": r.values,
-             "changed": r.changed, "needs": list(r.needs), "state": states[r.run_id], "hours": est.hours[r.run_id]}
+            {
+                "index": r.index,
+                "run_id": r.run_id,
+                "prerequisite": r.prerequisite,
+                "values": r.values,
+                "changed": r.changed,
+                "needs": list(r.needs),
+                "state": states[r.run_id],
+                "hours": est.hours[r.run_id],
+            }
             for r in runs
         ]
-        print(json.dumps({"sweep": sweep.name, "output_root": str(sweep.output_root), "runs": rows,
-                          "hours": est.total_hours, "device": est.device, "warnings": the_plan.warnings}, indent=2,
-                         default=str))
+        print(
+            json.dumps(
+                {
+                    "sweep": sweep.name,
+                    "output_root": str(sweep.output_root),
+                    "runs": rows,
+                    "hours": est.total_hours,
+                    "device": est.device,
+                    "warnings": the_plan.warnings,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     spec = sweep.spec
     title = f"sweep {sweep.name}" + (f": {spec.description}" if spec.description else "")
@@ -134,7 +156,9 @@ def plan(
     shown = runs if show_all else runs[:SHOWN_ROWS]
     for run in shown:
         index = f"p{run.index}" if run.prerequisite else str(run.index)
-        table.add_row(index, run.run_id, run.label(), _styled(states[run.run_id]), _hours(est.hours[run.run_id]))
+        table.add_row(
+            index, run.run_id, run.label(), _styled(states[run.run_id]), _hours(est.hours[run.run_id])
+        )
     console.print(table)
     if len(shown) < len(runs):
         console.print(f"... {len(runs) - len(shown)} more runs (--all lists them)")
@@ -170,13 +194,28 @@ def launch(
     file: FileArg,
     overrides: OverridesArg = None,
     executor: Annotated[
-        Optional[str], typer.Option("--executor", "-e", help="slurm, local, debug or auto (default: the file's, else auto).")
+        str | None,
+        typer.Option(
+            "--executor", "-e", help="slurm, local, debug or auto (default: the file's, else auto)."
+        ),
     ] = None,
     max_parallel: Annotated[
-        Optional[int], typer.Option("--max-parallel", "-j", help="Runs at once (SLURM: all arrays together).")
+        int | None, typer.Option("--max-parallel", "-j", help="Runs at once (SLURM: all arrays together).")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: stay until every job has ended.")] = False,
-    poll: Annotated[float, typer.Option("--poll", help="Seconds between scheduler polls with --wait.")] = 15.0,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="SLURM: stay until every job has ended.")
+    ] = False,
+    poll: Annotated[
+        float, typer.Option("--poll", help="Seconds between scheduler polls with --wait.")
+    ] = 15.0,
+    check_paths: Annotated[
+        bool,
+        typer.Option(
+            "--check-paths/--no-check-paths",
+            help="Refuse data/checkpoint paths missing on this machine "
+            "(turn off when only the compute nodes see them).",
+        ),
+    ] = True,
     output_root: OutputOpt = None,
 ) -> None:
     """Submit every run that is not done and not queued; finished runs are skipped.
@@ -185,13 +224,19 @@ def launch(
     before submitting anything. Launching again reruns failed and missing runs and resumes
     interrupted ones from their checkpoints.
     """
-    from jobs.launch import SubmissionError, launch as run_launch
+    from jobs.launch import SubmissionError
+    from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
     sweep = _load(file, overrides, output_root)
     try:
         report = run_launch(
-            sweep, executor=executor, max_parallel=max_parallel, wait=wait, poll_s=poll,
+            sweep,
+            executor=executor,
+            max_parallel=max_parallel,
+            wait=wait,
+            poll_s=poll,
+            check_paths=check_paths,
             echo=lambda line: console.print(line, highlight=False),
         )
     except SweepError as err:
@@ -210,12 +255,15 @@ def launch(
         + (f"; {len(report.blocked)} blocked by a failed prerequisite" if report.blocked else "")
     )
     if report.arrays:
-        console.print(f"{len(report.arrays)} sbatch call(s): " + ", ".join(
-            f"job {a['job_id']} ({a['size']} runs, %{a['parallelism']})" for a in report.arrays
-        ))
+        console.print(
+            f"{len(report.arrays)} sbatch call(s): "
+            + ", ".join(f"job {a['job_id']} ({a['size']} runs, %{a['parallelism']})" for a in report.arrays)
+        )
     console.print(f"state: {report.state_file}   watch: suite sweep status {file}")
     if report.failed():
-        err_console.print(f"[red]{len(report.failed())} run(s) failed[/]: suite sweep status {file} shows why")
+        err_console.print(
+            f"[red]{len(report.failed())} run(s) failed[/]: suite sweep status {file} shows why"
+        )
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -226,7 +274,9 @@ def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
     if target.is_dir():
         path = target / STATE_FILE_NAME
         if not path.is_file():
-            raise _invalid(f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first")
+            raise _invalid(
+                f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first"
+            )
         return SweepState.read(path), None
     sweep = _load(target, None, output_root)
     return SweepState.read(sweep.state_file), sweep
@@ -234,10 +284,14 @@ def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
 
 @sweep_app.command()
 def status(
-    target: Annotated[Path, typer.Argument(help="Sweep YAML file, or its output folder (holding sweep-state.json).")],
+    target: Annotated[
+        Path, typer.Argument(help="Sweep YAML file, or its output folder (holding sweep-state.json).")
+    ],
     output_root: OutputOpt = None,
     logs: Annotated[int, typer.Option("--logs", help="Log lines shown per failed run.")] = 5,
-    show_all: Annotated[bool, typer.Option("--all", help="List every run, not only the unfinished ones.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every run, not only the unfinished ones.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Counts by state, failed runs with their error and log tail, and GPU-hours used.
@@ -256,24 +310,51 @@ def status(
             the_plan = expand(sweep, check_paths=False)
         except SweepError as err:
             raise _invalid(err) from None
-        state = SweepState(sweep.state_file, sweep.name, str(sweep.path), str(sweep.output_root),
-                           str(sweep.output_root / ".submitit" / "%j"))
+        state = SweepState(
+            sweep.state_file,
+            sweep.name,
+            str(sweep.path),
+            str(sweep.output_root),
+            str(sweep.output_root / ".submitit" / "%j"),
+        )
         for run in the_plan.all_runs():
-            state.runs[run.run_id] = RunEntry(run.index, run.values, run.label(), run.prerequisite, list(run.needs),
-                                              state=JobState.NEW.value)
+            state.runs[run.run_id] = RunEntry(
+                run.index,
+                run.values,
+                run.label(),
+                run.prerequisite,
+                list(run.needs),
+                state=JobState.NEW.value,
+            )
         console.print("[yellow]not launched yet[/] (no sweep-state.json): states come from the run folders")
     report = collect(state, log_lines=logs)
     if as_json:
-        print(json.dumps({
-            "sweep": state.sweep,
-            "counts": {s.value: n for s, n in report.counts.items()},
-            "gpu_hours": report.gpu_hours,
-            "gpu_hours_source": report.gpu_hours_source,
-            "accounting_ok": report.accounting_ok,
-            "runs": [{"run_id": r.run_id, "index": r.entry.index, "label": r.entry.label, "state": r.state.value,
-                      "job_id": r.entry.job_id, "scheduler": r.observation.scheduler, "error": r.error,
-                      "log_tail": r.log_tail, "log": r.log_path} for r in report.runs],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "sweep": state.sweep,
+                    "counts": {s.value: n for s, n in report.counts.items()},
+                    "gpu_hours": report.gpu_hours,
+                    "gpu_hours_source": report.gpu_hours_source,
+                    "accounting_ok": report.accounting_ok,
+                    "runs": [
+                        {
+                            "run_id": r.run_id,
+                            "index": r.entry.index,
+                            "label": r.entry.label,
+                            "state": r.state.value,
+                            "job_id": r.entry.job_id,
+                            "scheduler": r.observation.scheduler,
+                            "error": r.error,
+                            "log_tail": r.log_tail,
+                            "log": r.log_path,
+                        }
+                        for r in report.runs
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     counts = Table(title=f"sweep {state.sweep}: {len(report.runs)} runs", caption=state.output_root)
     for s in report.counts:
@@ -291,13 +372,20 @@ def status(
         console.print(table)
     for r in report.runs:
         if r.error or r.log_tail:
-            console.print(f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}", highlight=False)
+            console.print(
+                f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}",
+                highlight=False,
+            )
             if r.log_path:
                 console.print(f"  log {r.log_path}:", highlight=False)
             for line in r.log_tail:
                 console.print(f"    {line}", highlight=False, markup=False)
     if not report.accounting_ok:
-        console.print("[yellow]warning[/] sacct did not answer: states of SLURM jobs come from the run folders only")
+        console.print(
+            "[yellow]warning[/] sacct did not answer: states of SLURM jobs come from the run folders only"
+        )
     console.print(f"GPU-hours used: [bold]{report.gpu_hours:.3g}[/] (from {report.gpu_hours_source})")
     if any(r.state.needs_launch() for r in report.runs):
-        console.print("relaunch failed, cancelled, interrupted and new runs with: suite sweep launch <sweep file>")
+        console.print(
+            "relaunch failed, cancelled, interrupted and new runs with: suite sweep launch <sweep file>"
+        )

@@ -20,7 +20,14 @@ import submitit
 from jobs import slurm
 from sweeps.spec import ResourcesSpec
 
-__all__ = ["BACKENDS", "ExecutorError", "local_executor", "render_sbatch", "resolve_executor", "slurm_executor"]
+__all__ = [
+    "BACKENDS",
+    "ExecutorError",
+    "local_executor",
+    "render_sbatch",
+    "resolve_executor",
+    "slurm_executor",
+]
 
 BACKENDS: tuple[str, ...] = ("slurm", "local", "debug")
 
@@ -48,7 +55,7 @@ def resolve_executor(name: str) -> str:
 
 
 def _mem(mem_gb: float) -> str:
-    return f"{int(mem_gb)}GB" if float(mem_gb).is_integer() else f"{int(round(mem_gb * 1024))}MB"
+    return f"{int(mem_gb)}GB" if float(mem_gb).is_integer() else f"{round(mem_gb * 1024)}MB"
 
 
 def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, Any]:

@@ -83,8 +83,14 @@ class Checked:
     seconds: float
 
 
-def check(sweep: Sweep, *, executor: str | None = None) -> Checked:
+def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True) -> Checked:
     """Phase 1: validate configs, executor and resources; writes nothing.
+
+    Args:
+        sweep: the loaded sweep.
+        executor: the executor name (default: the sweep file's).
+        check_paths: refuse data/checkpoint paths missing here (turn off when only the compute
+            nodes see them; each job then checks on its node).
 
     Raises:
         SweepError: the first problem found (all invalid runs are listed together).
@@ -95,7 +101,7 @@ def check(sweep: Sweep, *, executor: str | None = None) -> Checked:
         kind = resolve_executor(name)
     except ExecutorError as err:
         raise SweepError(f"{sweep.path}: executor: {err}") from None
-    plan = expand(sweep, check_paths=True)
+    plan = expand(sweep, check_paths=check_paths)
     if kind == "slurm":
         _check_slurm(sweep, len(plan.all_runs()))
     return Checked(sweep, plan, kind, time.perf_counter() - start)
@@ -137,7 +143,9 @@ def _launch_lock(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SweepError(f"{root}: another `suite sweep launch` of this sweep is running; wait for it") from None
+            raise SweepError(
+                f"{root}: another `suite sweep launch` of this sweep is running; wait for it"
+            ) from None
         try:
             yield
         finally:
@@ -169,6 +177,7 @@ def launch(
     max_parallel: int | None = None,
     wait: bool = False,
     poll_s: float = 10.0,
+    check_paths: bool = True,
     echo: Echo | None = None,
 ) -> LaunchReport:
     """Validate a sweep, then submit every run that is not done and not already queued.
@@ -181,6 +190,8 @@ def launch(
             ``resources.cpus_per_task`` locally).
         wait: SLURM only: poll until every submitted job has ended.
         poll_s: seconds between scheduler polls while waiting.
+        check_paths: refuse missing data/checkpoint paths before submitting (default); False
+            when only the compute nodes see them (jobs then fail on the node with the message).
         echo: where progress lines go (default: nowhere).
 
     Returns:
@@ -195,7 +206,7 @@ def launch(
         []
     """
     say = echo or (lambda line: None)
-    checked = check(sweep, executor=executor)
+    checked = check(sweep, executor=executor, check_paths=check_paths)
     if max_parallel is not None and max_parallel < 1:
         raise SweepError(f"--max-parallel must be >= 1, but got {max_parallel}")
     plan, kind = checked.plan, checked.executor
@@ -255,7 +266,9 @@ def _submit_slurm(
     limit = slurm.max_array_size()
     parallel = max_parallel or res.array_parallelism
 
-    def submit(batch: list[PlannedRun], chunks: list[ArrayChunk], offset: int, dependency: str | None) -> None:
+    def submit(
+        batch: list[PlannedRun], chunks: list[ArrayChunk], offset: int, dependency: str | None
+    ) -> None:
         for chunk in chunks:
             members = batch[chunk.start - offset : chunk.stop - offset]
             executor.update_parameters(array_parallelism=chunk.parallelism, dependency=dependency)
@@ -277,11 +290,19 @@ def _submit_slurm(
                 entry.state = JobState.PENDING.value
                 report.submitted.append(run.run_id)
             array_id = str(jobs[0].job_id).split("_")[0]
-            info = {"job_id": array_id, "size": len(members), "parallelism": chunk.parallelism, "dependency": dependency}
+            info = {
+                "job_id": array_id,
+                "size": len(members),
+                "parallelism": chunk.parallelism,
+                "dependency": dependency,
+            }
             report.arrays.append(info)
             state.launches[-1]["arrays"].append(info)
             state.write()
-            say(f"submitted {len(members)} runs as SLURM job {array_id} (%{chunk.parallelism})" + (f", after {dependency}" if dependency else ""))
+            say(
+                f"submitted {len(members)} runs as SLURM job {array_id} (%{chunk.parallelism})"
+                + (f", after {dependency}" if dependency else "")
+            )
 
     groups: dict[str | None, list[PlannedRun]] = {}
     if prerequisites:
@@ -424,7 +445,9 @@ def _job_config(run: PlannedRun, threads: int | None) -> dict[str, Any]:
     return config
 
 
-def _mark_submitted(state: SweepState, report: LaunchReport, run: PlannedRun, executor: str, job_id: str) -> None:
+def _mark_submitted(
+    state: SweepState, report: LaunchReport, run: PlannedRun, executor: str, job_id: str
+) -> None:
     entry = state.runs[run.run_id]
     entry.executor, entry.job_id, entry.submitted = executor, job_id, time.time()
     entry.submissions += 1

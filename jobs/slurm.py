@@ -134,9 +134,13 @@ def check_resources(
     if partition is None:
         chosen = next((p for p in parts.values() if p.default), None)
         if chosen is None:
-            return [f"resources.partition: the cluster has no default partition; set one of {', '.join(parts)}"]
+            return [
+                f"resources.partition: the cluster has no default partition; set one of {', '.join(parts)}"
+            ]
     elif partition not in parts:
-        return [f"resources.partition: no partition {partition!r} on this cluster; available: {', '.join(parts)}"]
+        return [
+            f"resources.partition: no partition {partition!r} on this cluster; available: {', '.join(parts)}"
+        ]
     else:
         chosen = parts[partition]
     nodes = chosen.nodes
@@ -238,7 +242,10 @@ def parse_sacct(text: str) -> dict[str, SacctRecord]:
             record = SacctRecord(job_id, state, exit_code, seconds, gpus, reason, gpus * seconds)
             if old is not None:
                 record.gpu_seconds += old.gpu_seconds
-                record.requeued_before = old.requeued_before or old.state.split(" ")[0] in ("REQUEUED", "PREEMPTED")
+                record.requeued_before = old.requeued_before or old.state.split(" ")[0] in (
+                    "REQUEUED",
+                    "PREEMPTED",
+                )
             records[job_id] = record
     return records
 

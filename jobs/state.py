@@ -23,7 +23,7 @@ from typing import Any
 
 from suite.records import RunState, atomic_write_json, read_json
 
-__all__ = ["JobState", "RunEntry", "SweepState", "classify", "STATE_FILE_NAME"]
+__all__ = ["STATE_FILE_NAME", "JobState", "RunEntry", "SweepState", "classify"]
 
 STATE_FILE_NAME = "sweep-state.json"
 STATE_VERSION = 1
@@ -57,7 +57,16 @@ class JobState(str, enum.Enum):
 _PENDING = {"PENDING", "CONFIGURING", "RESV_DEL_HOLD", "REQUEUE_HOLD", "SUSPENDED", "STOPPED", "QUEUED"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 _REQUEUED = {"REQUEUED", "REQUEUE_FED", "PREEMPTED"}
-_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
+_FAILED = {
+    "FAILED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 _CANCELLED = {"CANCELLED"}
 _ENDED = {"COMPLETED", "FINISHED", "DONE", "INTERRUPTED", "NO PROCESS AND NO RESULT"}
 

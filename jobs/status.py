@@ -75,7 +75,12 @@ def observe(state: SweepState, run_ids: list[str] | None = None) -> tuple[dict[s
             if entry.executor == "slurm":
                 record = records.get(entry.job_id)
                 word = record.state if record else None
-                if record is None and accounting_ok and entry.submitted and time.time() - entry.submitted < SACCT_LAG_S:
+                if (
+                    record is None
+                    and accounting_ok
+                    and entry.submitted
+                    and time.time() - entry.submitted < SACCT_LAG_S
+                ):
                     word = "PENDING"  # just submitted: accounting has not recorded it yet
             elif entry.executor == "local" and state.host == this_host and _process_alive(entry.job_id):
                 word = "RUNNING"

@@ -37,6 +37,7 @@ from typing import Any
 
 import submitit
 
+from suite.records import RunPaths
 from suite.signals import GracefulStop
 
 __all__ = ["RunJob", "preemption_signal"]
@@ -91,7 +92,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         import suite  # noqa: F401 - torchvision shim before timm
         from suite.config import ConfigError, run_id, validate_config
-        from suite.records import RunPaths, atomic_write_json
+        from suite.records import atomic_write_json
         from suite.trainer import STATUS_INTERRUPTED, TrainResult, train
 
         paths = RunPaths.of(self.config["run"]["output_root"], self.run_id)
@@ -103,7 +104,9 @@ class RunJob(submitit.helpers.Checkpointable):
                     "is the suite installed here the same version as where the sweep was planned?"
                 )
         except ConfigError as err:  # before train(): record it where status looks
-            atomic_write_json(paths.failure, {"error": "ConfigError", "message": str(err), "time": time.time()})
+            atomic_write_json(
+                paths.failure, {"error": "ConfigError", "message": str(err), "time": time.time()}
+            )
             raise
         preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
@@ -116,7 +119,11 @@ class RunJob(submitit.helpers.Checkpointable):
                     raise
                 _keep_resumable(paths, err)
                 result = TrainResult(self.run_id, paths.root, STATUS_INTERRUPTED, {})
-            if result.status == STATUS_INTERRUPTED and preempt not in stop.received and signal.SIGTERM in stop.received:
+            if (
+                result.status == STATUS_INTERRUPTED
+                and preempt not in stop.received
+                and signal.SIGTERM in stop.received
+            ):
                 _wait_for(stop, preempt, TERM_GRACE_S)
         if result.status == STATUS_INTERRUPTED and preempt in stop.received and callable(submitit_handler):
             # The checkpoint is on disk: now let submitit pickle this callable, requeue and exit.
@@ -127,10 +134,13 @@ class RunJob(submitit.helpers.Checkpointable):
 def _from_tracker(err: BaseException) -> bool:
     """The error was raised by the W&B sink (its service process died), not by training."""
     frames = traceback.extract_tb(err.__traceback__)
-    return any(f.filename.endswith(os.path.join("suite", "tracking.py")) or f"{os.sep}wandb{os.sep}" in f.filename for f in frames)
+    return any(
+        f.filename.endswith(os.path.join("suite", "tracking.py")) or f"{os.sep}wandb{os.sep}" in f.filename
+        for f in frames
+    )
 
 
-def _keep_resumable(paths: Any, err: BaseException) -> None:
+def _keep_resumable(paths: RunPaths, err: BaseException) -> None:
     """Undo the failure record of a run whose W&B service was killed by the stop signal.
 
     SLURM signals every process of a job step, so its SIGTERM also ends W&B's ``wandb-core``
@@ -141,7 +151,9 @@ def _keep_resumable(paths: Any, err: BaseException) -> None:
     paths.failure.unlink(missing_ok=True)
     with open(paths.log, "a") as handle:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"{stamp} W&B service ended by the stop signal ({type(err).__name__}: {err}); run kept resumable\n")
+        handle.write(
+            f"{stamp} W&B service ended by the stop signal ({type(err).__name__}: {err}); run kept resumable\n"
+        )
 
 
 def _wait_for(stop: _JobStop, signum: int, seconds: float) -> None:

@@ -12,9 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import logging
+
 from suite.config import TrackingConfig
 
 __all__ = ["Tracker"]
+
+_log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -45,17 +49,29 @@ class Tracker:
     def wandb_id(self) -> str | None:
         return None if self._run is None else self._run.id
 
+    def _guard(self, what: str, call: Any) -> None:
+        """W&B is a sink: if its service is gone (SLURM signals every process of a job,
+        wandb's service included), warn and stop tracking instead of failing the run."""
+        if self._run is None:
+            return
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001 - any wandb failure must not fail training
+            _log.warning("W&B %s failed (%s: %s); tracking stops, run records are unaffected", what,
+                         type(err).__name__, err)
+            self._run = None
+
     def log(self, metrics: dict[str, Any], *, step: int) -> None:
-        if self._run is not None:
-            self._run.log(metrics, step=step)
+        self._guard("log", lambda: self._run.log(metrics, step=step))
 
     def summarize(self, summary: dict[str, Any]) -> None:
-        if self._run is not None:
+        def write() -> None:
             for key, value in summary.items():
                 if isinstance(value, (int, float, str, bool)) or value is None:
                     self._run.summary[key] = value
 
+        self._guard("summary", write)
+
     def finish(self, *, exit_code: int = 0) -> None:
-        if self._run is not None:
-            self._run.finish(exit_code=exit_code)
-            self._run = None
+        self._guard("finish", lambda: self._run.finish(exit_code=exit_code))
+        self._run = None

@@ -32,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.config import ConfigError, DataConfig, TeacherConfig, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
+from suite.config import (
+    ConfigError,
+    DataConfig,
+    TeacherConfig,
+    TrainConfig,
+    apply_overrides,
+    read_yaml,
+    run_id,
+    validate_config,
+)
 from suite.records import RunPaths, RunState, run_state
 from sweeps.spec import Sweep, SweepError, format_value, to_override
 
@@ -157,7 +166,10 @@ def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
     kept = []
     for combo in combos:
         assignment = {**base_flat, **combo}
-        if any(all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items()) for rule in spec.exclude):
+        if any(
+            all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items())
+            for rule in spec.exclude
+        ):
             continue
         kept.append(combo)
     return kept, len(combos) - len(kept)
@@ -210,14 +222,18 @@ def _missing_paths(data: dict[str, Any]) -> list[tuple[str, str]]:
     section = data.get("data")
     if isinstance(section, str):
         section = DataConfig._shorthand(section)
-    if isinstance(section, dict) and section.get("source") == "folder" and isinstance(section.get("root"), str):
+    if (
+        isinstance(section, dict)
+        and section.get("source") == "folder"
+        and isinstance(section.get("root"), str)
+    ):
         root = Path(section["root"]).expanduser()
         if not all((root / split).is_dir() for split in ("train", "val")):
             missing.append(("data.root", section["root"]))
     model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("checkpoint"), str):
-        if not Path(model["checkpoint"]).expanduser().is_file():
-            missing.append(("model.checkpoint", model["checkpoint"]))
+    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
+    if isinstance(checkpoint, str) and not Path(checkpoint).expanduser().is_file():
+        missing.append(("model.checkpoint", checkpoint))
     teacher = data.get("teacher")
     if isinstance(teacher, str) or (teacher is None and "teacher" in data):
         teacher = TeacherConfig._shorthand(teacher)
@@ -229,7 +245,13 @@ def _missing_paths(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _validate(
-    data: dict[str, Any], prefix: str, *, produced: set[str], check_paths: bool, stand: _Stand, warnings: list[str]
+    data: dict[str, Any],
+    prefix: str,
+    *,
+    produced: set[str],
+    check_paths: bool,
+    stand: _Stand,
+    warnings: list[str],
 ) -> TrainConfig:
     """Validate one run config; missing paths that may be missing are stood in for, then restored."""
     swaps = []
@@ -315,7 +337,9 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
     errors: list[str] = []
     invalid = 0
     with _stand_ins() as stand:
-        prerequisites, table = _prerequisites(sweep, combos, stand=stand, check_paths=check_paths, warnings=warnings)
+        prerequisites, table = _prerequisites(
+            sweep, combos, stand=stand, check_paths=check_paths, warnings=warnings
+        )
         by_path = {str(Path(path).absolute()): Path(path).parent.name for path in table.values()}
         produced = set(by_path)
         base_cfg = _base_config(sweep, table, produced, stand)
@@ -341,7 +365,14 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                     continue
                 seen_raw.add(raw_key)
                 try:
-                    cfg = _validate(data, prefix, produced=produced, check_paths=check_paths, stand=stand, warnings=warnings)
+                    cfg = _validate(
+                        data,
+                        prefix,
+                        produced=produced,
+                        check_paths=check_paths,
+                        stand=stand,
+                        warnings=warnings,
+                    )
                 except ConfigError as err:
                     errors.extend(str(err).splitlines())
                     invalid += 1
@@ -353,7 +384,14 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                 seen_ids.add(rid)
                 needs = tuple(sorted({by_path[p] for p in _used_paths(cfg) if p in by_path}))
                 runs.append(
-                    PlannedRun(index=len(runs), run_id=rid, values=values, changed=_changed(values, base_cfg), config=cfg, needs=needs)
+                    PlannedRun(
+                        index=len(runs),
+                        run_id=rid,
+                        values=values,
+                        changed=_changed(values, base_cfg),
+                        config=cfg,
+                        needs=needs,
+                    )
                 )
     if errors:
         _raise_collected(sweep, errors, invalid)
@@ -380,7 +418,9 @@ def _changed(values: dict[str, Any], base: dict[str, Any] | None) -> dict[str, A
     return changed
 
 
-def _base_config(sweep: Sweep, table: dict[str, str], produced: set[str], stand: _Stand) -> dict[str, Any] | None:
+def _base_config(
+    sweep: Sweep, table: dict[str, str], produced: set[str], stand: _Stand
+) -> dict[str, Any] | None:
     """The resolved base run as JSON data, to tell which axis values differ from it (None if invalid)."""
     data = _output_fields(sweep, _ensure_tracking(_replace(copy.deepcopy(sweep.base), table)))
     try:
@@ -411,7 +451,9 @@ def _prerequisites(
             continue
         nested = list(_references(data))
         if nested:
-            errors.append(f"{prefix}refers to {nested[0]}; a prerequisite cannot have prerequisites of its own")
+            errors.append(
+                f"{prefix}refers to {nested[0]}; a prerequisite cannot have prerequisites of its own"
+            )
             invalid += 1
             continue
         data = _output_fields(sweep, _ensure_tracking(data))
@@ -419,7 +461,9 @@ def _prerequisites(
         if isinstance(tracking, dict):
             tracking["tags"] = [*(tracking.get("tags") or []), "prerequisite"]
         try:
-            cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, stand=stand, warnings=warnings)
+            cfg = _validate(
+                data, prefix, produced=set(), check_paths=check_paths, stand=stand, warnings=warnings
+            )
         except ConfigError as err:
             errors.extend(str(err).splitlines())
             invalid += 1

@@ -91,8 +91,12 @@ class ResourcesSpec(_Strict):
     account: str | None = Field(None, description="SLURM account")
     qos: str | None = Field(None, description="SLURM quality of service")
     constraint: str | None = Field(None, description="SLURM node features, e.g. a100")
-    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module load ...)")
-    additional: dict[str, str | int] = Field(default_factory=dict, description="extra #SBATCH flags, e.g. {exclusive: true}")
+    setup: list[str] = Field(
+        default_factory=list, description="shell lines run before the job (module load ...)"
+    )
+    additional: dict[str, str | int] = Field(
+        default_factory=dict, description="extra #SBATCH flags, e.g. {exclusive: true}"
+    )
 
 
 class TrackingSpec(_Strict):
@@ -101,23 +105,31 @@ class TrackingSpec(_Strict):
     project: str | None = Field(None, description="W&B project (default: the run config's)")
     group: str | None = Field(None, description="W&B group (default: the sweep name)")
     tags: list[str] = Field(default_factory=list, description="W&B tags added to every run")
-    mode: Literal["offline", "online", "disabled"] | None = Field(None, description="W&B mode (default: the run config's)")
+    mode: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="W&B mode (default: the run config's)"
+    )
 
 
 class SweepSpec(_Strict):
     """A whole sweep file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="sweep name (letters, digits, . _ -)")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="sweep name (letters, digits, . _ -)"
+    )
     description: str | None = Field(None, description="one line shown by plan and status")
     base: BaseSpec = Field(default_factory=BaseSpec, description="run config file and/or dotted overrides")
     axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
     mode: Literal["grid", "zip", "one_at_a_time"] = Field("grid", description="how axes combine")
     seeds: list[int] | None = Field(None, description="run.seed values; every combination runs once per seed")
     include: list[dict[str, Any]] = Field(default_factory=list, description="extra runs: dotted key -> value")
-    exclude: list[dict[str, Any]] = Field(default_factory=list, description="drop runs matching all these keys")
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list, description="drop runs matching all these keys"
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="scheduler request per run")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B project/group/tags")
-    output_root: Path | None = Field(None, description="run folders go here (default: runs/<name>, from the cwd)")
+    output_root: Path | None = Field(
+        None, description="run folders go here (default: runs/<name>, from the cwd)"
+    )
     executor: Literal["auto", "slurm", "local", "debug"] = Field("auto", description="default for launch")
 
     @field_validator("axes", mode="before")
@@ -128,8 +140,10 @@ class SweepSpec(_Strict):
         for key, values in value.items():
             if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
                 raise ValueError(f"axis key {key!r} must be a dotted run config key such as mix.mask_ratio")
-            if not isinstance(values, list):
-                raise ValueError(f"axis {key} must be a list of values, but got {values!r}; write [{values!r}]")
+            if not isinstance(values, list):  # pydantic reports ValueError, not TypeError
+                raise ValueError(  # noqa: TRY004
+                    f"axis {key} must be a list of values, but got {values!r}; write [{values!r}]"
+                )
             if not values:
                 raise ValueError(f"axis {key} is an empty list; give at least one value or remove the axis")
             if key in ("seed", "run.seed"):
@@ -160,7 +174,9 @@ class SweepSpec(_Strict):
             lengths = {key: len(values) for key, values in self.axes.items()}
             if len(set(lengths.values())) > 1:
                 shown = ", ".join(f"{key} has {n}" for key, n in lengths.items())
-                raise ValueError(f"mode zip pairs the axes value by value, so all lists need the same length, but {shown}")
+                raise ValueError(
+                    f"mode zip pairs the axes value by value, so all lists need the same length, but {shown}"
+                )
         return self
 
 
@@ -221,7 +237,11 @@ def _describe(model: type[BaseModel]) -> str:
     return ", ".join(parts)
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"base": BaseSpec, "resources": ResourcesSpec, "tracking": TrackingSpec}
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "base": BaseSpec,
+    "resources": ResourcesSpec,
+    "tracking": TrackingSpec,
+}
 
 
 def _format_error(err: ValidationError, path: Path) -> str:
@@ -235,7 +255,14 @@ def _format_error(err: ValidationError, path: Path) -> str:
             msg = f"unknown key; valid keys: {_describe(parent)}"
         elif item["type"] == "literal_error" and loc and loc[-1] == "executor":
             msg = f"unknown executor {item.get('input')!r}; choose one of {', '.join(EXECUTORS)}"
-        elif item["type"] in ("int_parsing", "float_parsing", "int_type", "float_type", "list_type", "string_type"):
+        elif item["type"] in (
+            "int_parsing",
+            "float_parsing",
+            "int_type",
+            "float_type",
+            "list_type",
+            "string_type",
+        ):
             msg = f"{msg} (got {item.get('input')!r})"
         lines.append(f"{path}: {dotted}: {msg}")
     return "\n".join(lines)
@@ -245,7 +272,9 @@ def _default_output_root(name: str) -> Path:
     return Path("runs") / name
 
 
-def load_sweep(path: Path | str, overrides: list[str] | None = None, *, output_root: Path | None = None) -> Sweep:
+def load_sweep(
+    path: Path | str, overrides: list[str] | None = None, *, output_root: Path | None = None
+) -> Sweep:
     """Read and validate a sweep file; nothing is expanded or submitted.
 
     Args:

@@ -51,7 +51,9 @@ echo "Submitted batch job $(( 900000 + n ))"
 
 
 @pytest.mark.slurm
-def test_2500_runs_split_into_arrays_under_max_array_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_2500_runs_split_into_arrays_under_max_array_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real scontrol (MaxArraySize) and sinfo (resources); only sbatch is replaced."""
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch-calls"
     bin_dir.mkdir()
@@ -60,7 +62,14 @@ def test_2500_runs_split_into_arrays_under_max_array_size(tmp_path: Path, monkey
     fake.write_text(FAKE_SBATCH.format(dir=record))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    sweep = load_sweep(write_sweep(tmp_path, "big", seeds=list(range(2500)), resources={"gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1}))
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path,
+            "big",
+            seeds=list(range(2500)),
+            resources={"gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1},
+        )
+    )
     start = time.perf_counter()
     report = launch(sweep, executor="slurm", max_parallel=64)
     seconds = time.perf_counter() - start
@@ -77,7 +86,7 @@ def test_2500_runs_split_into_arrays_under_max_array_size(tmp_path: Path, monkey
     assert seconds < 60, seconds
 
 
-def load_state(sweep):  # noqa: ANN001, ANN201
+def load_state(sweep):
     from jobs.state import SweepState
 
     return SweepState.read(sweep.state_file)

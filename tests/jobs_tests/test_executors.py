@@ -21,7 +21,12 @@ BACKENDS = ["debug", "local", pytest.param("slurm", marks=pytest.mark.slurm)]
 
 @pytest.mark.parametrize("executor", BACKENDS)
 def test_two_runs_finish_and_relaunch_skips_them(tmp_path: Path, executor: str) -> None:
-    resources = {"gpus_per_node": 1 if executor == "slurm" else 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
+    resources = {
+        "gpus_per_node": 1 if executor == "slurm" else 0,
+        "cpus_per_task": 1,
+        "mem_gb": 1,
+        "timeout_min": 60,
+    }
     sweep = load_sweep(write_sweep(tmp_path, axes={"mix.method": ["none", "cutmix"]}, resources=resources))
     report = launch(sweep, executor=executor, max_parallel=2, wait=True, poll_s=1)
     assert report.executor == executor and len(report.submitted) == 2
@@ -74,7 +79,9 @@ def test_relaunch_resumes_and_reruns_only_what_needs_it(tmp_path: Path) -> None:
 
 def test_prerequisite_trains_first_and_its_failure_blocks_dependents(tmp_path: Path) -> None:
     dotted = yaml.safe_load(write_sweep(tmp_path, "x").read_text())["base"]["overrides"]
-    tiny = apply_overrides({}, [to_override(key, value) for key, value in dotted.items()])  # a run config file
+    tiny = apply_overrides(
+        {}, [to_override(key, value) for key, value in dotted.items()]
+    )  # a run config file
     (tmp_path / "pre.yaml").write_text(yaml.safe_dump(tiny | {"name": "pretrain"}))
     sweep = load_sweep(write_sweep(tmp_path, axes={"model.checkpoint": ["@pre.yaml"], "optim.lr": [5e-4]}))
     report = launch(sweep, executor="debug")

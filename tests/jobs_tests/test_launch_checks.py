@@ -13,7 +13,7 @@ from tests.sweeps_tests.sweep_files import write_sweep
 
 
 @pytest.fixture(scope="module")
-def cli():  # noqa: ANN201 - the suite typer app with the sweep commands attached
+def cli():
     from suite.cli import _register_optional_commands, app
 
     if not any(group.name == "sweep" for group in app.registered_groups):
@@ -28,12 +28,24 @@ def _assert_nothing_written(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"axes": {"mix.mask_ration": [0.3]}}, "run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys:"),
+        (
+            {"axes": {"mix.mask_ration": [0.3]}},
+            "run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys:",
+        ),
         ({"axes": {"mix.prob": []}}, "axes: axis mix.prob is an empty list"),
-        ({"mode": "zip", "axes": {"mix.prob": [0.5, 1.0], "optim.lr": [1e-3]}}, "mix.prob has 2, optim.lr has 1"),
-        ({"axes": {"mix.prob": [0.5, 1.5]}}, "run 1 (mix.prob=1.5): mix.prob: Input should be less than or equal to 1"),
+        (
+            {"mode": "zip", "axes": {"mix.prob": [0.5, 1.0], "optim.lr": [1e-3]}},
+            "mix.prob has 2, optim.lr has 1",
+        ),
+        (
+            {"axes": {"mix.prob": [0.5, 1.5]}},
+            "run 1 (mix.prob=1.5): mix.prob: Input should be less than or equal to 1",
+        ),
         ({"executor": "kubernetes"}, "executor: unknown executor 'kubernetes'"),
-        ({"base": {"overrides": {"data": "/no/imagenet"}}}, "run 0 (base): data.root: /no/imagenet has no train/ folder"),
+        (
+            {"base": {"overrides": {"data": "/no/imagenet"}}},
+            "run 0 (base): data.root: /no/imagenet has no train/ folder",
+        ),
     ],
 )
 def test_invalid_sweeps_fail_before_submission(tmp_path: Path, fields: dict, expected: str) -> None:
@@ -45,12 +57,14 @@ def test_invalid_sweeps_fail_before_submission(tmp_path: Path, fields: dict, exp
 
 
 def test_unknown_executor_on_the_command_line(tmp_path: Path) -> None:
-    with pytest.raises(SweepError, match=r"executor: unknown executor 'k8s'; choose one of auto, slurm, local, debug"):
+    with pytest.raises(
+        SweepError, match=r"executor: unknown executor 'k8s'; choose one of auto, slurm, local, debug"
+    ):
         launch(load_sweep(write_sweep(tmp_path)), executor="k8s")
     _assert_nothing_written(tmp_path)
 
 
-def test_cli_exit_codes(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_cli_exit_codes(tmp_path: Path, cli) -> None:
     runner = CliRunner()
     good = write_sweep(tmp_path, axes={"optim.lr": [1e-3, 5e-4]})
     result = runner.invoke(cli, ["sweep", "plan", str(good), "--json"])
@@ -75,11 +89,20 @@ def test_cli_exit_codes(tmp_path: Path, cli) -> None:  # noqa: ANN001
 @pytest.mark.parametrize(
     ("resources", "expected"),
     [
-        ({"gpus_per_node": 4}, "resources.gpus_per_node: 4 requested, but the nodes of partition debug have at most 2 (GRES gpu:2)"),
+        (
+            {"gpus_per_node": 4},
+            "resources.gpus_per_node: 4 requested, but the nodes of partition debug have at most 2 (GRES gpu:2)",
+        ),
         ({"partition": "a100"}, "resources.partition: no partition 'a100' on this cluster; available: debug"),
-        ({"mem_gb": 4096}, "resources.mem_gb: 4096 GB requested, but the nodes of partition debug have at most"),
+        (
+            {"mem_gb": 4096},
+            "resources.mem_gb: 4096 GB requested, but the nodes of partition debug have at most",
+        ),
         ({"cpus_per_task": 64}, "resources.cpus_per_task: 64 requested"),
-        ({"constraint": "a100"}, "resources: SLURM would reject the job (allocation failure: Invalid feature specification)"),
+        (
+            {"constraint": "a100"},
+            "resources: SLURM would reject the job (allocation failure: Invalid feature specification)",
+        ),
     ],
 )
 def test_resources_the_partition_cannot_satisfy(tmp_path: Path, resources: dict, expected: str) -> None:

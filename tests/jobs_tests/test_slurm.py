@@ -25,7 +25,11 @@ from tests.sweeps_tests.sweep_files import TINY, write_sweep
 pytestmark = pytest.mark.slurm
 
 GPU = {"gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
-LONGER = {"data.train_size": 2048, "schedule.epochs": 4, "tracking.mode": "offline"}  # a few seconds of training
+LONGER = {
+    "data.train_size": 2048,
+    "schedule.epochs": 4,
+    "tracking.mode": "offline",
+}  # a few seconds of training
 WAIT_S = 240
 
 
@@ -34,7 +38,9 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Sweep, L
     folder = tmp_path_factory.mktemp("slurm-sweeps")
     files = {
         "preempt": write_sweep(folder, "preempt", overrides=LONGER, resources=GPU),
-        "array": write_sweep(folder, "array", axes={"mix.method": ["none", "cutmix"], "optim.lr": [1e-3, 5e-4]}, resources=GPU),
+        "array": write_sweep(
+            folder, "array", axes={"mix.method": ["none", "cutmix"], "optim.lr": [1e-3, 5e-4]}, resources=GPU
+        ),
         "boom": write_sweep(folder, "boom", overrides={"optim.lr": 1e30}, resources=GPU),
     }
     launched = {}
@@ -59,7 +65,9 @@ def test_preempted_job_resumes_to_the_same_metrics_and_wandb_run(sweeps: dict, t
     # submitit's own preemption test: SIGTERM, then USR2 (as SLURM does before a time limit).
     submitit.SlurmJob(folder=sweep.output_root / ".submitit" / "%j", job_id=entry.job_id)._interrupt()
     overrides = [f"{k}={json.dumps(v)}" for k, v in {**TINY, **LONGER}.items()]
-    reference = train(load_config(None, [*overrides, f"run.output_root={tmp_path}", "tracking.mode=disabled"]))
+    reference = train(
+        load_config(None, [*overrides, f"run.output_root={tmp_path}", "tracking.mode=disabled"])
+    )
     assert reference.run_id == run.run_id
     assert _wait(sweep, report) == {run.run_id: JobState.DONE}
 
@@ -78,7 +86,11 @@ def test_four_runs_as_one_job_array(sweeps: dict) -> None:
     sweep, report = sweeps["array"]
     assert len(report.submitted) == 4 and report.sbatch_calls == 1
     assert report.arrays[0]["size"] == 4
-    (script,) = [p for p in (sweep.output_root / ".submitit").rglob("*_submission.sh") if "--array=0-3" in p.read_text()]
+    (script,) = [
+        p
+        for p in (sweep.output_root / ".submitit").rglob("*_submission.sh")
+        if "--array=0-3" in p.read_text()
+    ]
     assert "#SBATCH --gpus-per-node=1" in script.read_text()
     assert set(_wait(sweep, report).values()) == {JobState.DONE}
     for run in report.plan.runs:
@@ -119,4 +131,6 @@ def test_failing_job_is_reported_with_its_error(sweeps: dict) -> None:
     (failed,) = status.runs
     assert failed.state is JobState.FAILED and failed.observation.scheduler == "FAILED"
     assert failed.error.startswith("FloatingPointError: loss is")
-    assert failed.log_path.endswith("_log.err") and any("FloatingPointError" in line for line in failed.log_tail)
+    assert failed.log_path.endswith("_log.err") and any(
+        "FloatingPointError" in line for line in failed.log_tail
+    )

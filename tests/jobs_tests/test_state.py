@@ -74,13 +74,17 @@ def test_parse_sacct() -> None:
     assert records["44"].gpus == 0 and records["44"].exit_code == "1:0"
 
 
-@pytest.mark.parametrize(("gres", "count"), [("gpu:2", 2), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0), ("gpu:1,shard:4", 1)])
+@pytest.mark.parametrize(
+    ("gres", "count"), [("gpu:2", 2), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0), ("gpu:1,shard:4", 1)]
+)
 def test_gpu_count(gres: str, count: int) -> None:
     assert gpu_count(gres) == count
 
 
 def test_state_file_roundtrip(tmp_path: Path) -> None:
-    state = SweepState(tmp_path / "sweep-state.json", "s", "/x/s.yaml", str(tmp_path), str(tmp_path / ".submitit/%j"))
+    state = SweepState(
+        tmp_path / "sweep-state.json", "s", "/x/s.yaml", str(tmp_path), str(tmp_path / ".submitit/%j")
+    )
     state.runs["none-1"] = RunEntry(0, {"optim.lr": 0.1}, "optim.lr=0.1", executor="slurm", job_id="41_0")
     state.write()
     again = SweepState.read(state.path)

@@ -26,7 +26,9 @@ TINY: dict[str, Any] = {
 CPU_RESOURCES: dict[str, Any] = {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
 
 
-def write_sweep(folder: Path, name: str = "tiny", *, overrides: dict[str, Any] | None = None, **fields: Any) -> Path:
+def write_sweep(
+    folder: Path, name: str = "tiny", *, overrides: dict[str, Any] | None = None, **fields: Any
+) -> Path:
     """Write ``<folder>/<name>.yaml``: a sweep of tiny runs whose output root is ``<folder>/runs/<name>``.
 
     ``overrides`` are merged into the tiny base overrides; other keywords are top-level sweep keys.

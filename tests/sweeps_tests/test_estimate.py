@@ -31,7 +31,9 @@ def test_measured_throughput_of_finished_runs_wins(tmp_path: Path) -> None:
     done, todo = plan.runs
     done.paths.root.mkdir(parents=True)
     (done.paths.root / "config.json").write_text(json.dumps(done.resolved()))
-    (done.paths.root / "summary.json").write_text(json.dumps({"images_per_s": 256.0, "device": "cpu (x86_64)"}))
+    (done.paths.root / "summary.json").write_text(
+        json.dumps({"images_per_s": 256.0, "device": "cpu (x86_64)"})
+    )
     est = estimate(plan)
     assert est.device == "CPU"
     assert est.hours[done.run_id] == 0.0  # finished: nothing left to spend

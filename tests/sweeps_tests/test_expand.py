@@ -16,7 +16,7 @@ from tests.sweeps_tests.sweep_files import TINY, write_sweep
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _values(plan) -> list[dict]:  # noqa: ANN001
+def _values(plan) -> list[dict]:
     return [run.values for run in plan.runs]
 
 
@@ -35,7 +35,10 @@ def test_modes_and_seeds(tmp_path: Path, mode: str, axes: dict, seeds: list | No
     assert len({run.run_id for run in plan.runs}) == count
     assert [run.index for run in plan.runs] == list(range(count))
     if mode == "zip":
-        assert {(v["mix.method"], v["optim.lr"]) for v in _values(plan)} == {("cutmix", 1e-3), ("mixup", 5e-4)}
+        assert {(v["mix.method"], v["optim.lr"]) for v in _values(plan)} == {
+            ("cutmix", 1e-3),
+            ("mixup", 5e-4),
+        }
     if mode == "one_at_a_time":
         assert [run.label() for run in plan.runs] == ["base", "mix.prob=0.5", "optim.lr=0.0005"]
         assert plan.duplicates == 1
@@ -54,12 +57,16 @@ def test_include_exclude(tmp_path: Path) -> None:
     got = {(v["mix.method"], v["optim.lr"]) for v in _values(plan)}
     assert got == {("cutmix", 1e-3), ("cutmix", 5e-4), ("mixup", 1e-3), ("none", 2e-3)}
     assert plan.excluded == 1
-    only_includes = expand(load_sweep(write_sweep(tmp_path, "inc", include=[{"mix.method": "mixup"}, {"mix.method": "cutmix"}])))
+    only_includes = expand(
+        load_sweep(write_sweep(tmp_path, "inc", include=[{"mix.method": "mixup"}, {"mix.method": "cutmix"}]))
+    )
     assert [run.config.mix.method for run in only_includes.runs] == ["mixup", "cutmix"]  # no bare base run
 
 
 def test_run_ids_ignore_output_fields_and_match_suite(tmp_path: Path) -> None:
-    plan = expand(load_sweep(write_sweep(tmp_path, axes={"mix.method": ["cutmix"]}, tracking={"tags": ["t1"]})))
+    plan = expand(
+        load_sweep(write_sweep(tmp_path, axes={"mix.method": ["cutmix"]}, tracking={"tags": ["t1"]}))
+    )
     run = plan.runs[0]
     direct = load_config(None, [f"{k}={json.dumps(v)}" for k, v in TINY.items()] + ["mix.method=cutmix"])
     assert run.run_id == run_id(direct)  # same id as `suite train` gives the same run
@@ -74,27 +81,39 @@ def test_unknown_axis_key_names_file_run_and_field(tmp_path: Path) -> None:
         expand(load_sweep(path))
     message = str(err.value)
     assert f"{path}: 2 run(s) of the sweep are invalid; nothing was submitted" in message
-    assert f"{path}: run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys: method='none'" in message
+    assert (
+        f"{path}: run 0 (mix.mask_ration=0.3): mix.mask_ration: unknown key; valid keys: method='none'"
+        in message
+    )
     assert f"{path}: run 1 (mix.mask_ration=0.5): mix.mask_ration: unknown key" in message
 
 
 def test_rejected_value_names_the_run_and_reason(tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, axes={"mix.method": ["tokenmix"], "mix.mask_ratio": [0.5, 1.3]}, seeds=[0, 1])
+    path = write_sweep(
+        tmp_path, axes={"mix.method": ["tokenmix"], "mix.mask_ratio": [0.5, 1.3]}, seeds=[0, 1]
+    )
     with pytest.raises(SweepError) as err:
         expand(load_sweep(path))
     message = str(err.value)
-    assert "run 2 (mix.method=tokenmix mix.mask_ratio=1.3 seed=0): mix.mask_ratio: mask_ratio must be in (0, 1)" in message
+    assert (
+        "run 2 (mix.method=tokenmix mix.mask_ratio=1.3 seed=0): mix.mask_ratio: mask_ratio must be in (0, 1)"
+        in message
+    )
     assert "run 3 (mix.method=tokenmix mix.mask_ratio=1.3 seed=1)" in message
     assert "run 0 " not in message
 
 
 def test_missing_data_root_warns_in_plan_and_fails_launch_check(tmp_path: Path) -> None:
     root = tmp_path / "imagenet"
-    path = write_sweep(tmp_path, overrides={"data": str(root), "data.img_size": 32}, axes={"mix.method": ["cutmix"]})
+    path = write_sweep(
+        tmp_path, overrides={"data": str(root), "data.img_size": 32}, axes={"mix.method": ["cutmix"]}
+    )
     plan = expand(load_sweep(path), check_paths=False)
     assert any(w.startswith(f"data.root: {root} does not exist") for w in plan.warnings)
     assert plan.runs[0].config.data.root == root  # the real path, not the stand-in
-    with pytest.raises(SweepError, match=rf"run 0 \(mix.method=cutmix\): data.root: {root} has no train/ folder"):
+    with pytest.raises(
+        SweepError, match=rf"run 0 \(mix.method=cutmix\): data.root: {root} has no train/ folder"
+    ):
         expand(load_sweep(path), check_paths=True)
     for split in ("train", "val"):
         (root / split).mkdir(parents=True)
@@ -103,7 +122,9 @@ def test_missing_data_root_warns_in_plan_and_fails_launch_check(tmp_path: Path) 
 
 
 def test_prerequisite_reference(tmp_path: Path) -> None:
-    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({"model": {"name": "cnn_micro"}, "data": "builtin"}))
+    (tmp_path / "teacher.yaml").write_text(
+        yaml.safe_dump({"model": {"name": "cnn_micro"}, "data": "builtin"})
+    )
     path = write_sweep(tmp_path, axes={"mix.method": ["tokenmix"], "teacher": ["none", "@teacher.yaml"]})
     plan = expand(load_sweep(path), check_paths=True)  # the teacher's checkpoint does not exist yet: fine
     (teacher,) = plan.prerequisites

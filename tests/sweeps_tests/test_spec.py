@@ -12,7 +12,9 @@ from tests.sweeps_tests.sweep_files import write_sweep
 
 
 def test_loads_base_file_overrides_and_cli_overrides(tmp_path: Path) -> None:
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"schedule": {"epochs": 7}, "mix": {"method": "cutmix"}}))
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump({"schedule": {"epochs": 7}, "mix": {"method": "cutmix"}})
+    )
     path = write_sweep(tmp_path, base={"config": "base.yaml", "overrides": {"schedule.epochs": 3}})
     sweep = load_sweep(path, ["optim.lr=5e-4"])
     assert sweep.base["schedule"]["epochs"] == 3  # base.overrides over the file
@@ -32,14 +34,22 @@ def test_default_output_root_is_runs_name_in_the_cwd(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"axes": {"mix.mask_ratio": []}}, "axes: axis mix.mask_ratio is an empty list; give at least one value or remove the axis"),
+        (
+            {"axes": {"mix.mask_ratio": []}},
+            "axes: axis mix.mask_ratio is an empty list; give at least one value or remove the axis",
+        ),
         ({"axes": {"mix.mask_ratio": 0.5}}, "axis mix.mask_ratio must be a list of values"),
         (
             {"mode": "zip", "axes": {"mix.mask_ratio": [0.3, 0.5], "mix.token_grid": [4, 8, 16]}},
-            "mode zip pairs the axes value by value, so all lists need the same length, but mix.mask_ratio has 2, "
-            "mix.token_grid has 3",
+            (
+                "mode zip pairs the axes value by value, so all lists need the same length, "
+                "but mix.mask_ratio has 2, mix.token_grid has 3"
+            ),
         ),
-        ({"executor": "kubernetes"}, "executor: unknown executor 'kubernetes'; choose one of auto, slurm, local, debug"),
+        (
+            {"executor": "kubernetes"},
+            "executor: unknown executor 'kubernetes'; choose one of auto, slurm, local, debug",
+        ),
         ({"mode": "random"}, "mode: Input should be 'grid', 'zip' or 'one_at_a_time'"),
         ({"seeds": []}, "seeds is an empty list"),
         ({"axes": {"run.seed": [1, 2]}}, "use the top-level 'seeds:' list"),
@@ -62,7 +72,9 @@ def test_unknown_key_lists_valid_keys_with_defaults(tmp_path: Path) -> None:
     assert f"{path}: resources.gpus: unknown key; valid keys:" in message
     assert "gpus_per_node=1" in message and "timeout_min=1440" in message
     path = write_sweep(tmp_path, axis={"mix.prob": [0.5]})
-    with pytest.raises(SweepError, match=r"axis: unknown key; valid keys: name \(required\), description=None"):
+    with pytest.raises(
+        SweepError, match=r"axis: unknown key; valid keys: name \(required\), description=None"
+    ):
         load_sweep(path)
 
 
