@@ -12,7 +12,8 @@ load hits every method alike) on one random batch:
 * mask generation alone (per-sample and per-batch block masks).
 
 timm's ``Mixup`` and ``TokenMix`` both overwrite their input, so every method gets a fresh copy of
-the batch made *outside* the timed region (the reference rows too, for consistency).
+the batch, written into one preallocated buffer *outside* the timed region (the reference rows
+too, for consistency).
 
 Run: ``python benchmarks/bench_mixing.py --batch 256 --img 224 --grid 14 --repeats 15 --threads 2``
 """
@@ -48,11 +49,16 @@ def _cpu_model() -> str:
 def _time_round_robin(
     methods: dict[str, Callable[[torch.Tensor], object]], x0: torch.Tensor, repeats: int, warmup: int = 2
 ) -> dict[str, list[float]]:
-    """Seconds per call for each method; each call gets a fresh copy of ``x0`` made untimed."""
+    """Seconds per call for each method; each call gets a fresh copy of ``x0`` made untimed.
+
+    The copy goes into one preallocated buffer, as a training step's batch would already exist;
+    memory a method allocates itself (e.g. timm's ``x.flip(0)``) is part of its time.
+    """
     times: dict[str, list[float]] = {name: [] for name in methods}
+    x = torch.empty_like(x0)
     for r in range(warmup + repeats):
         for name, fn in methods.items():
-            x = x0.clone()
+            x.copy_(x0)
             start = time.perf_counter()
             fn(x)
             elapsed = time.perf_counter() - start

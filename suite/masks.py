@@ -147,7 +147,11 @@ def token_masks(
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
         raise ValueError(f"grid must be an integer >= 2, but got grid={grid!r}")
     _check_ratio(ratio)
-    if isinstance(min_aspect, bool) or not isinstance(min_aspect, (int, float)) or not 0.0 < min_aspect <= 1.0:
+    if (
+        isinstance(min_aspect, bool)
+        or not isinstance(min_aspect, (int, float))
+        or not 0.0 < min_aspect <= 1.0
+    ):
         raise ValueError(f"min_aspect must be in (0, 1], but got min_aspect={min_aspect!r}")
     n = batch if per_sample else 1
     counts = partner_counts(n, grid, ratio, generator=generator, device=device)
@@ -288,6 +292,7 @@ def _block_chunk(
                     torch.stack((half_log, half_log.neg()), 1).exp_().unbind(0),  # sqrt(aspect), 1 / ...
                     draws[:, 2:].unbind(0),
                     (draws[:, 2:] * g1).unbind(0),
+                    strict=True,
                 )
             )
         area_u, sqrt_aspect, pos_u, pos_span = rounds[r]

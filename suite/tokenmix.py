@@ -10,8 +10,9 @@ timm's convention; the batch size must be even) through a token mask ``M`` on a 
 
 and labelled by ``suite.targets`` (area, or the teacher's class activation kept visible).
 
-The pixel mixing never builds a full-size pixel mask: the batch is viewed as
-``(B, C, G, h, G, w)`` and the ``(B, 1, G, 1, G, 1)`` mask broadcasts over each token's block.
+The pixel mixing never builds a full-size pixel mask: the batch is viewed as ``(B, C, G, h, W)``
+(token rows of ``h`` pixel rows) and the token mask, widened to ``(B, 1, G, 1, W)`` (1 / (C * h)
+of a pixel mask), broadcasts over the channels and the pixel rows of each token row.
 It is written *in place* into the input batch (as timm's ``Mixup`` does), pair by pair: a pair
 ``(i, B - 1 - i)`` only needs a copy of one of its two images before both are overwritten, and on
 CPU the pairs are processed in chunks small enough to stay in the core's cache, so the batch
@@ -87,20 +88,35 @@ def mix_tokens_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     g = mask.shape[-1]
     if height % g != 0 or width % g != 0:
         raise ValueError(f"image size {height}x{width} must be divisible by the token grid {g}")
-    x6 = x.unflatten(3, (g, width // g)).unflatten(2, (g, height // g))  # (B, C, G, h, G, w), a view
-    m6 = mask.to(device=x.device, dtype=torch.bool).view(-1, 1, g, 1, g, 1)
-    shared = m6.shape[0] == 1
+    # View the batch as (B, C, G, h, W) and widen the mask along W only, to (B, 1, G, 1, W): it
+    # broadcasts over the channels and the h pixel rows of each token row, is 1 / (C * h) of a
+    # pixel mask, and lets the innermost loop run over whole contiguous image rows (a fully
+    # token-shaped (B, 1, G, 1, G, 1) mask over a (B, C, G, h, G, w) view is ~20 % slower at
+    # 224 px and 2-3x slower for 32 px images, whose token rows are only 4 pixels wide).
+    x5 = x.unflatten(2, (g, height // g))
+    m5 = (
+        mask.to(device=x.device, dtype=torch.bool)
+        .repeat_interleave(width // g, dim=2)
+        .view(-1, 1, g, 1, width)
+    )
+    shared = m5.shape[0] == 1
     half, step = b // 2, _pairs_per_chunk(x)
+    # one buffer per half-chunk, reused by every chunk (no per-chunk allocation)
+    lo_buf = torch.empty((step, *x5.shape[1:]), dtype=x.dtype, device=x.device)
+    hi_buf = torch.empty_like(lo_buf) if step > 1 else None
+    reverse = torch.arange(step - 1, -1, -1, device=x.device)
     for start in range(0, half, step):
         stop = min(start + step, half)
-        lo, hi = x6[start:stop], x6[b - stop : b - start]  # hi[k] is the partner of lo[stop - start - 1 - k]
-        m_lo = m6 if shared else m6[start:stop]
-        m_hi = m6 if shared else m6[b - stop : b - start]
-        if stop - start == 1:
-            lo_old, hi_old = lo.clone(), hi
-            torch.where(m_lo, hi_old, lo, out=lo)
-        else:
-            lo_old, hi_old = lo.flip(0), hi.flip(0)
+        k = stop - start
+        lo, hi = x5[start:stop], x5[b - stop : b - start]  # hi[j] is the partner of lo[k - 1 - j]
+        m_lo = m5 if shared else m5[start:stop]
+        m_hi = m5 if shared else m5[b - stop : b - start]
+        if k == 1:  # a single pair: keep a copy of one image, write both
+            lo_old = lo_buf[:1].copy_(lo)
+            torch.where(m_lo, hi, lo, out=lo)
+        else:  # copies in partner order, then both halves are written
+            lo_old = torch.index_select(lo, 0, reverse[step - k :], out=lo_buf[:k])
+            hi_old = torch.index_select(hi, 0, reverse[step - k :], out=hi_buf[:k])
             torch.where(m_lo, hi_old, lo, out=lo)
         torch.where(m_hi, lo_old, hi, out=hi)
     return x
