@@ -33,7 +33,7 @@ class BatchMixer:
         self._timm: Mixup | None = None
         self._tokenmix = None
         if cfg.method == "mixup":
-            self._timm = self._timm_mixup(cfg.prob, cutmix=False)
+            self._timm = self._timm_mixup(cfg.prob)
         elif cfg.method == "cutmix":
             self._timm = Mixup(
                 mixup_alpha=cfg.mixup_alpha,
@@ -58,13 +58,14 @@ class BatchMixer:
                 label_smoothing=cfg.label_smoothing,
             )
             if cfg.mixup_alpha > 0:
-                self._timm = self._timm_mixup(1.0, cutmix=False)
+                self._timm = self._timm_mixup(1.0)
             if cfg.target != "area" and teacher is None:
                 raise ValueError(f"mix.target={cfg.target} needs a teacher, but none was given")
         elif cfg.method != "none":
             raise ValueError(f"mix.method must be one of none, mixup, cutmix, tokenmix, but got {cfg.method!r}")
 
-    def _timm_mixup(self, prob: float, *, cutmix: bool) -> Mixup:
+    def _timm_mixup(self, prob: float) -> Mixup:
+        """timm Mixup restricted to its Mixup branch (the region branch is CutMix/TokenMix)."""
         return Mixup(
             mixup_alpha=self.cfg.mixup_alpha,
             cutmix_alpha=0.0,
