@@ -97,10 +97,7 @@ class BatchMixer:
         maps = None
         if self.cfg.target != "area":
             maps = self.teacher.maps(x, y, self.cfg.token_grid)
-        device_gen = generator
-        if x.device.type != "cpu":
-            device_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        x, target, stats = self._tokenmix(x, y, maps=maps, generator=device_gen)
+        x, target, stats = self._tokenmix(x, y, maps=maps, generator=generator)
         return x, target, {"branch": "tokenmix", **stats}
 
 

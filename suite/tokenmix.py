@@ -245,7 +245,8 @@ class TokenMix:
             y: Class indices ``(B,)``.
             maps: Teacher activation maps ``(B, G, G)`` of the *unmixed* batch (``suite.cam``);
                 required by the teacher target modes, ignored by ``area``.
-            generator: Source of all randomness; on the device of ``x``.
+            generator: Source of all randomness, a CPU generator: the masks are made on the host
+                and copied to the device of ``x`` (see ``suite.masks``).
 
         Returns:
             ``(x, target, stats)``: the mixed batch (the same tensor as ``x``), float32 targets
