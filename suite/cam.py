@@ -24,7 +24,8 @@ Deliberate differences from the reference: the reference reads offline per-locat
 probabilities of an NFNet-F6 at 576 px (softmax space), cropped with the image by ``roi_align``;
 here the map is computed online from any timm model in logit space, on the same augmented batch
 that is mixed, so no crop bookkeeping is needed (and the reference's x/y swap of the crop box does
-not arise). CAMs of models whose head is not linear after pooling (e.g. a norm after pooling, as in
+not arise). Offline maps, computed once on whole images and cut to each crop, are in
+``suite.offline_maps``. CAMs of models whose head is not linear after pooling (e.g. a norm after pooling, as in
 ConvNeXt, or with ``global_pool='avg'`` ViTs, whose ``fc_norm`` is then applied per token) are an
 approximation of what the classifier sees.
 
@@ -107,7 +108,22 @@ def _resize(cam: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int) -> torch.Tensor:
-    """Dense class-activation maps of the ground-truth classes on a ``grid x grid`` token grid.
+    """Ground-truth class maps on the token grid, normalised (``raw_activation_maps`` resized to G x G,
+    then ``normalise_maps``)."""
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
+    return normalise_maps(_resize(raw_activation_maps(model, x, y), grid))
+
+
+def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
+    """Clamp maps ``(B, h, w)`` at 0 and scale each to sum 1; a map without positive mass becomes 0."""
+    cam = cam.clamp_min(0.0)
+    total = cam.flatten(1).sum(1).view(-1, 1, 1)
+    return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
+
+
+def raw_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dense class-activation maps of the ground-truth classes at the teacher's own resolution.
 
     The model is used as it is (put it in eval mode first; ``Teacher`` does). Runs under
     ``torch.no_grad()``, and under bfloat16 autocast when ``x`` is on CUDA; the classifier is
@@ -118,18 +134,15 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gr
             (``forward_features`` gives ``NLC`` tokens), with a classification head.
         x: Images ``(B, 3, H, W)``.
         y: Ground-truth class indices ``(B,)``.
-        grid: Token grid size G.
 
     Returns:
-        Float32 tensor ``(B, G, G)``: non-negative, each map summing to 1, or all zero where the
-        class has no positive activation.
+        Float32 tensor ``(B, h, w)`` in logit space (the classifier applied at every location of
+        the last feature map, or to every patch token), neither clamped nor normalised.
 
     Raises:
         ValueError: For invalid arguments, or a model whose features are neither ``NCHW``/``NHWC``
             maps nor ``NLC`` tokens, or whose classifier is not linear.
     """
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
@@ -167,9 +180,7 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gr
                 "model.forward_features must return NCHW/NHWC feature maps (CNN) or NLC tokens (ViT), "
                 f"but got a tensor of shape {tuple(feats.shape)}"
             )
-        cam = _resize(cam, grid).clamp_min_(0.0)
-        total = cam.flatten(1).sum(1).view(-1, 1, 1)
-        return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
+        return cam
 
 
 def _apply_float(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -205,8 +216,14 @@ class Teacher:
         """Wrap an already built (and loaded) model."""
         return cls(model)
 
-    def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int) -> torch.Tensor:
-        """Activation maps ``(B, G, G)`` of the ground-truth classes; see ``class_activation_maps``."""
+    def maps(
+        self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Activation maps ``(B, G, G)`` of the ground-truth classes; see ``class_activation_maps``.
+
+        ``geometry`` is ignored: the online maps come from the augmented batch itself (offline
+        maps, ``suite.offline_maps.OfflineMaps``, need it).
+        """
         if self.model.training:
             self.model.eval()
         return class_activation_maps(self.model, x, y, grid)

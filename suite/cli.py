@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+maps_app = typer.Typer(help="Offline teacher maps: compute once, train with teacher.maps=DIR.", no_args_is_help=True)
+app.add_typer(maps_app, name="maps")
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -118,6 +120,42 @@ def config_show(
         return
     print(f"# run_id: {run_id(cfg)}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+@maps_app.command("build")
+def maps_build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for maps.npy and maps.json.")],
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    img_size: Annotated[
+        Optional[int], typer.Option("--img-size", help="Side the whole images are resized to (default data.img_size).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Teacher batch size.")] = 128,
+) -> None:
+    """Run the teacher once over the whole training set and store its activation maps.
+
+    Give the data and the teacher as for `suite train`, e.g. `suite maps build teacher=runs/<id>
+    data=/path/to/imagenet --out maps/r50 --img-size 448`. Then train with
+    `teacher.maps=maps/r50` (or `teacher=maps/r50`): each step cuts the stored maps to the
+    samples' crops instead of running the teacher. Rerunning with the same inputs does nothing.
+    """
+    from rich.progress import Progress
+
+    from suite.offline_maps import build_offline_maps
+
+    cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])])  # the teacher only validates with TokenMix
+    if cfg.teacher.checkpoint is None:
+        err_console.print("[bold red]invalid config[/]\nteacher: give the teacher, e.g. teacher=runs/<run_id>")
+        raise typer.Exit(EXIT_INVALID)
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("teacher maps", total=None)
+        meta = build_offline_maps(
+            cfg, out, img_size=img_size, batch_size=batch_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    h, w = meta["map_size"]
+    console.print(f"{meta['count']} maps of {h}x{w} ({meta['img_size']} px input) in [bold]{out}[/]; "
+                  f"train with teacher.maps={out}")
 
 
 def main() -> None:

@@ -193,16 +193,18 @@ class MixConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """Teacher for TokenMix's activation-map targets (online, from a checkpoint file).
+    """Teacher for TokenMix's activation-map targets: online from a checkpoint, or offline maps.
 
     ``teacher=none`` disables it (area targets). ``teacher=<path>`` is shorthand for
-    ``teacher.checkpoint=<path>``; a suite run directory or its ``checkpoint.pt`` carries
+    ``teacher.checkpoint=<path>``, or for ``teacher.maps=<path>`` when the path is a directory
+    made by ``suite maps build``; a suite run directory or its ``checkpoint.pt`` carries
     the architecture, so ``teacher.model`` may be left empty for those.
     """
 
     model: str | None = Field(None, description="timm name of the teacher (read from a suite checkpoint if empty)")
     checkpoint: Path | None = Field(None, description="teacher weights: suite run dir/checkpoint.pt, safetensors, torch")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
+    maps: Path | None = Field(None, description="offline maps directory from `suite maps build` (no teacher forward)")
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +212,16 @@ class TeacherConfig(_Strict):
         if value is None or value == "none":
             return {}
         if isinstance(value, str):
+            if (Path(value) / "maps.json").is_file():
+                return {"maps": value}
             return {"checkpoint": value}
+        return value
+
+    @field_validator("maps")
+    @classmethod
+    def _maps(cls, value: Path | None) -> Path | None:
+        if value is not None and not (Path(value) / "maps.json").is_file():
+            raise ValueError(f"{value} is not a complete offline maps directory (no maps.json); run `suite maps build`")
         return value
 
     @field_validator("checkpoint")
@@ -227,13 +238,15 @@ class TeacherConfig(_Strict):
 
     @model_validator(mode="after")
     def _needs_weights(self) -> TeacherConfig:
+        if self.maps is not None and (self.checkpoint is not None or self.model is not None):
+            raise ValueError("teacher.maps replaces the online teacher: set either teacher.maps or teacher.checkpoint")
         if self.model is not None and self.checkpoint is None:
             raise ValueError("teacher.checkpoint is required with teacher.model (no hub weights are downloaded)")
         return self
 
     @property
     def enabled(self) -> bool:
-        return self.checkpoint is not None
+        return self.checkpoint is not None or self.maps is not None
 
 
 class OptimConfig(_Strict):

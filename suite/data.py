@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from suite.config import DataConfig
 from suite.hardware import cpu_allocation
+
+if TYPE_CHECKING:
+    from suite.geometry import CropFlip
 
 __all__ = ["DataBundle", "EpochSampler", "SeededDataset", "build_data", "derive_seed", "train_loader", "eval_loader"]
 
@@ -69,19 +72,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class SeededDataset(Dataset):
-    """Wraps ``(image, label)`` sources; ``dataset[(index, seed)]`` seeds, then transforms."""
+    """Wraps ``(image, label)`` sources; ``dataset[(index, seed)]`` seeds, then transforms.
 
-    def __init__(self, source: Any, transform: Any) -> None:
-        self.source, self.transform = source, transform
+    With ``geometry`` (the ``CropFlip`` inside ``transform``) an item is ``(image, label, where)``:
+    ``where`` is float64 ``[index, x0, y0, x1, y1, flipped]``, the sample's index and where its
+    crop came from, for offline teacher maps.
+    """
+
+    def __init__(self, source: Any, transform: Any, geometry: CropFlip | None = None) -> None:
+        self.source, self.transform, self.geometry = source, transform, geometry
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[Any, ...]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
         image, label = self.source[index]
         seed_everything(seed)
-        return self.transform(image), int(label)
+        out = self.transform(image)
+        if self.geometry is None:
+            return out, int(label)
+        return out, int(label), torch.tensor([index, *self.geometry.last], dtype=torch.float64)
 
 
 class _TensorSource:
@@ -119,12 +130,16 @@ def _builtin(train_size: int, val_size: int, img_size: int, seed: int) -> tuple[
     return make_builtin_dataset(train_size=train_size, val_size=val_size, img_size=img_size, seed=seed)
 
 
-def _tensor_transforms(cfg: DataConfig, mean: tuple, std: tuple, train: bool) -> Any:
+def _tensor_transforms(
+    cfg: DataConfig, mean: tuple, std: tuple, train: bool, geometry: CropFlip | None = None
+) -> Any:
     from timm.data.random_erasing import RandomErasing
     from torchvision.transforms import v2
 
     steps: list[Any] = []
-    if train:
+    if train and geometry is not None:
+        steps.append(geometry)
+    elif train:
         steps.append(v2.RandomResizedCrop(cfg.img_size, scale=tuple(cfg.scale), antialias=True))
         if cfg.hflip:
             steps.append(v2.RandomHorizontalFlip(cfg.hflip))
@@ -132,6 +147,23 @@ def _tensor_transforms(cfg: DataConfig, mean: tuple, std: tuple, train: bool) ->
     if train and cfg.random_erasing:
         steps.append(RandomErasing(cfg.random_erasing, mode="pixel", device="cpu"))
     return v2.Compose(steps)
+
+
+def _track_geometry(transform: Any, cfg: DataConfig) -> CropFlip:
+    """Swap timm's crop + flip at the head of ``transform`` for a ``CropFlip``, in place."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    from suite.geometry import CropFlip
+    from torchvision.transforms import RandomHorizontalFlip
+
+    steps = transform.transforms
+    if not isinstance(steps[0], RandomResizedCropAndInterpolation):
+        raise ValueError(f"offline teacher maps need a random resized crop first, but the transform is {transform}")
+    crop = steps[0]
+    geometry = CropFlip(cfg.img_size, scale=crop.scale, ratio=crop.ratio, hflip=cfg.hflip, interpolation="bicubic")
+    flips = 1 if cfg.hflip and len(steps) > 1 and isinstance(steps[1], RandomHorizontalFlip) else 0
+    steps[: 1 + flips] = [geometry]
+    return geometry
 
 
 def _pil_rgb(path: str) -> Any:
@@ -148,15 +180,24 @@ def _subset(dataset: Any, cap: int | None, seed: int) -> Any:
     return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=gen)[:cap].tolist())
 
 
-def build_data(cfg: DataConfig) -> DataBundle:
-    """Build the train/val datasets for a data config (built-in or ImageFolder)."""
+def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
+    """Build the train/val datasets for a data config (built-in or ImageFolder).
+
+    With ``geometry`` the training items also say where their crop came from (see
+    ``SeededDataset``); offline teacher maps need it.
+    """
+    from suite.geometry import CropFlip
+
     if cfg.source == "builtin":
         train, val = _builtin(cfg.train_size, cfg.val_size, cfg.img_size, cfg.data_seed)
         from suite.builtin_data import BUILTIN_CLASSES
 
         mean, std = BUILTIN_MEAN, BUILTIN_STD
+        crop = CropFlip(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip) if geometry else None
         return DataBundle(
-            train=SeededDataset(_TensorSource(train.images, train.labels), _tensor_transforms(cfg, mean, std, True)),
+            train=SeededDataset(
+                _TensorSource(train.images, train.labels), _tensor_transforms(cfg, mean, std, True, crop), crop
+            ),
             val=SeededDataset(_TensorSource(val.images, val.labels), _tensor_transforms(cfg, mean, std, False)),
             classes=list(BUILTIN_CLASSES),
             mean=mean,
@@ -185,8 +226,9 @@ def build_data(cfg: DataConfig) -> DataBundle:
             std=std,
         )
         val_tf = create_transform(cfg.img_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
+        crop = _track_geometry(train_tf, cfg) if geometry else None
         return DataBundle(
-            train=SeededDataset(_subset(train_set, cfg.train_size, cfg.data_seed), train_tf),
+            train=SeededDataset(_subset(train_set, cfg.train_size, cfg.data_seed), train_tf, crop),
             val=SeededDataset(_subset(val_set, cfg.val_size, cfg.data_seed), val_tf),
             classes=list(train_set.classes),
             mean=mean,

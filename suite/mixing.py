@@ -79,7 +79,12 @@ class BatchMixer:
         return mixup_target(y, self.num_classes, lam=1.0, smoothing=self.cfg.label_smoothing)
 
     def __call__(
-        self, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        geometry: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         method = self.cfg.method
         if method == "none":
@@ -96,7 +101,7 @@ class BatchMixer:
             return x, target, {"branch": "mixup"}
         maps = None
         if self.cfg.target != "area":
-            maps = self.teacher.maps(x, y, self.cfg.token_grid)
+            maps = self.teacher.maps(x, y, self.cfg.token_grid, geometry=geometry)
         x, target, stats = self._tokenmix(x, y, maps=maps, generator=generator)
         return x, target, {"branch": "tokenmix", **stats}
 

@@ -113,6 +113,19 @@ def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) ->
     return Teacher.from_module(model.to(device))
 
 
+def _teacher(cfg: TrainConfig, data: DataBundle, device: torch.device) -> Any:
+    """The online teacher, the offline maps, or None (area targets)."""
+    if cfg.teacher.maps is not None:
+        from suite.offline_maps import OfflineMaps, training_set_fingerprint
+
+        return OfflineMaps.open(
+            cfg.teacher.maps, fingerprint=training_set_fingerprint(cfg.data, data.train), num_classes=data.num_classes
+        )
+    if cfg.teacher.enabled:
+        return load_teacher(cfg, num_classes=data.num_classes, device=device)
+    return None
+
+
 def _rng_state() -> dict[str, Any]:
     """RNG states in types that ``torch.load(weights_only=True)`` accepts (no numpy arrays)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -256,7 +269,7 @@ def _train(
     seed = cfg.run.seed
     seed_everything(derive_seed(seed, "init"))
 
-    data: DataBundle = build_data(cfg.data)
+    data: DataBundle = build_data(cfg.data, geometry=cfg.teacher.maps is not None)
     steps = steps_per_epoch(data, cfg.data)
     model = build_model(
         cfg.model.name,
@@ -281,7 +294,7 @@ def _train(
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
-    teacher = load_teacher(cfg, num_classes=data.num_classes, device=device) if cfg.teacher.enabled else None
+    teacher = _teacher(cfg, data, device)
     mixer = build_mixer(cfg.mix, num_classes=data.num_classes, teacher=teacher)
     loss_fn = _loss_fn(cfg.optim.loss)
     val_loader = eval_loader(data.val, cfg.data, cfg.eval.batch_size, pin=cuda)
@@ -370,7 +383,8 @@ def _loop(
         loader = train_loader(data, cfg.data, seed=seed, epoch=epoch, start_step=first_step, pin=device.type == "cuda")
         bar = tqdm(total=steps, initial=first_step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
         step = first_step
-        for x, y in loader:
+        for batch in loader:
+            x, y, geometry = batch[0], batch[1], (batch[2] if len(batch) > 2 else None)
             tick = time.perf_counter()
             step_seed = derive_seed(seed, "step", epoch, step)
             seed_everything(step_seed)
@@ -379,7 +393,7 @@ def _loop(
             scheduler.step_update(global_step)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            x, target, stats = mixer(x, y, generator=gen)
+            x, target, stats = mixer(x, y, generator=gen, geometry=geometry)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):

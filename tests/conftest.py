@@ -46,3 +46,15 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.helpers import make_image_folder
 
     return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+@pytest.fixture
+def teacher_run(tiny_overrides: list[str]) -> Path:
+    """A finished one-epoch cnn_micro run, to be used as a TokenMix teacher."""
+    from suite.config import load_config
+    from suite.trainer import STATUS_FINISHED, train
+
+    teacher = ["model.name=cnn_micro", "eval.occlusion=[]", "schedule.epochs=1"]
+    result = train(load_config(None, [*tiny_overrides, *teacher]))
+    assert result.status == STATUS_FINISHED
+    return result.run_dir

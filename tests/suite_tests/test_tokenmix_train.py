@@ -11,15 +11,6 @@ from suite.config import ConfigError, load_config
 from suite.records import read_run
 from suite.trainer import STATUS_FINISHED, train
 
-TEACHER = ["model.name=cnn_micro", "eval.occlusion=[]", "schedule.epochs=1"]
-
-
-@pytest.fixture
-def teacher_run(tiny_overrides: list[str]) -> Path:
-    result = train(load_config(None, [*tiny_overrides, *TEACHER]))
-    assert result.status == STATUS_FINISHED
-    return result.run_dir
-
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_tokenmix_with_suite_teacher_reports_clean_and_occlusion_top1(
