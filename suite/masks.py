@@ -15,7 +15,8 @@ Three generators:
   if it adds between 1 and ``remaining`` new tokens; each rectangle gets up to 10 attempts. This
   yields about 9 rectangles and 2.5 separated parts per mask at 112 of 196 tokens.
 * ``random``: exactly ``k`` tokens chosen uniformly (the paper's "random tokens" ablation).
-* ``box``: one token-aligned rectangle, as CutMix (the paper's "region box" ablation).
+* ``box``: one token-aligned rectangle, as CutMix (the paper's "region box" ablation), with sides
+  below G like the block rectangles.
 
 Deliberate differences from the reference code:
 
@@ -105,8 +106,8 @@ def partner_counts(
     if lo == hi:
         k = min(max(round(lo * tokens), 1), tokens - 1)
         return torch.full((n,), k, dtype=torch.long, device=device)
-    r = torch.rand(n, generator=generator, device=device).mul_(hi - lo).add_(lo)
-    return r.mul_(tokens).round_().clamp_(1, tokens - 1).long()
+    r = torch.rand(n, generator=generator).mul_(hi - lo).add_(lo)  # on the generator's device (CPU)
+    return r.mul_(tokens).round_().clamp_(1, tokens - 1).long().to(device)
 
 
 def token_masks(
@@ -128,12 +129,13 @@ def token_masks(
         ratio: Fraction of tokens taken from the partner. A pair ``(lo, hi)`` is sampled uniformly
             per sample (per batch when not ``per_sample``). The count is
             ``round(ratio * N)`` clamped to ``[1, N - 1]`` and is exact in every mode except
-            ``box`` when no rectangle of that area fits (see ``mode``).
+            ``box`` when no admissible rectangle has that area (see ``mode``).
         mode: ``block`` (the reference's multi-rectangle masks), ``random`` (uniform tokens) or
             ``box`` (one rectangle: among rectangles with aspect in ``[min_aspect, 1 / min_aspect]``
-            those with the area closest to the count, so exactly the count whenever such a
-            rectangle exists; among them the shape closest to a log-uniform aspect draw, at a
-            uniform position).
+            and sides below G (never a stripe across the image) those with the area closest to the
+            count, so exactly the count whenever such a rectangle exists (at 112 of 196: 110, a
+            10 x 11 box); among them the shape closest to a log-uniform aspect draw, at a uniform
+            position).
         per_sample: One mask per sample (``(B, G, G)``) or one shared mask (``(1, G, G)``).
         min_aspect: Minimum rectangle aspect ratio for ``block`` and ``box``, in ``(0, 1]``.
         generator: The only source of randomness; a CPU generator (masks are made on the host,
@@ -307,8 +309,13 @@ def _block_masks(
 
 @functools.lru_cache(maxsize=32)
 def _box_tables(grid: int, min_aspect: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per count k: which rectangles (h, w) are admissible; and each rectangle's log aspect."""
-    side = torch.arange(1, grid + 1, dtype=torch.float64)
+    """Per count k: which rectangles (h, w) are admissible; and each rectangle's log aspect.
+
+    Sides stop at G - 1, as for the block rectangles: a box as wide as the grid would be a stripe
+    across the whole image (at 112 of 196 tokens the only exact boxes are 8 x 14 and 14 x 8), not
+    the CutMix-like region box of the paper's ablation, and at high ratios the whole grid.
+    """
+    side = torch.arange(1, grid, dtype=torch.float64)  # never as tall or as wide as the grid
     h, w = torch.meshgrid(side, side, indexing="ij")
     h, w = h.reshape(-1), w.reshape(-1)
     log_aspect = (h / w).log()

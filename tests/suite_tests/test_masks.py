@@ -48,8 +48,8 @@ def _box_area_error(k: int, grid: int, min_aspect: float = 0.3) -> int:
     """Distance from k to the closest area of a rectangle the box generator may use."""
     return min(
         abs(a * b - k)
-        for a in range(1, grid + 1)
-        for b in range(1, grid + 1)
+        for a in range(1, grid)
+        for b in range(1, grid)
         if min_aspect - 1e-9 <= a / b <= 1 / min_aspect + 1e-9
     )
 
@@ -69,7 +69,7 @@ def _box_area_error(k: int, grid: int, min_aspect: float = 0.3) -> int:
         ("random", 14, 4 / 7),
         ("random", 8, 0.99),  # clamped to N - 1
         ("random", 28, 0.2),
-        ("box", 14, 4 / 7),  # 8 x 14
+        ("box", 14, 0.25),  # 49 = 7 x 7
         ("box", 8, 0.25),  # 4 x 4
         ("box", 7, 0.5),  # round(24.5) = 24 = 4 x 6
     ],
@@ -101,6 +101,16 @@ def test_block_masks_have_several_parts_like_the_reference() -> None:
     # the reference's procedure gives about 2.5 separated parts per mask at 112 of 196 tokens
     assert 2.2 < parts.mean().item() < 2.8
     assert (parts == 1).float().mean() < 0.3
+
+
+@pytest.mark.parametrize("ratio", [4 / 7, 0.99])
+def test_box_is_a_region_never_a_stripe_across_the_image(ratio: float) -> None:
+    # the paper's "region box" ablation is a CutMix box: never as wide or as tall as the image
+    masks = token_masks(200, 14, ratio, mode="box", generator=_gen())
+    assert (masks.any(2).sum(1) < 14).all() and (masks.any(1).sum(1) < 14).all()
+    if ratio == 4 / 7:
+        assert (masks.sum((1, 2)) == 110).all()  # 10 x 11, the closest admissible box to 112
+    assert (masks.sum((1, 2)) < 196).all()
 
 
 def test_block_masks_follow_the_reference_procedure_in_distribution() -> None:

@@ -120,3 +120,20 @@ def test_bad_maps_settings_fail_in_the_config(tmp_path: Path, teacher_run: Path)
     (tmp_path / META_FILE).write_text(json.dumps({"format": 1}))
     with pytest.raises(ConfigError, match="either teacher.maps or teacher.checkpoint"):
         load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}", f"teacher.checkpoint={teacher_run}"])
+
+
+def test_maps_build_command(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def suite(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "maps"
+    data = [o for o in tiny_overrides if o.startswith("data.")]
+    missing = suite("maps", "build", *data, "--out", str(out))
+    assert missing.returncode == 2 and "teacher" in missing.stderr and not out.exists()
+    done = suite("maps", "build", *data, f"teacher={teacher_run}", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "256 maps of 8x8" in done.stdout and f"teacher.maps={out}" in done.stdout.replace("\n", "")
+    assert json.loads((out / META_FILE).read_text())["teacher"]["checkpoint"] == str(teacher_run / "checkpoint.pt")
