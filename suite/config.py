@@ -192,6 +192,11 @@ class MixConfig(_Strict):
         return value
 
 
+def _is_maps_dir(path: str | Path) -> bool:
+    """A complete ``suite maps build`` directory (its ``maps.json`` is written last)."""
+    return (Path(path) / "maps.json").is_file()
+
+
 class TeacherConfig(_Strict):
     """Teacher for TokenMix's activation-map targets: online from a checkpoint, or offline maps.
 
@@ -212,7 +217,7 @@ class TeacherConfig(_Strict):
         if value is None or value == "none":
             return {}
         if isinstance(value, str):
-            if (Path(value) / "maps.json").is_file():
+            if _is_maps_dir(value):
                 return {"maps": value}
             return {"checkpoint": value}
         return value
@@ -220,7 +225,7 @@ class TeacherConfig(_Strict):
     @field_validator("maps")
     @classmethod
     def _maps(cls, value: Path | None) -> Path | None:
-        if value is not None and not (Path(value) / "maps.json").is_file():
+        if value is not None and not _is_maps_dir(value):
             raise ValueError(f"{value} is not a complete offline maps directory (no maps.json); run `suite maps build`")
         return value
 

@@ -152,9 +152,9 @@ def _tensor_transforms(
 def _track_geometry(transform: Any, cfg: DataConfig) -> CropFlip:
     """Swap timm's crop + flip at the head of ``transform`` for a ``CropFlip``, in place."""
     from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision.transforms import RandomHorizontalFlip
 
     from suite.geometry import CropFlip
-    from torchvision.transforms import RandomHorizontalFlip
 
     steps = transform.transforms
     if not isinstance(steps[0], RandomResizedCropAndInterpolation):

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-__all__ = ["cpu_allocation", "resolve_device", "configure_threads"]
+__all__ = ["cpu_allocation", "resolve_device", "configure_threads", "host_to_device"]
 
 
 def cpu_allocation() -> int:
@@ -41,3 +41,17 @@ def configure_threads(threads: int | None) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a host tensor made during the training step to ``device`` without waiting for its queue.
+
+    On CUDA the tensor is pinned first, so the copy is asynchronous (PyTorch's pinned-memory
+    allocator keeps the buffer until the copy is done); a copy from pageable memory would wait for
+    the stream.
+    """
+    if device.type == "cpu":
+        return tensor
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

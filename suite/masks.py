@@ -56,6 +56,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from suite.hardware import host_to_device
+
 __all__ = ["MASK_MODES", "count_parts", "partner_counts", "token_masks"]
 
 MASK_MODES: tuple[str, ...] = ("block", "random", "box")
@@ -178,30 +180,27 @@ def token_masks(
     if mode == "block":
         masks = _block_masks(counts, grid, min_aspect, generator)
     elif mode == "random":
-        flat = torch.zeros(n, grid * grid, dtype=torch.bool)
-        masks = _add_random_tokens(flat, counts, generator).view(n, grid, grid)
+        cells = np.zeros((n, grid * grid), dtype=bool)
+        _add_random_cells(cells, counts.numpy(), _host_rng(generator))
+        masks = torch.from_numpy(cells).view(n, grid, grid)
     else:
         masks = _box_masks(counts, grid, min_aspect, generator)
-    return _to_device(masks, torch.device(device))
+    return host_to_device(masks, torch.device(device))
 
 
-def _to_device(masks: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move host-made masks to ``device`` without making the host wait for the device's queue."""
-    if device.type == "cpu":
-        return masks
-    if device.type == "cuda":  # a pinned source makes the copy asynchronous
-        return masks.pin_memory().to(device, non_blocking=True)
-    return masks.to(device)
+def _add_random_cells(cells: np.ndarray, extra: np.ndarray, rng: np.random.Generator) -> None:
+    """Set ``extra[i]`` uniformly chosen free cells of each row of ``cells`` (``(n, N)`` bool), in place."""
+    n, tokens = cells.shape
+    keys = rng.random((n, tokens))
+    keys[cells] = 2.0  # taken cells sort after every free one
+    chosen = np.zeros_like(cells)
+    np.put_along_axis(chosen, keys.argsort(1), np.arange(tokens) < extra.reshape(n, 1), axis=1)
+    cells |= chosen
 
 
-def _add_random_tokens(flat: torch.Tensor, extra: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Set ``extra[i]`` uniformly chosen free cells of each row of ``flat`` (``(n, N)`` bool)."""
-    n, tokens = flat.shape
-    keys = torch.rand(n, tokens, generator=generator, device=flat.device)
-    keys.masked_fill_(flat, 2.0)  # taken cells sort after every free one
-    order = keys.argsort(dim=1)
-    take = torch.arange(tokens, device=flat.device) < extra.view(n, 1)
-    return flat | torch.zeros_like(flat).scatter_(1, order, take)
+def _host_rng(generator: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from the torch generator (one draw), for the host-side masks."""
+    return np.random.Generator(np.random.PCG64(int(torch.randint(2**63 - 1, (1,), generator=generator))))
 
 
 @functools.lru_cache(maxsize=16)
@@ -259,8 +258,7 @@ def _block_masks(
     """
     rows, cols, span, grid_bits, ones = _block_tables(grid)
     n = counts.numel()
-    seed = int(torch.randint(2**63 - 1, (1,), generator=generator))
-    rng = np.random.Generator(np.random.PCG64(seed))
+    rng = _host_rng(generator)
     log_lo = math.log(min_aspect)
     signs = np.array([1.0, -1.0]).reshape(2, 1, 1)
     free_out = np.empty((n, grid_bits.size), dtype=np.uint64)
@@ -299,11 +297,9 @@ def _block_masks(
     cells = np.unpackbits(taken.view(np.uint8), axis=1, count=grid * grid, bitorder="little").view(bool)
     todo = short.nonzero()[0]
     if todo.size > 0:  # the reference stops short here (about 1.4 % of masks at 112 of 196)
-        keys = rng.random((todo.size, grid * grid))
-        keys[cells[todo]] = 2.0  # taken cells sort after every free one
-        extra = np.zeros_like(keys, dtype=bool)
-        np.put_along_axis(extra, keys.argsort(1), np.arange(grid * grid) < short[todo, None], axis=1)
-        cells[todo] |= extra
+        topped = cells[todo]
+        _add_random_cells(topped, short[todo], rng)
+        cells[todo] = topped
     return torch.from_numpy(cells).view(n, grid, grid)
 
 

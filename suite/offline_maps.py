@@ -25,11 +25,13 @@ reproduced.
 
 Example:
     >>> import torch
-    >>> # a 2 x 2 map with all its mass top-left; the crop is the left half, mirrored
-    >>> raw = torch.tensor([[[4.0, 0.0], [0.0, 0.0]]])
+    >>> # an 8 x 8 map with its mass in the top-left 4 x 2 cells; the crop is the left half,
+    >>> # mirrored: on a 2 x 2 token grid the mass lands top-right (bilinear sampling blurs a little)
+    >>> raw = torch.zeros(1, 8, 8)
+    >>> raw[0, :4, :2] = 1.0
     >>> where = torch.tensor([[0, 0.0, 0.0, 0.5, 1.0, 1.0]], dtype=torch.float64)
-    >>> crop_maps(raw, where, grid=2)
-    tensor([[[0.5000, 0.5000],
+    >>> crop_maps(raw, where, grid=2).round(decimals=2)
+    tensor([[[0.0600, 0.9400],
              [0.0000, 0.0000]]])
 """
 
@@ -48,6 +50,7 @@ import torch.nn.functional as F
 
 from suite.cam import normalise_maps, raw_activation_maps
 from suite.config import DataConfig, TrainConfig
+from suite.hardware import host_to_device
 from suite.records import atomic_write_json
 
 __all__ = ["MAPS_FILE", "META_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
@@ -153,11 +156,7 @@ class OfflineMaps:
         if geometry is None:
             raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
         index = geometry[:, 0].long().numpy()
-        raw = torch.from_numpy(np.ascontiguousarray(self.array[index]))
-        if x.device.type == "cuda":
-            raw = raw.pin_memory().to(x.device, non_blocking=True)
-        else:
-            raw = raw.to(x.device)
+        raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
         return crop_maps(raw, geometry, grid)
 
 
