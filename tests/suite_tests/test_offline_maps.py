@@ -97,7 +97,7 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
     build_offline_maps(load_config(None, base), maps_dir, batch_size=64)  # same inputs: nothing rewritten
     assert (maps_dir / "maps.npy").stat().st_mtime_ns == stamp
 
-    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={maps_dir}", "mix.mixup_alpha=0"])
+    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher=maps:{maps_dir}", "mix.mixup_alpha=0"])
     assert cfg.teacher.maps == maps_dir and cfg.teacher.checkpoint is None and cfg.mix.target == "teacher_raw"
     result = train(cfg)
     assert result.state is RunState.FINISHED
@@ -116,8 +116,10 @@ def test_maps_of_another_training_set_are_refused(tiny_overrides: list[str], tea
 
 
 def test_bad_maps_settings_fail_in_the_config(tmp_path: Path, teacher_run: Path) -> None:
+    from suite.preflight import check_machine
+
     with pytest.raises(ConfigError, match="teacher.maps"):
-        load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}"])  # no maps.json
+        check_machine(load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}"]))  # no maps.json
     (tmp_path / META_FILE).write_text(json.dumps({"format": 1}))
     with pytest.raises(ConfigError, match="either teacher.maps or teacher.checkpoint"):
         load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}", f"teacher.checkpoint={teacher_run}"])
