@@ -67,12 +67,16 @@ def train(
     progress: Annotated[
         Optional[bool], typer.Option("--progress/--no-progress", help="Per-epoch progress bar (default: on a TTY).")
     ] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine (gloo on CPU; for testing).")
+    ] = 1,
 ) -> None:
     """Train one run (or resume it from its checkpoint, or report it if already finished).
 
     The run directory is <run.output_root>/<run_id>/ with config.json, metrics.jsonl,
     summary.json, checkpoint.pt and train.log. SIGTERM/SIGUSR1/Ctrl-C stop at the next
     step with a checkpoint (exit code 75); running the same command again resumes.
+    With --nproc N, N processes train the run together (data.batch_size is the global batch).
     """
     from suite.config import run_id
     from suite.migrate import legacy_match
@@ -88,15 +92,30 @@ def train(
             f"{old} holds this run under its old id; run `suite runs migrate {old.parent}` to rename it to {rid} "
             "(nothing is retrained)",
         )
-    console.print(f"run [bold]{rid}[/]  ->  {Path(cfg.run.output_root) / rid}")
+    if nproc > 1:
+        from suite.distributed import launch_local
+
+        console.print(f"run [bold]{rid}[/]  ->  {Path(cfg.run.output_root) / rid}  ({nproc} processes)")
+        argv = ["train", *(overrides or []), *(["-c", str(config)] if config else [])]
+        argv += [] if progress is None else ["--progress" if progress else "--no-progress"]
+        raise typer.Exit(launch_local(argv, nproc))
+    from suite.distributed import environment, shutdown
+
+    main_rank = environment().rank == 0
+    if environment().world_size == 1:  # a launcher of several processes said it already
+        console.print(f"run [bold]{rid}[/]  ->  {Path(cfg.run.output_root) / rid}")
     try:
-        result = run_training(cfg, progress=progress)
+        result = run_training(cfg, progress=progress if main_rank else False)
     except RunBusyError as err:
         err_console.print(f"[bold red]busy[/]: {err}")
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as err:  # noqa: BLE001 - summarised for the user; traceback kept in failure.json
         err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        shutdown()
+    if not main_rank:
+        raise typer.Exit(EXIT_INTERRUPTED if result.state is RunState.INTERRUPTED else 0)
     if result.state is RunState.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] at epoch {result.summary.get('epoch')}, step "
                       f"{result.summary.get('step')}; run the same command again to resume")

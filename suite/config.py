@@ -108,7 +108,9 @@ class DataConfig(_Strict):
     source: Literal["builtin", "folder"] = Field("builtin", description="builtin digits-on-clutter or an ImageFolder tree")
     root: Path | None = Field(None, description="ImageFolder root holding train/ and val/")
     img_size: int = Field(32, gt=0, description="input resolution (pixels)")
-    batch_size: int = Field(128, gt=0, description="training batch size (even when mixing)")
+    batch_size: int = Field(
+        128, gt=0, description="global training batch: all processes together (each loads batch_size / processes)"
+    )
     train_size: int | None = Field(None, gt=0, description="builtin: images to generate (default 6000); folder: cap")
     val_size: int | None = Field(None, gt=0, description="builtin: images to generate (default 1000); folder: cap")
     data_seed: int = Field(0, description="seed of the generated builtin dataset")
@@ -241,6 +243,13 @@ class OptimConfig(_Strict):
     clip_grad: float | None = Field(None, gt=0.0, description="gradient norm clip")
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of weights (evaluated too)")
     loss: Literal["soft_ce", "bce"] = Field("soft_ce", description="soft-target cross-entropy or BCE-with-logits")
+    lr_scale: Literal["none", "linear"] = Field(
+        "none", description="linear: DeiT's scaling, peak lr = optim.lr x data.batch_size (global) / 512"
+    )
+
+    def effective_lr(self, global_batch: int) -> float:
+        """The peak learning rate the optimiser uses for a global batch."""
+        return self.lr * global_batch / 512.0 if self.lr_scale == "linear" else self.lr
 
 
 class ScheduleConfig(_Strict):

@@ -51,10 +51,19 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, sample_seed)`` for one epoch, from ``start`` on, for one rank."""
 
     def __init__(
-        self, size: int, *, seed: int, epoch: int, shuffle: bool, start: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        size: int,
+        *,
+        seed: int,
+        epoch: int,
+        shuffle: bool,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        stop: int | None = None,
     ) -> None:
         self.size, self.seed, self.epoch, self.shuffle = size, seed, epoch, shuffle
-        self.start, self.rank, self.world_size = start, rank, world_size
+        self.start, self.rank, self.world_size, self.stop = start, rank, world_size, stop
 
     def _order(self) -> list[int]:
         if not self.shuffle:
@@ -62,13 +71,20 @@ class EpochSampler(Sampler[tuple[int, int]]):
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
         return torch.randperm(self.size, generator=gen).tolist()
 
+    def _end(self) -> int:
+        count = len(range(self.rank, self.size, self.world_size))
+        return count if self.stop is None else min(count, self.stop)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self._order()[self.rank :: self.world_size]
-        for pos in range(self.start, len(order)):
-            yield order[pos], derive_seed(self.seed, "sample", self.epoch, self.rank, pos)
+        for pos in range(self.start, self._end()):
+            # The seed follows the global position (the 0 keeps single-process seeds as they were),
+            # so a sample is augmented alike whatever the world size.
+            where = self.rank + self.world_size * pos
+            yield order[pos], derive_seed(self.seed, "sample", self.epoch, 0, where)
 
     def __len__(self) -> int:
-        return max(0, len(range(self.rank, self.size, self.world_size)) - self.start)
+        return max(0, self._end() - self.start)
 
 
 class SeededDataset(Dataset):
@@ -257,15 +273,33 @@ def _loader(dataset: SeededDataset, sampler: Sampler, batch: int, drop_last: boo
 
 
 def train_loader(
-    bundle: DataBundle, cfg: DataConfig, *, seed: int, epoch: int, start_step: int = 0, pin: bool = False
+    bundle: DataBundle,
+    cfg: DataConfig,
+    *,
+    seed: int,
+    epoch: int,
+    start_step: int = 0,
+    pin: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """Shuffled, augmented batches of one epoch, starting at ``start_step`` (for resume)."""
-    sampler = EpochSampler(len(bundle.train), seed=seed, epoch=epoch, shuffle=True, start=start_step * cfg.batch_size)
-    return _loader(bundle.train, sampler, cfg.batch_size, True, cfg, pin)
+    """Shuffled, augmented batches of one epoch, starting at ``start_step`` (for resume).
+
+    ``cfg.batch_size`` is the global batch: each of ``world_size`` ranks loads
+    ``batch_size / world_size`` images per step, and all ranks yield exactly
+    :func:`steps_per_epoch` batches (the union of their batches of a step is the single-process batch).
+    """
+    per_rank = cfg.batch_size // world_size
+    steps = steps_per_epoch(bundle, cfg)
+    sampler = EpochSampler(
+        len(bundle.train), seed=seed, epoch=epoch, shuffle=True, start=start_step * per_rank,
+        rank=rank, world_size=world_size, stop=steps * per_rank,
+    )
+    return _loader(bundle.train, sampler, per_rank, True, cfg, pin)
 
 
 def steps_per_epoch(bundle: DataBundle, cfg: DataConfig) -> int:
-    """Optimiser steps per epoch (the last partial batch is dropped)."""
+    """Optimiser steps per epoch (the last partial global batch is dropped), the same on every rank."""
     steps = len(bundle.train) // cfg.batch_size
     if steps == 0:
         raise ValueError(
@@ -274,7 +308,19 @@ def steps_per_epoch(bundle: DataBundle, cfg: DataConfig) -> int:
     return steps
 
 
-def eval_loader(dataset: SeededDataset, cfg: DataConfig, batch_size: int, *, pin: bool = False) -> DataLoader:
-    """Deterministic evaluation batches (no shuffling, no augmentation)."""
-    sampler = EpochSampler(len(dataset), seed=0, epoch=0, shuffle=False)
-    return _loader(dataset, sampler, batch_size, False, cfg, pin)
+def eval_loader(
+    dataset: SeededDataset, cfg: DataConfig, batch_size: int, *, pin: bool = False, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """Deterministic evaluation batches (no shuffling, no augmentation).
+
+    With several ranks each holds positions ``rank, rank + world_size, ...`` without padding (every
+    image is evaluated exactly once over all ranks), in batches of ``batch_size // world_size``;
+    the loader's ``shard`` tells :func:`suite.evaluate.evaluate` to all-reduce its sums.
+    """
+    from suite.distributed import Shard
+
+    per_rank = max(1, batch_size // world_size)
+    sampler = EpochSampler(len(dataset), seed=0, epoch=0, shuffle=False, rank=rank, world_size=world_size)
+    loader = _loader(dataset, sampler, per_rank, False, cfg, pin)
+    loader.shard = Shard(rank, world_size, per_rank * world_size, len(dataset)) if world_size > 1 else None
+    return loader

@@ -4,11 +4,17 @@ Occlusion follows the usual protocol for ViTs (Naseer et al., 2021; the TokenMix
 robustness claim): a fixed-seed random fraction of patch cells is blanked at test time and
 top-1 is measured. The same seed is used for every run, so runs are compared on the very
 same occluded images.
+
+Under data parallelism the loader holds one rank's shard (``loader.shard``, see
+:func:`suite.data.eval_loader`): the counts and sums are all-reduced, so every validation image
+counts exactly once, and occlusion masks are drawn for the global batch and cut to the rank's
+rows, so the occluded images are the single-process ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +47,8 @@ def evaluate(
     correct1 = correct5 = count = 0
     loss_sum = 0.0
     gen = None
-    for x, y in loader:
+    shard = getattr(loader, "shard", None)
+    for index, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if occlude is not None:
@@ -50,7 +57,7 @@ def evaluate(
             patch, fraction, seed = occlude
             if gen is None:
                 gen = torch.Generator(device=device).manual_seed(seed)
-            x = occlude_patches(x, patch, fraction, gen)
+            x = occlude_patches(x, patch, fraction, gen, rows=None if shard is None else _rows(shard, index))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp):
@@ -63,9 +70,18 @@ def evaluate(
         correct5 += hits.any(dim=1).sum().item()
         count += y.numel()
     model.train(was_training)
+    if shard is not None:
+        from suite.distributed import all_reduce_sum
+
+        correct1, correct5, count, loss_sum = all_reduce_sum([correct1, correct5, count, loss_sum], device)
     if count == 0:
         raise ValueError("evaluation loader is empty")
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count}
+
+
+def _rows(shard: Any, index: int) -> tuple[int, int, int]:
+    """``(global batch size, first row, row step)``: this rank's rows of global batch ``index``."""
+    return shard.global_batch(index), shard.rank, shard.world
 
 
 def evaluate_occlusion(

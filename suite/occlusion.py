@@ -48,7 +48,13 @@ def occlusion_mask(
 
 
 def occlude_patches(
-    x: torch.Tensor, patch: int, fraction: float, generator: torch.Generator, fill: float = 0.0
+    x: torch.Tensor,
+    patch: int,
+    fraction: float,
+    generator: torch.Generator,
+    fill: float = 0.0,
+    *,
+    rows: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Fill a random ``fraction`` of the ``patch x patch`` cells of every image with ``fill``.
 
@@ -59,6 +65,8 @@ def occlude_patches(
             ``round(fraction * cells)`` is exact for every image.
         generator: Source of the random cells; on the device of ``x``.
         fill: Value written into dropped cells (0 is the dataset mean after normalisation).
+        rows: ``(n, start, step)``: draw the masks of a batch of ``n`` images and use rows
+            ``start::step`` (one rank's images of a global batch under data parallelism).
 
     Returns:
         A new tensor like ``x``.
@@ -73,7 +81,13 @@ def occlude_patches(
     b, _, height, width = x.shape
     if height % patch != 0 or width % patch != 0:
         raise ValueError(f"image size {height}x{width} must be divisible by patch={patch}")
-    rows, cols = height // patch, width // patch
-    drop = occlusion_mask(b, rows, cols, fraction, generator, x.device)
-    x6 = x.unflatten(3, (cols, patch)).unflatten(2, (rows, patch))
-    return x6.masked_fill(drop.view(b, 1, rows, 1, cols, 1), fill).flatten(4, 5).flatten(2, 3)
+    grid_rows, cols = height // patch, width // patch
+    if rows is None:
+        drop = occlusion_mask(b, grid_rows, cols, fraction, generator, x.device)
+    else:
+        n, start, step = rows
+        drop = occlusion_mask(n, grid_rows, cols, fraction, generator, x.device)[start::step]
+        if drop.shape[0] != b:
+            raise ValueError(f"rows={rows} selects {drop.shape[0]} masks for a batch of {b} images")
+    x6 = x.unflatten(3, (cols, patch)).unflatten(2, (grid_rows, patch))
+    return x6.masked_fill(drop.view(b, 1, grid_rows, 1, cols, 1), fill).flatten(4, 5).flatten(2, 3)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite import distributed
 from suite.config import ID_VERSION, TrainConfig, run_id
 from suite.data import DataBundle, build_data, derive_seed, eval_loader, seed_everything, steps_per_epoch, train_loader
 from suite.evaluate import evaluate, evaluate_occlusion
@@ -185,7 +186,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {}
     if cfg.optim.name == "sgd":
         kwargs["momentum"] = cfg.optim.momentum
-    return create_optimizer_v2(model, cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **kwargs)
+    lr = cfg.optim.effective_lr(cfg.data.batch_size)
+    return create_optimizer_v2(model, cfg.optim.name, lr=lr, weight_decay=cfg.optim.weight_decay, **kwargs)
 
 
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -> Any:
@@ -237,7 +239,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.stop = stop
         self.show_progress = sys.stderr.isatty() if progress is None else progress
-        self.writer = writer or RunWriter(self.paths)
+        self.dist = distributed.context(cfg.run.device)  # one process: rank 0 of 1, no-op collectives
+        self.writer = writer or RunWriter(self.paths, enabled=self.dist.is_main)
         self.state = TrainState()
 
     # -- the recipe ------------------------------------------------------------------------
@@ -248,10 +251,11 @@ class Trainer:
         if summary is not None:
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
-        with run_lock(self.paths):
+        with self.dist.lock(lambda: run_lock(self.paths)):
             resolved = json.loads(self.cfg.model_dump_json())
+            effective = {"global_batch": self.cfg.data.batch_size, "lr": self.cfg.optim.effective_lr(self.cfg.data.batch_size)}
             self.writer.start(
-                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION},
+                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective},
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
             ended = RunState.FAILED
@@ -284,10 +288,10 @@ class Trainer:
                 )
                 return self._interrupted()
             row = self._end_of_epoch(epoch)
-            reason = self._callbacks(row)
+            reason = self.dist.broadcast(self._callbacks(row) if self.dist.is_main else None)
             if reason is not None:
                 return self._end(RunState.PRUNED, reason)
-            if stop.requested and epoch + 1 < self.cfg.schedule.epochs:
+            if self.dist.any(stop.requested, self.device) and epoch + 1 < self.cfg.schedule.epochs:
                 self.writer.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
                 return self._interrupted()
         return self._end(RunState.FINISHED)
@@ -296,8 +300,9 @@ class Trainer:
 
     def _build(self) -> None:
         cfg = self.cfg
-        self.device = resolve_device(cfg.run.device)
-        self.threads = configure_threads(cfg.run.threads)
+        self.device = self.dist.device(resolve_device(cfg.run.device))
+        self.threads = configure_threads(cfg.run.threads or self.dist.threads())
+        self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none")
         cuda = self.device.type == "cuda"
         self.amp = cfg.run.amp and cuda
         self.channels_last = cfg.run.channels_last and cuda
@@ -321,6 +326,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.forward_model = self.dist.wrap(model, self.device)  # DDP when several processes train
         self.optimizer = _optimizer(cfg, model)
         self.scheduler = _scheduler(cfg, self.optimizer, self.steps)
         self.ema = None
@@ -331,7 +337,9 @@ class Trainer:
         teacher = build_teacher(cfg, train_set=self.data.train, num_classes=self.data.num_classes, device=self.device)
         self.mixer = build_mixer(cfg.mix, num_classes=self.data.num_classes, teacher=teacher)
         self.loss_fn = _loss_fn(cfg.optim.loss)
-        self.val_loader = eval_loader(self.data.val, cfg.data, cfg.eval.batch_size, pin=cuda)
+        self.val_loader = eval_loader(
+            self.data.val, cfg.data, cfg.eval.batch_size, pin=cuda, rank=self.dist.rank, world_size=self.dist.world_size
+        )
 
     def _resume(self) -> None:
         if not self.paths.checkpoint.is_file():
@@ -362,8 +370,9 @@ class Trainer:
         cfg, state, device = self.cfg, self.state, self.device
         seed, log_every = cfg.run.seed, cfg.run.log_every
         first = state.step
-        meter = _DeviceMeter(state.meter, device)
-        loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda")
+        meter = _DeviceMeter(self.dist.own_meter(state.meter, _empty_meter()), device)
+        loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda",
+                              rank=self.dist.rank, world_size=self.dist.world_size)
         bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
                    disable=not self.show_progress, leave=False)
         self.model.train()
@@ -374,24 +383,30 @@ class Trainer:
                 self._step(batch, epoch, step, meter)
                 step += 1
                 bar.update(1)
+                # Several processes agree on stopping at these host reads only (one all-reduce).
+                stopping = stop.requested and not self.dist.active
                 if meter.steps % log_every == 0:
                     sums = meter.read(0.0)
+                    sums["loss_sum"], sums["images"], asked = self.dist.sync(
+                        [sums["loss_sum"], sums["images"], float(stop.requested)], device
+                    )
                     _check_finite(sums, epoch, step)
                     bar.set_postfix(loss=f"{sums['loss_sum'] / max(1, sums['images']):.3f}")
-                if stop.requested and step < self.steps:
-                    state.step, state.meter = step, meter.read(time.perf_counter() - tick)
+                    stopping = asked > 0
+                if stopping and step < self.steps:
+                    state.step, state.meter = step, self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
                     _check_finite(state.meter, epoch, step)
                     return False
         finally:
             bar.close()
-        state.step, state.meter = step, meter.read(time.perf_counter() - tick)
+        state.step, state.meter = step, self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
         _check_finite(state.meter, epoch, step)
         return True
 
     def _step(self, batch: Sequence[torch.Tensor], epoch: int, step: int, meter: _DeviceMeter) -> None:
         x, y = batch[0], batch[1]
         geometry = batch[2] if len(batch) > 2 else None
-        step_seed = derive_seed(self.cfg.run.seed, "step", epoch, step)
+        step_seed = distributed.step_seed(self.cfg.run.seed, epoch, step, self.dist.rank)
         seed_everything(step_seed)
         gen = torch.Generator().manual_seed(step_seed)
         global_step = epoch * self.steps + step
@@ -402,7 +417,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.model(x)
+            logits = self.forward_model(x)
         loss = self.loss_fn(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -477,6 +492,7 @@ class Trainer:
         }
 
     def _interrupted(self) -> TrainResult:
+        self.dist.barrier()  # no rank leaves (and is requeued) before rank 0's checkpoint is on disk
         where = {"epoch": self.state.epoch, "step": self.state.step}
         return TrainResult(self.run_id, self.paths.root, RunState.INTERRUPTED, where)
 
@@ -503,7 +519,7 @@ class Trainer:
             )
         images = sum(r["images_per_s"] * r["epoch_seconds"] for r in history)
         train_seconds = sum(r["epoch_seconds"] for r in history)
-        gpus = 1 if self.device.type == "cuda" else 0
+        gpus = self.dist.world_size if self.device.type == "cuda" else 0  # every GPU of the run
         best_top1 = best["top1"] if best["epoch"] > 0 else None
         best_ema = best.get("ema_top1")
         summary: dict[str, Any] = {
@@ -523,6 +539,7 @@ class Trainer:
             "images_per_s": images / max(1e-9, train_seconds),
             "device": torch.cuda.get_device_name(self.device) if gpus else f"cpu ({platform.machine()})",
             "threads": self.threads,
+            "processes": self.dist.world_size,
             "gpu_hours": gpus * seconds / 3600.0,
             "tokenmix_fallbacks": sum(r.get("tokenmix_fallbacks", 0) for r in history),
             "occlusion_patch": patch if occlusion else None,

@@ -1,0 +1,354 @@
+"""Data parallelism for the training core: one process per GPU (or per CPU share), one run.
+
+Where the process group comes from, first match wins:
+
+1. ``torchrun`` (or ``suite train --nproc N``): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+   ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``.
+2. A submitit job with several tasks (``SUBMITIT_EXECUTOR`` set): submitit's ``JobEnvironment``
+   (global rank, local rank, task count; the master is the job's first host and the port is
+   derived from the job id, as ``submitit.helpers.TorchDistributedEnvironment`` does).
+3. Otherwise one process: every helper here is a no-op and the training core runs exactly the
+   single-process code.
+
+``nccl`` on CUDA with each rank on ``cuda:<local rank>``; ``gloo`` on CPU.
+
+The semantics the trainer relies on:
+
+- ``data.batch_size`` is the **global** batch (all ranks together); each rank loads
+  ``batch_size / world_size`` images per step (it must divide). The epoch's order is one global
+  permutation and rank ``r`` takes positions ``r, r + W, ...``, so the union of the ranks' batches
+  of step ``s`` is exactly the single-process batch of step ``s``, with the same per-sample
+  augmentation (sample seeds depend on the global position). ``steps_per_epoch`` is
+  ``train_size // batch_size`` whatever the world size, and every rank runs that many steps.
+- Mixing is per rank, as the reference's per-GPU draws: each rank draws its own switch branch and
+  mask for its share of the batch, from a generator seeded by ``(seed, epoch, step, rank)``
+  (:func:`step_seed`; rank 0 keeps the single-process seed). Resume therefore stays exact.
+- Evaluation shards the validation set by rank without padding and all-reduces the sums, so
+  top-1/top-5/loss/occlusion count every validation image exactly once. Occlusion masks are drawn
+  for the global evaluation batch and each rank keeps its rows, so the occluded images are those
+  of a single-process evaluation (when ``eval.batch_size`` is a multiple of the world size).
+- Rank 0 alone writes (its :class:`~suite.writer.RunWriter` is enabled, the others are silent),
+  holds the run lock and runs the epoch callbacks; a callback's stop reason is broadcast.
+- Stops are agreed: every ``run.log_every`` steps (the step loop's existing host read) one
+  all-reduce carries the running loss sum and a stop flag, so a signal on any rank stops all ranks
+  at the same step boundary, with one checkpoint (rank 0) and one requeue (submitit requeues from
+  global rank 0 only). There is no per-step host sync.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "Context",
+    "Shard",
+    "all_reduce_sum",
+    "context",
+    "environment",
+    "launch_local",
+    "shutdown",
+    "step_seed",
+]
+
+TIMEOUT = timedelta(minutes=30)  # a rank that waits longer than this at a collective fails
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Rank and rendezvous of this process, as the launcher described it."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    source: str = "single"
+
+
+def environment() -> Environment:
+    """Read the launcher's variables (torchrun first, then a multi-task submitit job)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        return Environment(
+            rank=int(env["RANK"]),
+            local_rank=int(env.get("LOCAL_RANK", env["RANK"])),
+            world_size=world,
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", "29500")),
+            source="torchrun",
+        )
+    if env.get("SUBMITIT_EXECUTOR"):
+        import submitit
+
+        job = submitit.JobEnvironment()
+        if job.num_tasks > 1:
+            port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else random.Random(str(job.job_id)).randint(20000, 60000)
+            return Environment(
+                rank=job.global_rank,
+                local_rank=job.local_rank,
+                world_size=job.num_tasks,
+                local_world_size=max(1, job.num_tasks // job.num_nodes),
+                master_addr=job.hostnames[0],
+                master_port=port,
+                source=f"submitit ({job.cluster})",
+            )
+    return Environment()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which share of an evaluation set a loader holds: positions ``rank, rank + world, ...``.
+
+    ``batch`` is the global evaluation batch (the per-rank batch times ``world``) and ``size``
+    the whole set's length: together they say which rows of a global batch's occlusion masks
+    belong to this rank.
+    """
+
+    rank: int
+    world: int
+    batch: int
+    size: int
+
+    def global_batch(self, index: int) -> int:
+        """Images in global evaluation batch ``index``."""
+        return min(self.batch, self.size - index * self.batch)
+
+
+class Context:
+    """This process's place in the run: rank, world size, device; collectives that are no-ops alone."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.rank, self.world_size, self.local_rank = env.rank, env.world_size, env.local_rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def device(self, device: torch.device) -> torch.device:
+        """Each rank on ``cuda:<local rank>``; CPU stays CPU."""
+        if self.active and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def threads(self) -> int | None:
+        """Default torch threads: the job's CPUs per task, or this node's CPUs shared by its ranks."""
+        if not self.active or os.environ.get("SLURM_CPUS_PER_TASK"):
+            return None
+        from suite.hardware import cpu_allocation
+
+        return max(1, cpu_allocation() // max(1, self.env.local_world_size))
+
+    def check_batch(self, batch_size: int, *, mixing: bool) -> int:
+        """The per-rank batch of a global ``batch_size``; it must divide (and be even when mixing)."""
+        if batch_size % self.world_size:
+            raise ValueError(
+                f"data.batch_size={batch_size} is the global batch and must be divisible by the "
+                f"{self.world_size} processes of this run"
+            )
+        per_rank = batch_size // self.world_size
+        if mixing and per_rank % 2:
+            raise ValueError(
+                f"data.batch_size={batch_size} gives {per_rank} images per process; mixing pairs images "
+                "within a process, so the per-process batch must be even"
+            )
+        return per_rank
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module the training step calls: DDP around ``model`` when there are several ranks."""
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def lock(self, acquire: Callable[[], AbstractContextManager[Any]]) -> AbstractContextManager[Any]:
+        """The run lock on rank 0 only (the other ranks train the same run)."""
+        return acquire() if self.is_main else nullcontext()
+
+    def sync(self, values: Sequence[float | torch.Tensor], device: torch.device) -> list[float]:
+        """All-reduce (sum) a few numbers in one collective; one process: the numbers as floats."""
+        if not self.active:
+            return [float(v) for v in values]
+        tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.active:
+            return flag
+        return self.sync([1.0 if flag else 0.0], device)[0] > 0
+
+    def reduce_meter(self, meter: Mapping[str, float], device: torch.device) -> dict[str, float]:
+        """One epoch's sums over all ranks (loss, images, fallbacks); steps and seconds stay rank 0's."""
+        out = dict(meter)
+        if self.active:
+            keys = ("loss_sum", "images", "fallbacks")
+            for key, value in zip(keys, self.sync([meter[k] for k in keys], device)):
+                out[key] = value if key == "loss_sum" else int(round(value))
+        return out
+
+    def own_meter(self, meter: dict[str, float], empty: dict[str, float]) -> dict[str, float]:
+        """The share of a checkpointed (global) meter that this rank continues: all of it on rank 0."""
+        if not self.active or self.is_main:
+            return meter
+        return {**empty, "steps": meter["steps"], "seconds": meter["seconds"]}
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (any picklable object)."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+_CONTEXT: Context | None = None
+
+
+def context(device: str = "auto") -> Context:
+    """This process's :class:`Context`; joins the process group on first use when there are several ranks."""
+    global _CONTEXT
+    if _CONTEXT is not None:
+        return _CONTEXT
+    env = environment()
+    ctx = Context(env)
+    if ctx.active and not dist.is_initialized():
+        cuda = torch.cuda.is_available() and device != "cpu"
+        if cuda:
+            torch.cuda.set_device(env.local_rank)
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo",
+            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=TIMEOUT,
+        )
+    _CONTEXT = ctx
+    return ctx
+
+
+def shutdown() -> None:
+    """Leave the process group (the end of a data-parallel process)."""
+    global _CONTEXT
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _CONTEXT = None
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """The seed of every draw of one step on one rank; rank 0 keeps the single-process seed."""
+    from suite.data import derive_seed
+
+    return derive_seed(seed, "step", epoch, step) if rank == 0 else derive_seed(seed, "step", epoch, step, rank)
+
+
+def all_reduce_sum(values: Sequence[float], device: torch.device) -> list[float]:
+    """Sum numbers over the ranks of the current process group (no-op without one)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [float(v) for v in values]
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+# -- local launcher ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _forwarding(children: list[subprocess.Popen]) -> Iterator[None]:
+    """Pass SIGTERM/SIGUSR1/SIGINT/SIGUSR2 on to every rank while they run."""
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def launch_local(argv: Sequence[str], nproc: int, *, env: Mapping[str, str] | None = None) -> int:
+    """Run ``python -m suite.cli <argv>`` as ``nproc`` ranks on this machine (gloo on CPU).
+
+    Each child gets torchrun's variables. Signals are forwarded to all ranks (they agree on the
+    step to stop at). When a rank fails the others are terminated. Returns rank 0's exit code,
+    or the first non-zero code of another rank when rank 0 succeeded.
+    """
+    base = dict(os.environ if env is None else env)
+    port = _free_port()
+    children: list[subprocess.Popen] = []
+    for rank in range(nproc):
+        child_env = {
+            **base,
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        }
+        # A session of their own: a terminal's Ctrl-C reaches the launcher only, which forwards it once.
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "suite.cli", *argv], env=child_env, start_new_session=True)
+        )
+    codes: dict[int, int] = {}
+    failed_at: float | None = None
+    with _forwarding(children):
+        while len(codes) < nproc:
+            for rank, child in enumerate(children):
+                if rank in codes:
+                    continue
+                try:
+                    code = child.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                codes[rank] = code
+                if code not in (0, 75) and failed_at is None:  # the others would wait for it at a collective
+                    failed_at = time.monotonic()
+                    for other in children:
+                        if other.poll() is None:
+                            other.terminate()
+            if failed_at is not None and time.monotonic() - failed_at > 30:
+                for other in children:
+                    if other.poll() is None:
+                        other.kill()
+    if codes[0] != 0:
+        return codes[0]
+    return next((c for c in codes.values() if c != 0), 0)
