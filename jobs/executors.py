@@ -63,6 +63,8 @@ def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, An
     params: dict[str, Any] = {
         "job_name": job_name,
         "time": resources.timeout_min,
+        "nodes": resources.nodes,
+        "ntasks_per_node": resources.tasks,  # one training process per GPU; they form one process group
         "cpus_per_task": resources.cpus_per_task,
         "mem": _mem(resources.mem_gb),
         "signal_delay_s": resources.signal_delay_s,
@@ -103,9 +105,12 @@ def render_sbatch(executor: submitit.SlurmExecutor, tasks: int) -> str:
 
 
 def local_executor(folder: Path, resources: ResourcesSpec) -> submitit.LocalExecutor:
-    """A local executor (one subprocess per run) with the sweep's time limit."""
+    """A local executor (one subprocess per process of a run) with the sweep's time limit."""
+    if resources.nodes > 1:
+        raise ExecutorError(f"resources.nodes={resources.nodes}: the local executor runs on this one machine; use 1")
     executor = submitit.LocalExecutor(folder=str(folder / "%j"), max_num_timeout=resources.max_num_timeout)
     executor.update_parameters(
-        timeout_min=resources.timeout_min, signal_delay_s=resources.signal_delay_s, gpus_per_node=0
+        timeout_min=resources.timeout_min, signal_delay_s=resources.signal_delay_s, gpus_per_node=0,
+        tasks_per_node=resources.tasks,
     )
     return executor

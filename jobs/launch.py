@@ -539,7 +539,7 @@ def _local(
 
 def _collect(run: PlannedRun, job: Any, finish: Callable[[PlannedRun, bool, str | None], None]) -> None:
     try:
-        job.result()
+        job.results()  # every process of the run (one per task)
     except Exception as err:  # noqa: BLE001 - the traceback is in the job log and failure.json
         lines = [line for line in str(err).splitlines() if line.strip()]
         finish(run, False, lines[-1] if lines else type(err).__name__)

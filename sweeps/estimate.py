@@ -14,8 +14,9 @@ Throughput comes, in this order, from
 3. nothing: the run shows ``?`` and the total says how many runs it leaves out.
 
 Each epoch reads the training set once and the validation set once (counted at a third of a
-training image: forward only). A run that uses one process on ``gpus_per_node`` GPUs is billed
-for all of them.
+training image: forward only). A run on several GPUs (``nodes x gpus_per_node``, one process per
+GPU) is billed for all of them: a table rate is per GPU and assumed to scale linearly with the
+GPUs of a run, a measured rate is the whole run's (its ``images_per_s``).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def estimate(plan: Plan) -> Estimate:
         >>> round(est.total_hours)  # doctest: +SKIP
         5097
     """
-    gpus = plan.sweep.spec.resources.gpus_per_node
+    gpus = plan.sweep.spec.resources.gpus
     device = "gpu" if gpus > 0 else "cpu"
     measured = _measured(plan.sweep.output_root, device)
     hours: dict[str, float | None] = {}
@@ -148,7 +149,7 @@ def estimate(plan: Plan) -> Estimate:
             sources[name] = f"measured in finished runs ({rate:,.0f} img/s)"
         elif name in THROUGHPUT and THROUGHPUT[name].device == device:
             entry = THROUGHPUT[name]
-            rate = entry.images_per_s * (entry.img_size / size) ** 2
+            rate = entry.images_per_s * (entry.img_size / size) ** 2 * max(1, gpus)
             sources[name] = f"{entry.source} ({entry.images_per_s:,.0f} img/s at {entry.img_size} px)"
         if rate is None:
             hours[run.run_id] = None

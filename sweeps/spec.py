@@ -77,12 +77,20 @@ class ResourcesSpec(_Strict):
     """What one run asks the scheduler for (SLURM names as submitit spells them).
 
     Defaults fit one GPU of a typical cluster node; the local executor only uses
-    ``timeout_min``, ``gpus_per_node`` and ``cpus_per_task``.
+    ``timeout_min``, ``gpus_per_node``, ``tasks_per_node`` and ``cpus_per_task``.
+
+    A run spans ``nodes x tasks_per_node`` processes, one per GPU (data parallelism, see
+    ``suite.distributed``); ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs).
+    ``data.batch_size`` stays the global batch whatever the process count.
     """
 
     partition: str | None = Field(None, description="SLURM partition (default: the cluster's default)")
-    gpus_per_node: int = Field(1, ge=0, description="GPUs per run (the trainer uses one process per run)")
-    cpus_per_task: int = Field(8, gt=0, description="CPU cores per run (data workers + main process)")
+    nodes: int = Field(1, gt=0, description="nodes per run")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per node of a run (one training process per GPU)")
+    tasks_per_node: int | None = Field(
+        None, gt=0, description="training processes per node (default: gpus_per_node, or 1 without GPUs)"
+    )
+    cpus_per_task: int = Field(8, gt=0, description="CPU cores per process (data workers + main process)")
     mem_gb: float = Field(32.0, gt=0, description="host memory per run, GB")
     timeout_min: int = Field(24 * 60, gt=0, description="wall-clock limit per job; longer runs requeue")
     array_parallelism: int = Field(256, gt=0, description="runs of one array running at once (%N)")
@@ -97,6 +105,31 @@ class ResourcesSpec(_Strict):
     additional: dict[str, str | int] = Field(
         default_factory=dict, description="extra #SBATCH flags, e.g. {exclusive: true}"
     )
+
+
+    @model_validator(mode="after")
+    def _one_task_per_gpu(self) -> ResourcesSpec:
+        if self.gpus_per_node and self.tasks_per_node is not None and self.tasks_per_node != self.gpus_per_node:
+            raise ValueError(
+                f"tasks_per_node={self.tasks_per_node} with gpus_per_node={self.gpus_per_node}: a run trains one "
+                "process per GPU, so give them the same value (or leave tasks_per_node out)"
+            )
+        return self
+
+    @property
+    def tasks(self) -> int:
+        """Training processes per node."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def processes(self) -> int:
+        """Training processes (data-parallel ranks) of one run."""
+        return self.nodes * self.tasks
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of one run, all nodes together."""
+        return self.nodes * self.gpus_per_node
 
 
 class TrackingSpec(_Strict):
