@@ -100,7 +100,7 @@ def environment() -> Environment:
 
         job = submitit.JobEnvironment()
         if job.num_tasks > 1:
-            port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else random.Random(str(job.job_id)).randint(20000, 60000)
+            port = int(env.get("MASTER_PORT") or random.Random(str(job.job_id)).randint(20000, 60000))
             return Environment(
                 rank=job.global_rank,
                 local_rank=job.local_rank,

@@ -253,7 +253,8 @@ class Trainer:
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with self.dist.lock(lambda: run_lock(self.paths)):
             resolved = json.loads(self.cfg.model_dump_json())
-            effective = {"global_batch": self.cfg.data.batch_size, "lr": self.cfg.optim.effective_lr(self.cfg.data.batch_size)}
+            batch = self.cfg.data.batch_size  # global, whatever the process count
+            effective = {"global_batch": batch, "lr": self.cfg.optim.effective_lr(batch)}
             self.writer.start(
                 config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective},
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
@@ -394,7 +395,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{sums['loss_sum'] / max(1, sums['images']):.3f}")
                     stopping = asked > 0
                 if stopping and step < self.steps:
-                    state.step, state.meter = step, self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
+                    state.step = step
+                    state.meter = self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
                     _check_finite(state.meter, epoch, step)
                     return False
         finally:
