@@ -51,3 +51,48 @@ def test_two_task_job_trains_one_run(tmp_path: Path) -> None:
     offline = list((run.paths.root / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and offline[0].name.endswith(f"-{run.run_id}")  # one W&B run id
     assert record.paths.log.read_text().count("starting ") == 1  # rank 0 alone logs
+
+
+@pytest.mark.slurm
+def test_preempted_two_task_job_checkpoints_once_and_resumes_exactly(tmp_path: Path) -> None:
+    import json
+    import os
+    import time
+
+    import submitit
+
+    from jobs.status import observe
+    from suite.distributed import launch_local
+    from tests.sweeps_tests.sweep_files import TINY
+
+    longer = {"tracking.mode": "offline", "data.train_size": 2048, "schedule.epochs": 4, "run.log_every": 2}
+    resources = {"gpus_per_node": 2, "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 30}
+    sweep = load_sweep(write_sweep(tmp_path, "ddp-preempt", overrides=longer, resources=resources))
+    report = launch(sweep, executor="slurm")
+    (run,) = report.plan.runs
+    entry = SweepState.read(sweep.state_file).runs[run.run_id]
+    deadline = time.monotonic() + 300
+    while "epoch 1/4" not in (run.paths.log.read_text() if run.paths.log.is_file() else ""):
+        assert time.monotonic() < deadline, "the job never started training"
+        time.sleep(0.2)
+    submitit.SlurmJob(folder=sweep.output_root / ".submitit" / "%j", job_id=entry.job_id)._interrupt()
+    # the same run on 2 local processes, uninterrupted
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**TINY, **longer}.items()]
+    code = launch_local(
+        ["train", *overrides, f"run.output_root={tmp_path / 'ref'}", "tracking.mode=disabled", "--no-progress"], 2,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    assert code == 0
+    reference = read_run(tmp_path / "ref" / run.run_id)
+    states = wait_for(SweepState.read(sweep.state_file), report.submitted, poll_s=1, timeout_s=300)
+    assert states == {run.run_id: RunState.FINISHED}
+
+    log = run.paths.log.read_text()
+    assert log.count("checkpoint at") == 1 and log.count(f"resuming {run.run_id}") == 1  # one checkpoint, one resume
+    record = read_run(run.paths.root)
+    for key in ("top1", "top5", "val_loss"):
+        assert record.summary[key] == reference.summary[key], key
+    offline = sorted(p.name for p in (run.paths.root / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(name.endswith(f"-{run.run_id}") for name in offline)  # one W&B run id
+    observed, _ = observe(SweepState.read(sweep.state_file))
+    assert observed[run.run_id].record.requeued_before  # requeued once, then the final attempt
