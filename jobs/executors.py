@@ -72,6 +72,9 @@ def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, An
     }
     if resources.gpus_per_node:
         params["gpus_per_node"] = resources.gpus_per_node
+    if resources.processes > 1:
+        # A rank that dies would leave the others waiting at their next collective: end them all.
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     for key in ("partition", "account", "qos", "constraint"):
         value = getattr(resources, key)
         if value is not None:

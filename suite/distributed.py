@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -186,9 +186,28 @@ class Context:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def lock(self, acquire: Callable[[], AbstractContextManager[Any]]) -> AbstractContextManager[Any]:
-        """The run lock on rank 0 only (the other ranks train the same run)."""
-        return acquire() if self.is_main else nullcontext()
+    @contextmanager
+    def lock(self, acquire: Callable[[], AbstractContextManager[Any]]) -> Iterator[None]:
+        """The run lock, held by rank 0 only (the other ranks train the same run).
+
+        When rank 0 cannot take it (another process trains the run), every rank raises rank 0's
+        error instead of waiting for it at the first collective.
+        """
+        if not self.active:
+            with acquire():
+                yield
+            return
+        with ExitStack() as stack:
+            error: BaseException | None = None
+            if self.is_main:
+                try:
+                    stack.enter_context(acquire())
+                except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+                    error = err
+            error = self.broadcast(error)
+            if error is not None:
+                raise error
+            yield
 
     def sync(self, values: Sequence[float | torch.Tensor], device: torch.device) -> list[float]:
         """All-reduce (sum) a few numbers in one collective; one process: the numbers as floats."""

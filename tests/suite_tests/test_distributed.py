@@ -166,3 +166,16 @@ def test_interrupting_one_rank_stops_all_and_resumes_exactly(tmp_path: Path) -> 
         assert resumed.summary[key] == reference.summary[key], key
     for a, b in zip(reference.metrics, resumed.metrics):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-9)
+
+
+def test_a_busy_run_stops_every_rank_at_once(tmp_path: Path) -> None:
+    from suite.config import run_id
+    from suite.records import RunPaths, run_lock
+
+    overrides = _overrides(tmp_path)
+    paths = RunPaths.of(tmp_path, run_id(load_config(None, overrides)))
+    start = time.monotonic()
+    with run_lock(paths):  # another trainer of the same run holds it
+        assert _launch(overrides) == 1  # rank 0 is refused and rank 1 learns it: no wait at a collective
+    assert time.monotonic() - start < 180
+    assert not paths.checkpoint.exists()
