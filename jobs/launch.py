@@ -396,7 +396,8 @@ def _run_here(
     if gpus:
         parallel = min(parallel, max(1, len(gpus) // min(res.gpus_per_node, len(gpus))))
     parallel = max(1, min(parallel, len(todo)))
-    threads = max(1, _cpus() // parallel)
+    tasks = res.tasks if kind == "local" else 1  # the processes of one data-parallel run share its CPUs
+    threads = max(1, _cpus() // (parallel * tasks))
     failed_prerequisites: set[str] = set()
     folder = sweep.output_root / ".submitit"
 

@@ -28,7 +28,7 @@ from suite.hardware import cpu_allocation
 if TYPE_CHECKING:
     from suite.geometry import CropFlip
 
-__all__ = ["DataBundle", "EpochSampler", "SeededDataset", "build_data", "derive_seed", "train_loader", "eval_loader"]
+__all__ = ["DataBundle", "EpochSampler", "SeededDataset", "Shard", "build_data", "derive_seed", "train_loader", "eval_loader"]
 
 BUILTIN_MEAN = (0.5, 0.5, 0.5)
 BUILTIN_STD = (0.25, 0.25, 0.25)
@@ -308,6 +308,25 @@ def steps_per_epoch(bundle: DataBundle, cfg: DataConfig) -> int:
     return steps
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which share of an evaluation set a loader holds: positions ``rank, rank + world, ...``.
+
+    ``batch`` is the global evaluation batch (the per-rank batch times ``world``) and ``size``
+    the whole set's length: together they say which rows of a global batch's occlusion masks
+    belong to this rank.
+    """
+
+    rank: int
+    world: int
+    batch: int
+    size: int
+
+    def global_batch(self, index: int) -> int:
+        """Images in global evaluation batch ``index``."""
+        return min(self.batch, self.size - index * self.batch)
+
+
 def eval_loader(
     dataset: SeededDataset, cfg: DataConfig, batch_size: int, *, pin: bool = False, rank: int = 0, world_size: int = 1
 ) -> DataLoader:
@@ -317,8 +336,6 @@ def eval_loader(
     image is evaluated exactly once over all ranks), in batches of ``batch_size // world_size``;
     the loader's ``shard`` tells :func:`suite.evaluate.evaluate` to all-reduce its sums.
     """
-    from suite.distributed import Shard
-
     per_rank = max(1, batch_size // world_size)
     sampler = EpochSampler(len(dataset), seed=0, epoch=0, shuffle=False, rank=rank, world_size=world_size)
     loader = _loader(dataset, sampler, per_rank, False, cfg, pin)

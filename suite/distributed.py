@@ -56,7 +56,6 @@ from torch import nn
 
 __all__ = [
     "Context",
-    "Shard",
     "all_reduce_sum",
     "context",
     "environment",
@@ -111,25 +110,6 @@ def environment() -> Environment:
                 source=f"submitit ({job.cluster})",
             )
     return Environment()
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Which share of an evaluation set a loader holds: positions ``rank, rank + world, ...``.
-
-    ``batch`` is the global evaluation batch (the per-rank batch times ``world``) and ``size``
-    the whole set's length: together they say which rows of a global batch's occlusion masks
-    belong to this rank.
-    """
-
-    rank: int
-    world: int
-    batch: int
-    size: int
-
-    def global_batch(self, index: int) -> int:
-        """Images in global evaluation batch ``index``."""
-        return min(self.batch, self.size - index * self.batch)
 
 
 class Context:

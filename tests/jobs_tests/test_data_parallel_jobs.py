@@ -96,3 +96,14 @@ def test_preempted_two_task_job_checkpoints_once_and_resumes_exactly(tmp_path: P
     assert len(offline) == 2 and all(name.endswith(f"-{run.run_id}") for name in offline)  # one W&B run id
     observed, _ = observe(SweepState.read(sweep.state_file))
     assert observed[run.run_id].record.requeued_before  # requeued once, then the final attempt
+
+
+def test_local_executor_runs_the_processes_of_one_run(tmp_path: Path) -> None:
+    resources = {"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 30}
+    sweep = load_sweep(write_sweep(tmp_path, "local-ddp", overrides={"tracking.mode": "offline"}, resources=resources))
+    report = launch(sweep, executor="local", wait=True)
+    (run,) = report.plan.runs
+    record = read_run(run.paths.root)
+    assert record.state is RunState.FINISHED
+    assert record.summary["processes"] == 2 and record.summary["threads"] >= 1
+    assert len(list((run.paths.root / "wandb").glob("offline-run-*"))) == 1

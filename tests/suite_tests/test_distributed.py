@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from suite.config import load_config
-from suite.data import EpochSampler
-from suite.distributed import Context, Environment, Shard, launch_local, step_seed
+from suite.data import EpochSampler, Shard
+from suite.distributed import Context, Environment, launch_local, step_seed
 from suite.occlusion import occlude_patches
 from suite.records import RunState, read_run
 from suite.trainer import train
