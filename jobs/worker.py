@@ -24,6 +24,12 @@ after a ``SIGTERM`` the job waits a few seconds for the preemption signal before
 ``SIGTERM`` to every process of the job, W&B's service included, which then exits; the W&B
 error that follows in the trainer is not a training failure, so the run is kept resumable
 (see :func:`_keep_resumable`).
+
+Several processes per run (``resources.tasks_per_node``/``nodes``): every task of the job runs
+the same :class:`RunJob`; the trainer forms one process group from submitit's job environment
+(``suite.distributed``). The ranks agree on the stop step, rank 0 writes the one checkpoint and
+the others wait for it; then each calls submitit's handler, which checkpoints and requeues from
+global rank 0 only (the other ranks' handler just returns), so the job is requeued once.
 """
 
 from __future__ import annotations
