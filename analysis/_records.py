@@ -1,0 +1,244 @@
+"""Reading run directories for reports: tolerant, fast, cached.
+
+A report never trusts a record blindly and never fails because of one: a run whose
+``config.json`` or ``summary.json`` is unreadable gets state ``corrupt`` and a one-line
+``problem`` naming the file and the fix; a planned run without a directory gets state
+``missing``. Every other run is unaffected.
+
+The parsed records of an output root are cached in ``<output_root>/.report-cache.pkl``, keyed
+by each run's record files (path, size and modification time): a second report re-reads only
+runs whose files changed. The cache is a pickle (pandas' parquet needs pyarrow, which the
+suite does not require); a cache that cannot be read is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite.records import RunPaths, atomic_write_bytes
+
+__all__ = ["CURVE_KEYS", "CACHE_NAME", "Parsed", "RecordCache", "parse_run", "flatten"]
+
+CACHE_NAME = ".report-cache.pkl"
+CACHE_VERSION = 1
+CURVE_KEYS: tuple[str, ...] = ("top1", "top5", "train_loss", "val_loss", "ema_top1")
+_FILES: tuple[str, ...] = ("config.json", "summary.json", "metrics.jsonl", "failure.json", "checkpoint.pt")
+
+Signature = tuple[tuple[int, int] | None, ...]
+
+
+@dataclass
+class Parsed:
+    """What a report keeps of one run directory.
+
+    Attributes:
+        state: ``finished``, ``pruned``, ``failed``, ``interrupted``, ``running``, ``new``,
+            ``corrupt`` or ``missing``.
+        problem: one line naming the file and the fix, for corrupt/missing/failed runs.
+        config: the flattened config (dotted key -> scalar; lists as JSON text).
+        summary: the scalar entries of ``summary.json`` (empty unless finished/pruned).
+        curves: epoch-indexed arrays (``epoch`` plus those of :data:`CURVE_KEYS` present).
+    """
+
+    state: str
+    problem: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b": scalar}``; lists and other values become JSON text.
+
+    Example:
+        >>> flatten({"mix": {"method": "tokenmix", "mask_ratio": [0.3, 0.7]}, "seed": 1})
+        {'mix.method': 'tokenmix', 'mix.mask_ratio': '[0.3, 0.7]', 'seed': 1}
+    """
+    flat: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                flat.update(flatten(value, dotted))
+            else:
+                flat[dotted] = _scalar(value)
+    return flat
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _signature(root: Path) -> Signature:
+    sig: list[tuple[int, int] | None] = []
+    for name in _FILES:
+        try:
+            st = os.stat(root / name)
+        except OSError:
+            sig.append(None)
+            continue
+        sig.append((st.st_size, st.st_mtime_ns))
+    return tuple(sig)
+
+
+def _load_json(path: Path) -> tuple[Any, str | None]:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read()), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as err:
+        return None, f"{path}: unreadable ({type(err).__name__}: {str(err)[:80]})"
+
+
+def _read_curves(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}, None
+    except OSError as err:
+        return {}, f"{path}: unreadable ({err})"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return {}, None
+    try:
+        rows = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if i != len(lines) - 1:  # a torn last line is tolerated, anything else is reported
+                    return {}, f"{path}:{i + 1}: malformed JSON line; the curves of this run are left out"
+    rows = [row for row in rows if isinstance(row, dict) and "epoch" in row]
+    if not rows:
+        return {}, None
+    curves = {"epoch": np.array([row["epoch"] for row in rows], dtype=np.float32)}
+    for key in CURVE_KEYS:
+        if key in rows[0] or key in rows[-1]:
+            curves[key] = np.array([_number(row.get(key)) for row in rows], dtype=np.float32)
+    return curves, None
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+
+
+def parse_run(root: Path) -> Parsed:
+    """Read one run directory into a :class:`Parsed` (never raises for bad records).
+
+    Args:
+        root: the run directory ``<output_root>/<run_id>``.
+
+    Returns:
+        The parsed record; ``state`` is ``missing`` when the directory does not exist.
+    """
+    paths = RunPaths(Path(root))
+    if not paths.root.is_dir():
+        return Parsed("missing", f"{paths.root}: no run directory; the run was never started (launch the sweep)")
+    config, problem = _load_json(paths.config)
+    if problem is None and config is not None and not isinstance(config, dict):
+        problem = f"{paths.config}: not a JSON object"
+    if problem is not None:
+        return Parsed("corrupt", problem + "; delete the run directory and launch the sweep again")
+    flat = flatten({k: v for k, v in (config or {}).items()})
+    summary, problem = _load_json(paths.summary)
+    if problem is None and summary is not None and not isinstance(summary, dict):
+        problem = f"{paths.summary}: not a JSON object"
+    if problem is not None:
+        fix = "delete summary.json and launch the sweep again (the run resumes from its checkpoint)"
+        return Parsed("corrupt", f"{problem}; {fix}", config=flat)
+    curves, curve_problem = _read_curves(paths.metrics)
+    if summary is not None:
+        status = str(summary.get("status", "finished"))
+        state = "pruned" if status == "pruned" else "finished"
+        scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        return Parsed(state, curve_problem, flat, scalars, curves)
+    failure, _ = _load_json(paths.failure)
+    ckpt = paths.checkpoint
+    if isinstance(failure, dict) and (
+        not ckpt.is_file() or paths.failure.stat().st_mtime >= ckpt.stat().st_mtime
+    ):
+        message = f"{failure.get('error', 'error')}: {str(failure.get('message', ''))[:120]}"
+        return Parsed("failed", f"{paths.failure}: {message}", flat, {}, curves)
+    if ckpt.is_file():
+        return Parsed("interrupted", curve_problem, flat, {}, curves)
+    return Parsed("running" if curves else "new", curve_problem, flat, {}, curves)
+
+
+class RecordCache:
+    """Parsed run records of one output root, re-read only when their files change.
+
+    Args:
+        output_root: the folder holding the run directories.
+        enabled: ``False`` reads everything and writes no cache file.
+
+    Example:
+        >>> cache = RecordCache(Path("runs/demo-mask-ratio"))  # doctest: +SKIP
+        >>> cache.get("tokenmix-0123456789ab").state  # doctest: +SKIP
+        'finished'
+        >>> cache.save()  # doctest: +SKIP
+    """
+
+    def __init__(self, output_root: Path, *, enabled: bool = True) -> None:
+        self.root = Path(output_root)
+        self.path = self.root / CACHE_NAME
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[str, tuple[Signature, Parsed]] = {}
+        self._dirty = False
+        if enabled:
+            self._entries = self._load()
+
+    def _load(self) -> dict[str, tuple[Signature, Parsed]]:
+        try:
+            with open(self.path, "rb") as handle:
+                data = pickle.load(handle)
+        except FileNotFoundError:
+            return {}
+        except Exception:  # noqa: BLE001 - a stale or torn cache is rebuilt, never trusted
+            self._dirty = True
+            return {}
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+            self._dirty = True
+            return {}
+        return data["entries"]
+
+    def get(self, run_id: str) -> Parsed:
+        """The parsed record of ``<output_root>/<run_id>``, from the cache when unchanged."""
+        root = self.root / run_id
+        sig = _signature(root)
+        entry = self._entries.get(run_id)
+        if entry is not None and entry[0] == sig and all(s is not None for s in sig[:1]):
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        parsed = parse_run(root)
+        if parsed.state not in ("missing", "corrupt"):
+            self._entries[run_id] = (sig, parsed)
+            self._dirty = True
+        elif self._entries.pop(run_id, None) is not None:
+            self._dirty = True
+        return parsed
+
+    def save(self) -> None:
+        """Write the cache atomically if anything changed (silently skipped on a read-only root)."""
+        if not (self.enabled and self._dirty and self.root.is_dir()):
+            return
+        payload = pickle.dumps({"version": CACHE_VERSION, "entries": self._entries}, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            atomic_write_bytes(self.path, payload)
+        except OSError:
+            return
+        self._dirty = False
