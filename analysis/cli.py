@@ -72,12 +72,13 @@ def report(
     frame = collection.frame
     finished = int((frame["state"] == "finished").sum()) if len(frame) else 0
     console.print(f"{finished}/{len(frame)} planned runs finished; report: [bold]{result.index}[/]"
-                  f" ({len(result.tables)} tables, {sum(1 for f in result.files if f.suffix == '.png')} plots)")
+                  f" ({len(result.tables)} tables, {sum(1 for f in result.files if f.suffix == '.png')} plots)",
+                  soft_wrap=True)
     problems = collection.problems()
     if len(problems):
         counts = problems["state"].value_counts().to_dict()
         console.print("not in the statistics: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                      + f" (listed in {result.index.name})")
+                      + f" (listed in {result.index.name})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
