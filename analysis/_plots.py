@@ -12,9 +12,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis._plan import SweepPlan
 from analysis._tables import METRIC_TEXT, Table
 
-__all__ = ["plot_curves", "plot_metric"]
+__all__ = ["MAX_BARS", "MAX_CURVES", "plot_curves", "plot_metric", "wants_curves"]
+
+MAX_BARS = 40  # rows above this are not plotted (the table and CSV hold them)
+MAX_CURVES = 12  # lines above this make an unreadable curve plot
+
+
+def wants_curves(plan: SweepPlan) -> bool:
+    """Whether any table of the sweep is small enough for a curve plot (so its curves are read)."""
+    if plan.mode == "one_at_a_time":
+        return any(len(values) + 1 <= MAX_CURVES for values in plan.axes.values())
+    return len(plan.conditions) <= MAX_CURVES
 
 
 def _pyplot():  # noqa: ANN202 - matplotlib.pyplot module
@@ -42,7 +53,7 @@ def plot_metric(table: Table, metric: str, out: Path) -> Path | None:
         ``out``, or None when the table has nothing to plot.
     """
     data = table.data
-    if table.kind != "rows" or data.empty or f"{metric}_mean" not in data:
+    if table.kind != "rows" or data.empty or f"{metric}_mean" not in data or len(data) > MAX_BARS:
         return None
     means = data[f"{metric}_mean"].to_numpy(dtype=float)
     if np.isnan(means).all():
@@ -102,7 +113,7 @@ def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Pat
     Returns:
         ``out``, or None when no row has a curve.
     """
-    if table.conditions is None or curves.empty or key not in curves:
+    if table.conditions is None or curves.empty or key not in curves or len(table.conditions) > MAX_CURVES:
         return None
     sweep_runs = runs[(runs["sweep"] == table.sweep) & (runs["state"] == "finished")]
     plt = _pyplot()

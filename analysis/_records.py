@@ -44,14 +44,15 @@ class Parsed:
         problem: one line naming the file and the fix, for corrupt/missing/failed runs.
         config: the flattened config (dotted key -> scalar; lists as JSON text).
         summary: the scalar entries of ``summary.json`` (empty unless finished/pruned).
-        curves: epoch-indexed arrays (``epoch`` plus those of :data:`CURVE_KEYS` present).
+        curves: epoch-indexed arrays (``epoch`` plus those of :data:`CURVE_KEYS` present);
+            None when ``metrics.jsonl`` was not read (no curve plot needed it).
     """
 
     state: str
     problem: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
-    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] | None = field(default_factory=dict)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -80,9 +81,10 @@ def _scalar(value: Any) -> Any:
 
 def _signature(root: Path) -> Signature:
     sig: list[tuple[int, int] | None] = []
+    base = os.fspath(root) + os.sep
     for name in _FILES:
         try:
-            st = os.stat(root / name)
+            st = os.stat(base + name)
         except OSError:
             sig.append(None)
             continue
@@ -126,7 +128,10 @@ def _read_curves(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     curves = {"epoch": np.array([row["epoch"] for row in rows], dtype=np.float32)}
     for key in CURVE_KEYS:
         if key in rows[0] or key in rows[-1]:
-            curves[key] = np.array([_number(row.get(key)) for row in rows], dtype=np.float32)
+            try:
+                curves[key] = np.array([row.get(key, np.nan) for row in rows], dtype=np.float32)
+            except (TypeError, ValueError):  # a null or text value somewhere: slow path
+                curves[key] = np.array([_number(row.get(key)) for row in rows], dtype=np.float32)
     return curves, None
 
 
@@ -134,11 +139,12 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
 
 
-def parse_run(root: Path) -> Parsed:
+def parse_run(root: Path, *, curves: bool = True) -> Parsed:
     """Read one run directory into a :class:`Parsed` (never raises for bad records).
 
     Args:
         root: the run directory ``<output_root>/<run_id>``.
+        curves: read ``metrics.jsonl`` too (the per-epoch curves).
 
     Returns:
         The parsed record; ``state`` is ``missing`` when the directory does not exist.
@@ -158,22 +164,26 @@ def parse_run(root: Path) -> Parsed:
     if problem is not None:
         fix = "delete summary.json and launch the sweep again (the run resumes from its checkpoint)"
         return Parsed("corrupt", f"{problem}; {fix}", config=flat)
-    curves, curve_problem = _read_curves(paths.metrics)
+    if curves:
+        read, curve_problem = _read_curves(paths.metrics)
+    else:
+        read, curve_problem = None, None
     if summary is not None:
         status = str(summary.get("status", "finished"))
         state = "pruned" if status == "pruned" else "finished"
         scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
-        return Parsed(state, curve_problem, flat, scalars, curves)
+        return Parsed(state, curve_problem, flat, scalars, read)
     failure, _ = _load_json(paths.failure)
     ckpt = paths.checkpoint
     if isinstance(failure, dict) and (
         not ckpt.is_file() or paths.failure.stat().st_mtime >= ckpt.stat().st_mtime
     ):
         message = f"{failure.get('error', 'error')}: {str(failure.get('message', ''))[:120]}"
-        return Parsed("failed", f"{paths.failure}: {message}", flat, {}, curves)
+        return Parsed("failed", f"{paths.failure}: {message}", flat, {}, read)
     if ckpt.is_file():
-        return Parsed("interrupted", curve_problem, flat, {}, curves)
-    return Parsed("running" if curves else "new", curve_problem, flat, {}, curves)
+        return Parsed("interrupted", curve_problem, flat, {}, read)
+    started = bool(read) or (read is None and paths.metrics.is_file())
+    return Parsed("running" if started else "new", curve_problem, flat, {}, read)
 
 
 class RecordCache:
@@ -215,16 +225,25 @@ class RecordCache:
             return {}
         return data["entries"]
 
-    def get(self, run_id: str) -> Parsed:
-        """The parsed record of ``<output_root>/<run_id>``, from the cache when unchanged."""
+    def get(self, run_id: str, *, curves: bool = True) -> Parsed:
+        """The parsed record of ``<output_root>/<run_id>``, from the cache when unchanged.
+
+        Args:
+            run_id: the run directory's name.
+            curves: the per-epoch curves are needed (read ``metrics.jsonl`` if not cached yet).
+        """
         root = self.root / run_id
         sig = _signature(root)
         entry = self._entries.get(run_id)
-        if entry is not None and entry[0] == sig and all(s is not None for s in sig[:1]):
+        if entry is not None and entry[0] == sig and sig[0] is not None:
+            parsed = entry[1]
+            if curves and parsed.curves is None:
+                parsed.curves, parsed.problem = _read_curves(RunPaths(root).metrics)[0], parsed.problem
+                self._dirty = True
             self.hits += 1
-            return entry[1]
+            return parsed
         self.misses += 1
-        parsed = parse_run(root)
+        parsed = parse_run(root, curves=curves)
         if parsed.state not in ("missing", "corrupt"):
             self._entries[run_id] = (sig, parsed)
             self._dirty = True

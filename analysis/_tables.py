@@ -88,12 +88,39 @@ def _hours(value: float) -> str:
     return f"{value:.2g}" if value < 10 else f"{value:,.0f}"
 
 
-def _values(frame: pd.DataFrame, cond: Condition, metric: str) -> tuple[dict[int, float], int, list[str]]:
+class _Runs:
+    """The runs of one sweep by condition: seeds, states and metric columns as lists (one pass)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._by: dict[int, np.ndarray] = {}
+        if len(frame):
+            codes = frame["condition"].to_numpy()
+            order = np.argsort(codes, kind="stable")
+            bounds = np.flatnonzero(np.diff(codes[order])) + 1
+            for chunk in np.split(order, bounds):
+                self._by[int(codes[chunk[0]])] = chunk
+        self._columns: dict[str, np.ndarray] = {}
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._columns:
+            if name in self.frame.columns:
+                self._columns[name] = self.frame[name].to_numpy()
+            else:
+                self._columns[name] = np.full(len(self.frame), np.nan)
+        return self._columns[name]
+
+    def rows(self, cond: Condition) -> np.ndarray:
+        return self._by.get(cond.index, np.array([], dtype=int))
+
+
+def _values(runs: _Runs, cond: Condition, metric: str) -> tuple[dict[int, float], int, list[str]]:
     """seed -> metric of the finished runs, planned count, and the states of the others."""
-    rows = frame[frame["condition"] == cond.index] if len(frame) else frame
+    index = runs.rows(cond)
+    seeds, states, values = runs.column("seed")[index], runs.column("state")[index], runs.column(metric)[index]
     out: dict[int, float] = {}
     other: list[str] = []
-    for seed, state, value in zip(rows["seed"], rows["state"], rows[metric] if metric in rows else [np.nan] * len(rows)):
+    for seed, state, value in zip(seeds, states, values):
         if state == FINISHED and value is not None and not (isinstance(value, float) and math.isnan(value)):
             out[int(seed)] = float(value)
         else:
@@ -190,14 +217,14 @@ def _caption(metric: str, baseline: str, ns: list[int], unfinished: bool) -> str
 
 
 def _rows_table(
-    frame: pd.DataFrame, plan: SweepPlan, conds: list[Condition], baseline: Condition | None,
+    runs: _Runs, plan: SweepPlan, conds: list[Condition], baseline: Condition | None,
     *, metric: str, name: str, title: str, axis: str | None,
 ) -> Table:
-    columns = _metric_columns(frame, metric)
+    columns = _metric_columns(runs.frame, metric)
     first = axis if axis is not None else "condition"
     header = [first] + [_column_title(c, metric) for c in columns] + ["n", "Δ " + _column_title(metric, metric),
                                                                      "p", "95 % CI", "GPU-h"]
-    base_values = _values(frame, baseline, metric)[0] if baseline is not None else {}
+    base_values = _values(runs, baseline, metric)[0] if baseline is not None else {}
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
     means: dict[str, list[float]] = {c: [] for c in columns}
@@ -210,12 +237,12 @@ def _rows_table(
         if axis is not None:
             record[axis] = value_text(cond.values.get(axis, plan.base_values.get(axis)))
         for key in columns:
-            values, planned, other = _values(frame, cond, key)
+            values, planned, other = _values(runs, cond, key)
             mean, std = _mean_std(list(values.values()))
             cells.append(_cell(mean, std))
             means[key].append(mean)
             record[f"{key}_mean"], record[f"{key}_std"], record[f"{key}_n"] = mean, std, len(values)
-        values, planned, other = _values(frame, cond, metric)
+        values, planned, other = _values(runs, cond, metric)
         mark = f" {UNFINISHED_MARK}" if len(values) < planned else ""
         unfinished_any |= bool(mark)
         cells.append(f"{len(values)}/{planned}{mark}")
@@ -233,7 +260,7 @@ def _rows_table(
             record.update(delta=cmp.delta, pairs=cmp.n, p=cmp.p, ci_low=cmp.ci_low, ci_high=cmp.ci_high, baseline=False)
         else:
             cells += ["–", "–", "–"]
-        hours = _sum(frame, cond, "gpu_hours")
+        hours = _sum(runs, cond, "gpu_hours")
         cells.append(_hours(hours))
         record["gpu_hours"] = hours
         record["run_ids"] = " ".join(cond.run_ids.values())
@@ -249,14 +276,12 @@ def _rows_table(
     return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds)
 
 
-def _sum(frame: pd.DataFrame, cond: Condition, column: str) -> float:
-    if column not in frame.columns or not len(frame):
-        return math.nan
-    values = frame.loc[frame["condition"] == cond.index, column].dropna()
+def _sum(runs: _Runs, cond: Condition, column: str) -> float:
+    values = pd.to_numeric(pd.Series(runs.column(column)[runs.rows(cond)]), errors="coerce").dropna()
     return float(values.sum()) if len(values) else math.nan
 
 
-def _pivot(frame: pd.DataFrame, plan: SweepPlan, *, metric: str) -> list[Table]:
+def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str) -> list[Table]:
     axes = list(plan.axes)
     a, b = axes[0], axes[1]
     rest = axes[2:]
@@ -286,7 +311,7 @@ def _pivot(frame: pd.DataFrame, plan: SweepPlan, *, metric: str) -> list[Table]:
                     cells.append("–")
                     mrow.append(math.nan)
                     continue
-                values, planned, _ = _values(frame, cond, metric)
+                values, planned, _ = _values(runs, cond, metric)
                 mean, std = _mean_std(list(values.values()))
                 mark = f" {UNFINISHED_MARK}" if len(values) < planned else ""
                 unfinished_any |= bool(mark)
@@ -325,10 +350,11 @@ def build_tables(frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1") 
         One table per axis (``one_at_a_time``), pivots plus a row table (``grid``), or one row
         table (``rows``).
     """
+    runs = _Runs(frame.reset_index(drop=True))
     if plan.mode == "one_at_a_time":
         base = next((c for c in plan.conditions if c.is_base), None)
         return [
-            _rows_table(frame, plan, _order_axis(plan, axis), base, metric=metric,
+            _rows_table(runs, plan, _order_axis(plan, axis), base, metric=metric,
                         name=f"{plan.name}-{axis.replace('.', '-')}", title=f"{plan.name}: {axis}", axis=axis)
             for axis in plan.axes
         ]
@@ -339,7 +365,7 @@ def build_tables(frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1") 
         baseline = conds[0] if conds else None
     axis = next(iter(plan.axes)) if len(plan.axes) == 1 and not any(
         set(c.values) != set(plan.axes) for c in conds) else None
-    row_table = _rows_table(frame, plan, conds, baseline, metric=metric, name=plan.name, title=plan.name, axis=axis)
+    row_table = _rows_table(runs, plan, conds, baseline, metric=metric, name=plan.name, title=plan.name, axis=axis)
     if plan.mode == "grid":
-        return [*_pivot(frame, plan, metric=metric), row_table]
+        return [*_pivot(runs, plan, metric=metric), row_table]
     return [row_table]

@@ -121,6 +121,7 @@ def collect(
     api: Any = None,
     cache: bool = True,
     curves: bool = True,
+    all_curves: bool = False,
 ) -> Collection:
     """Read every planned run of the given sweeps into one DataFrame.
 
@@ -131,7 +132,9 @@ def collect(
         wandb_path: ``ENTITY/PROJECT`` for ``origin="wandb"``.
         api: the W&B API object (default ``wandb.Api()``); tests pass a stand-in.
         cache: reuse parsed records and plans whose files did not change.
-        curves: read per-epoch metrics (for the curve plots).
+        curves: read per-epoch metrics where a curve plot will use them (sweeps whose tables
+            have at most :data:`analysis._plots.MAX_CURVES` rows).
+        all_curves: read the per-epoch metrics of every run (for your own analysis of ``curves``).
 
     Returns:
         The :class:`Collection`; unreadable or missing runs are rows with their state and problem.
@@ -152,23 +155,24 @@ def collect(
 
         api = wandb.Api()
     for plan in plans:
+        want = all_curves or (curves and _plots.wants_curves(plan))
         if origin == "wandb":
             from analysis._wandb import fetch_wandb
 
-            records = fetch_wandb(api, str(wandb_path), plan.group, plan.run_ids(), curves=curves)
+            records = fetch_wandb(api, str(wandb_path), plan.group, plan.run_ids(), curves=want)
             misses += len(records)
             source = f"wandb:{wandb_path}"
             get = records.__getitem__
         else:
             store = RecordCache(plan.output_root, enabled=cache)
-            get = store.get
+            get = lambda rid, want=want, store=store: store.get(rid, curves=want)  # noqa: E731
             source = ""
         for cond in plan.conditions:
             for seed, rid in cond.run_ids.items():
                 parsed = get(rid)
                 rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed,
                                  source or str(plan.output_root / rid)))
-                if curves and parsed.curves and parsed.state == "finished":
+                if want and parsed.curves and parsed.state == "finished":
                     curve_parts.append((rid, parsed.curves))
         if origin == "runs":
             store.save()
