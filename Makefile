@@ -25,8 +25,10 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard constraints-cpu.txt)
 
 install: $(STAMP)
 
+# The miniature paper ablation: five sweeps/demo/ sweeps (teacher first), 2 seeds, local
+# executor, then the report in reports/demo/. Rerunning reuses every finished run.
 demo: $(STAMP)
-	$(BIN)/suite demo
+	$(BIN)/python -m jobs.demo
 
 # The SLURM dispatch tests run against a real local cluster, brought up here when this
 # machine allows it (root + apt); elsewhere they are skipped with the reason, and on CI

@@ -116,12 +116,15 @@ def _mode(sweep: Sweep) -> str:
     return "rows"
 
 
-def plan_sweep(path: Path, overrides: list[str] | None = None, *, cache: bool = True) -> SweepPlan:
+def plan_sweep(
+    path: Path, overrides: list[str] | None = None, *, output_root: Path | None = None, cache: bool = True
+) -> SweepPlan:
     """Expand a sweep file (without checking data paths) into its report conditions.
 
     Args:
         path: the sweep YAML file.
         overrides: run config overrides given to ``launch`` (they change run ids).
+        output_root: replaces the sweep file's output root (as ``launch --output-root`` does).
         cache: reuse the expanded plan when neither the files nor the id code changed.
 
     Returns:
@@ -131,7 +134,7 @@ def plan_sweep(path: Path, overrides: list[str] | None = None, *, cache: bool = 
         SweepError: the sweep file is invalid (the message names the file and field).
     """
     overrides = list(overrides or [])
-    sweep = load_sweep(path, overrides)
+    sweep = load_sweep(path, overrides, output_root=output_root)
     cache_file = sweep.output_root / PLAN_CACHE
     fingerprint = _fingerprint(sweep, overrides) if cache else ""
     if cache:

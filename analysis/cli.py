@@ -44,6 +44,9 @@ def report(
         list[str] | None,
         typer.Option("--override", help="A run config override the sweeps were launched with (repeatable)."),
     ] = None,
+    output_root: Annotated[
+        Path | None, typer.Option("--output-root", help="The output root the sweeps were launched with, if not theirs.")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Read every record again (ignore the cache).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
 ) -> None:
@@ -60,7 +63,7 @@ def report(
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     try:
-        collection = collect(sources, overrides=overrides or [], origin=source, wandb_path=wandb_path,
+        collection = collect(sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
                              cache=not no_cache, curves="png" in wanted)
         result = write_report(collection, out, formats=wanted, metric=metric)
     except SweepError as err:

@@ -116,6 +116,7 @@ def collect(
     sources: Sequence[Path | str],
     *,
     overrides: Sequence[str] = (),
+    output_root: Path | None = None,
     origin: str = "runs",
     wandb_path: str | None = None,
     api: Any = None,
@@ -128,6 +129,7 @@ def collect(
     Args:
         sources: sweep files or folders of sweep files.
         overrides: run config overrides the sweeps were launched with (they change run ids).
+        output_root: the output root the sweeps were launched with, if not their own.
         origin: ``runs`` (run directories, default) or ``wandb`` (the W&B public API).
         wandb_path: ``ENTITY/PROJECT`` for ``origin="wandb"``.
         api: the W&B API object (default ``wandb.Api()``); tests pass a stand-in.
@@ -146,7 +148,9 @@ def collect(
         raise SweepError(f"--from {origin}: unknown source; choose runs or wandb")
     if origin == "wandb" and not wandb_path:
         raise SweepError("--from wandb needs --wandb-path ENTITY/PROJECT")
-    plans = [plan_sweep(path, list(overrides), cache=cache) for path in sweep_files(sources)]
+    plans = [
+        plan_sweep(path, list(overrides), output_root=output_root, cache=cache) for path in sweep_files(sources)
+    ]
     rows: list[dict[str, Any]] = []
     curve_parts: list[tuple[str, dict[str, np.ndarray]]] = []
     hits = misses = 0

@@ -152,11 +152,11 @@ def test_missing_prerequisite_file(tmp_path: Path) -> None:
         ("paper/teacher.yaml", 15, 0),
         ("paper/mix_prob.yaml", 12, 0),
         ("paper/methods.yaml", 18, 0),
-        ("demo/mask_ratio.yaml", 15, 0),
-        ("demo/token_grid.yaml", 12, 0),
-        ("demo/teacher.yaml", 6, 1),
-        ("demo/mix_prob.yaml", 12, 0),
-        ("demo/methods.yaml", 18, 1),
+        ("demo/mask_ratio.yaml", 8, 0),
+        ("demo/token_grid.yaml", 8, 0),
+        ("demo/teacher.yaml", 4, 1),
+        ("demo/mix_prob.yaml", 6, 0),
+        ("demo/methods.yaml", 12, 1),
     ],
 )
 def test_presets_plan_without_the_dataset(tmp_path: Path, file: str, runs: int, prerequisites: int) -> None:
