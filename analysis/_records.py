@@ -7,7 +7,8 @@ A report never trusts a record blindly and never fails because of one: a run who
 
 The parsed records of an output root are cached in ``<output_root>/.report-cache.pkl``, keyed
 by each run's record files (path, size and modification time): a second report re-reads only
-runs whose files changed. The cache is a pickle (pandas' parquet needs pyarrow, which the
+runs whose files changed. The rows assembled for each sweep are kept in ``.report-rows.pkl``
+under the signatures of all its runs, so an unchanged sweep costs one ``stat`` per record file. The cache is a pickle (pandas' parquet needs pyarrow, which the
 suite does not require); a cache that cannot be read is ignored and rewritten.
 """
 
@@ -24,10 +25,11 @@ import numpy as np
 
 from suite.records import RunPaths, atomic_write_bytes
 
-__all__ = ["CURVE_KEYS", "CACHE_NAME", "Parsed", "RecordCache", "parse_run", "flatten"]
+__all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "flatten", "parse_run"]
 
 CACHE_NAME = ".report-cache.pkl"
-CACHE_VERSION = 1
+ROWS_NAME = ".report-rows.pkl"
+CACHE_VERSION = 2
 CURVE_KEYS: tuple[str, ...] = ("top1", "top5", "train_loss", "val_loss", "ema_top1")
 _FILES: tuple[str, ...] = ("config.json", "summary.json", "metrics.jsonl", "failure.json", "checkpoint.pt")
 
@@ -79,16 +81,25 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, default=str)
 
 
-def _signature(root: Path) -> Signature:
+_UNCHECKED = (-1, -1)  # a finished run's state no longer depends on failure.json or the checkpoint
+
+
+def _signature(root: str) -> Signature:
+    """(size, mtime) of each record file; a finished run skips the files its state ignores."""
+    base = root + os.sep
     sig: list[tuple[int, int] | None] = []
-    base = os.fspath(root) + os.sep
+    finished = False
     for name in _FILES:
+        if finished and name in ("failure.json", "checkpoint.pt"):
+            sig.append(_UNCHECKED)
+            continue
         try:
             st = os.stat(base + name)
         except OSError:
             sig.append(None)
             continue
         sig.append((st.st_size, st.st_mtime_ns))
+        finished = finished or name == "summary.json"
     return tuple(sig)
 
 
@@ -203,38 +214,61 @@ class RecordCache:
     def __init__(self, output_root: Path, *, enabled: bool = True) -> None:
         self.root = Path(output_root)
         self.path = self.root / CACHE_NAME
+        self.rows_path = self.root / ROWS_NAME
+        self._base = os.fspath(self.root) + os.sep
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
-        self._entries: dict[str, tuple[Signature, Parsed]] = {}
+        self._entries: dict[str, tuple[Signature, Parsed]] | None = None if enabled else {}
+        self._tables: dict[str, tuple[Any, Any]] = (self._read(self.rows_path) or {}) if enabled else {}
         self._dirty = False
-        if enabled:
-            self._entries = self._load()
+        self._tables_dirty = False
 
-    def _load(self) -> dict[str, tuple[Signature, Parsed]]:
+    def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            with open(self.path, "rb") as handle:
+            with open(path, "rb") as handle:
                 data = pickle.load(handle)
         except FileNotFoundError:
-            return {}
+            return None
         except Exception:  # noqa: BLE001 - a stale or torn cache is rebuilt, never trusted
-            self._dirty = True
-            return {}
+            return None
         if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-            self._dirty = True
-            return {}
-        return data["entries"]
+            return None
+        return data["data"]
 
-    def get(self, run_id: str, *, curves: bool = True) -> Parsed:
+    @property
+    def entries(self) -> dict[str, tuple[Signature, Parsed]]:
+        """The per-run entries, read from the cache file on first use."""
+        if self._entries is None:
+            self._entries = self._read(self.path) or {}
+        return self._entries
+
+    def signature(self, run_id: str) -> Signature:
+        """What the cache compares: (size, mtime) of the run's record files."""
+        return _signature(self._base + run_id)
+
+    def assembled(self, name: str, key: Any) -> Any | None:
+        """A value built from many records (a sweep's rows), if stored under the same ``key``."""
+        stored = self._tables.get(name)
+        return stored[1] if stored is not None and stored[0] == key else None
+
+    def store_assembled(self, name: str, key: Any, value: Any) -> None:
+        """Keep ``value`` until ``key`` (e.g. the run ids and their signatures) changes."""
+        if self.enabled:
+            self._tables[name] = (key, value)
+            self._tables_dirty = True
+
+    def get(self, run_id: str, *, curves: bool = True, sig: Signature | None = None) -> Parsed:
         """The parsed record of ``<output_root>/<run_id>``, from the cache when unchanged.
 
         Args:
             run_id: the run directory's name.
             curves: the per-epoch curves are needed (read ``metrics.jsonl`` if not cached yet).
+            sig: the run's :meth:`signature`, if already taken.
         """
         root = self.root / run_id
-        sig = _signature(root)
-        entry = self._entries.get(run_id)
+        sig = sig if sig is not None else _signature(os.fspath(root))
+        entry = self.entries.get(run_id)
         if entry is not None and entry[0] == sig and sig[0] is not None:
             parsed = entry[1]
             if curves and parsed.curves is None:
@@ -245,19 +279,25 @@ class RecordCache:
         self.misses += 1
         parsed = parse_run(root, curves=curves)
         if parsed.state not in ("missing", "corrupt"):
-            self._entries[run_id] = (sig, parsed)
+            self.entries[run_id] = (sig, parsed)
             self._dirty = True
-        elif self._entries.pop(run_id, None) is not None:
+        elif self.entries.pop(run_id, None) is not None:
             self._dirty = True
         return parsed
 
     def save(self) -> None:
-        """Write the cache atomically if anything changed (silently skipped on a read-only root)."""
-        if not (self.enabled and self._dirty and self.root.is_dir()):
+        """Write the changed cache files atomically (silently skipped on a read-only root)."""
+        if not (self.enabled and self.root.is_dir()):
             return
-        payload = pickle.dumps({"version": CACHE_VERSION, "entries": self._entries}, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            atomic_write_bytes(self.path, payload)
-        except OSError:
-            return
-        self._dirty = False
+        for dirty, path, data in (
+            (self._dirty, self.path, self._entries),
+            (self._tables_dirty, self.rows_path, self._tables),
+        ):
+            if not dirty or data is None:
+                continue
+            payload = pickle.dumps({"version": CACHE_VERSION, "data": data}, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                atomic_write_bytes(path, payload)
+            except OSError:
+                return
+        self._dirty = self._tables_dirty = False

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._plan import Condition, SweepPlan, value_text
-from analysis._stats import EXACT_BOOTSTRAP_MAX, compare_paired
+from analysis._stats import BOOTSTRAP_SAMPLES, EXACT_BOOTSTRAP_MAX, compare_paired
 
 __all__ = ["METRIC_TEXT", "Table", "build_tables"]
 
@@ -202,7 +202,7 @@ def _caption(metric: str, baseline: str, ns: list[int], unfinished: bool) -> str
     n_text = ", ".join(str(n) for n in pairs) or "0"
     ci = (
         f"exact over all n^n resamples (n ≤ {EXACT_BOOTSTRAP_MAX})"
-        if all(n <= EXACT_BOOTSTRAP_MAX for n in pairs) else "10,000 resamples"
+        if all(n <= EXACT_BOOTSTRAP_MAX for n in pairs) else f"{BOOTSTRAP_SAMPLES:,} resamples"
     )
     text = (
         f"{what[0].upper()}{what[1:]} on the validation set: mean ± sample std over seeds; n = finished seeds of "

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,13 +151,14 @@ def collect(
     plans = [
         plan_sweep(path, list(overrides), output_root=output_root, cache=cache) for path in sweep_files(sources)
     ]
-    rows: list[dict[str, Any]] = []
+    frames: list[pd.DataFrame] = []
     curve_parts: list[tuple[str, dict[str, np.ndarray]]] = []
     hits = misses = 0
     if origin == "wandb" and api is None:
         import wandb
 
         api = wandb.Api()
+    stores: dict[Path, RecordCache] = {}
     for plan in plans:
         want = all_curves or (curves and _plots.wants_curves(plan))
         if origin == "wandb":
@@ -165,28 +166,53 @@ def collect(
 
             records = fetch_wandb(api, str(wandb_path), plan.group, plan.run_ids(), curves=want)
             misses += len(records)
-            source = f"wandb:{wandb_path}"
-            get = records.__getitem__
+            part, parts = _sweep_rows(plan, records.__getitem__, want, f"wandb:{wandb_path}")
         else:
-            store = RecordCache(plan.output_root, enabled=cache)
-            get = lambda rid, want=want, store=store: store.get(rid, curves=want)  # noqa: E731
-            source = ""
-        for cond in plan.conditions:
-            for seed, rid in cond.run_ids.items():
-                parsed = get(rid)
-                rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed,
-                                 source or str(plan.output_root / rid)))
-                if want and parsed.curves and parsed.state == "finished":
-                    curve_parts.append((rid, parsed.curves))
-        if origin == "runs":
-            store.save()
-            hits += store.hits
-            misses += store.misses
-    frame = pd.DataFrame(rows)
+            store = stores.get(plan.output_root) or RecordCache(plan.output_root, enabled=cache)
+            stores[plan.output_root] = store
+            part, parts, found = _sweep_rows_cached(plan, store, want)
+            hits += found
+        frames.append(part)
+        curve_parts += parts
+    for store in stores.values():
+        store.save()
+        misses += store.misses
+        hits += store.hits
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     for key in ("top1", "gpu_hours"):
         if key not in frame.columns:
             frame[key] = np.nan
     return Collection(plans, frame, _curves_frame(curve_parts), hits, misses)
+
+
+CurveParts = list[tuple[str, dict[str, np.ndarray]]]
+
+
+def _sweep_rows(
+    plan: SweepPlan, get: Callable[[str], Parsed], want: bool, source: str
+) -> tuple[pd.DataFrame, CurveParts]:
+    rows: list[dict[str, Any]] = []
+    parts: CurveParts = []
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            parsed = get(rid)
+            rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed, source or str(plan.output_root / rid)))
+            if want and parsed.curves and parsed.state == "finished":
+                parts.append((rid, parsed.curves))
+    return pd.DataFrame(rows), parts
+
+
+def _sweep_rows_cached(plan: SweepPlan, store: RecordCache, want: bool) -> tuple[pd.DataFrame, CurveParts, int]:
+    """A sweep's rows; the assembled rows are reused when no record of the sweep changed."""
+    layout = [(c.index, c.label, seed, rid) for c in plan.conditions for seed, rid in c.run_ids.items()]
+    sigs = {rid: store.signature(rid) for *_, rid in layout}
+    key = (plan.name, str(plan.output_root), repr(plan.axes), want, tuple(layout), tuple(sigs.values()))
+    cached = store.assembled(plan.name, key)
+    if cached is not None:
+        return cached[0], cached[1], len(layout)
+    part, parts = _sweep_rows(plan, lambda rid: store.get(rid, curves=want, sig=sigs[rid]), want, "")
+    store.store_assembled(plan.name, key, (part, parts))
+    return part, parts, 0
 
 
 def _curves_frame(parts: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import suite  # noqa: E402,F401 - torchvision shim
 from analysis._plan import PLAN_CACHE, plan_sweep  # noqa: E402
-from analysis._records import CACHE_NAME  # noqa: E402
+from analysis._records import CACHE_NAME, ROWS_NAME  # noqa: E402
 from analysis.report import collect, write_report  # noqa: E402
 from suite.records import RunPaths  # noqa: E402
 
@@ -119,6 +119,7 @@ def main() -> None:
                     (runs_root / PLAN_CACHE).unlink(missing_ok=True)
                 if state in ("cold", "records cold"):
                     (runs_root / CACHE_NAME).unlink(missing_ok=True)
+                    (runs_root / ROWS_NAME).unlink(missing_ok=True)
                 *times, count = report_once(sweep, root / "report", all_curves=all_curves)
                 results.setdefault((state, all_curves), []).append(tuple(times))
     print(f"Report over {count:,} run directories ({EPOCHS}-epoch metrics each), median of {args.repeat}:\n")
