@@ -28,7 +28,7 @@ from analysis._records import CURVE_KEYS, Parsed, RecordCache
 from analysis._tables import Table, build_tables
 from sweeps.spec import SweepError
 
-__all__ = ["FORMATS", "Collection", "Report", "build_tables", "collect", "sweep_files", "write_report"]
+__all__ = ["FORMATS", "Collection", "Report", "all_tables", "build_tables", "collect", "sweep_files", "write_report"]
 
 FORMATS: tuple[str, ...] = ("md", "tex", "csv", "png")
 SUMMARY_COLUMNS: tuple[str, ...] = (
