@@ -29,7 +29,7 @@ __all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "fl
 
 CACHE_NAME = ".report-cache.pkl"
 ROWS_NAME = ".report-rows.pkl"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CURVE_KEYS: tuple[str, ...] = ("top1", "top5", "train_loss", "val_loss", "ema_top1")
 _FILES: tuple[str, ...] = ("config.json", "summary.json", "metrics.jsonl", "failure.json", "checkpoint.pt")
 

@@ -152,7 +152,7 @@ def collect(
         plan_sweep(path, list(overrides), output_root=output_root, cache=cache) for path in sweep_files(sources)
     ]
     frames: list[pd.DataFrame] = []
-    curve_parts: list[tuple[str, dict[str, np.ndarray]]] = []
+    curve_frames: list[pd.DataFrame] = []
     hits = misses = 0
     if origin == "wandb" and api is None:
         import wandb
@@ -166,14 +166,14 @@ def collect(
 
             records = fetch_wandb(api, str(wandb_path), plan.group, plan.run_ids(), curves=want)
             misses += len(records)
-            part, parts = _sweep_rows(plan, records.__getitem__, want, f"wandb:{wandb_path}")
+            part, curve_part = _sweep_rows(plan, records.__getitem__, want, f"wandb:{wandb_path}")
         else:
             store = stores.get(plan.output_root) or RecordCache(plan.output_root, enabled=cache)
             stores[plan.output_root] = store
-            part, parts, found = _sweep_rows_cached(plan, store, want)
+            part, curve_part, found = _sweep_rows_cached(plan, store, want)
             hits += found
         frames.append(part)
-        curve_parts += parts
+        curve_frames.append(curve_part)
     for store in stores.values():
         store.save()
         misses += store.misses
@@ -182,7 +182,8 @@ def collect(
     for key in ("top1", "gpu_hours"):
         if key not in frame.columns:
             frame[key] = np.nan
-    return Collection(plans, frame, _curves_frame(curve_parts), hits, misses)
+    curves_frame = pd.concat([c for c in curve_frames if len(c)] or [_curves_frame([])], ignore_index=True)
+    return Collection(plans, frame, curves_frame, hits, misses)
 
 
 CurveParts = list[tuple[str, dict[str, np.ndarray]]]
@@ -190,7 +191,7 @@ CurveParts = list[tuple[str, dict[str, np.ndarray]]]
 
 def _sweep_rows(
     plan: SweepPlan, get: Callable[[str], Parsed], want: bool, source: str
-) -> tuple[pd.DataFrame, CurveParts]:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows: list[dict[str, Any]] = []
     parts: CurveParts = []
     for cond in plan.conditions:
@@ -199,10 +200,12 @@ def _sweep_rows(
             rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed, source or str(plan.output_root / rid)))
             if want and parsed.curves and parsed.state == "finished":
                 parts.append((rid, parsed.curves))
-    return pd.DataFrame(rows), parts
+    return pd.DataFrame(rows), _curves_frame(parts)
 
 
-def _sweep_rows_cached(plan: SweepPlan, store: RecordCache, want: bool) -> tuple[pd.DataFrame, CurveParts, int]:
+def _sweep_rows_cached(
+    plan: SweepPlan, store: RecordCache, want: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """A sweep's rows; the assembled rows are reused when no record of the sweep changed."""
     layout = [(c.index, c.label, seed, rid) for c in plan.conditions for seed, rid in c.run_ids.items()]
     sigs = {rid: store.signature(rid) for *_, rid in layout}
@@ -210,9 +213,9 @@ def _sweep_rows_cached(plan: SweepPlan, store: RecordCache, want: bool) -> tuple
     cached = store.assembled(plan.name, key)
     if cached is not None:
         return cached[0], cached[1], len(layout)
-    part, parts = _sweep_rows(plan, lambda rid: store.get(rid, curves=want, sig=sigs[rid]), want, "")
-    store.store_assembled(plan.name, key, (part, parts))
-    return part, parts, 0
+    part, curve_part = _sweep_rows(plan, lambda rid: store.get(rid, curves=want, sig=sigs[rid]), want, "")
+    store.store_assembled(plan.name, key, (part, curve_part))
+    return part, curve_part, 0
 
 
 def _curves_frame(parts: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
@@ -220,7 +223,9 @@ def _curves_frame(parts: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFram
         return pd.DataFrame(columns=["run_id", "epoch", *CURVE_KEYS])
     lengths = [len(c["epoch"]) for _, c in parts]
     data: dict[str, Any] = {
-        "run_id": np.repeat(np.array([rid for rid, _ in parts], dtype=object), lengths),
+        "run_id": pd.Categorical.from_codes(
+            np.repeat(np.arange(len(parts)), lengths), categories=[rid for rid, _ in parts]
+        ),
         "epoch": np.concatenate([c["epoch"] for _, c in parts]),
     }
     for key in CURVE_KEYS:
