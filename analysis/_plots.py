@@ -79,9 +79,12 @@ def plot_metric(table: Table, metric: str, out: Path) -> Path | None:
             high = float(np.nanmax(means + stds))
             pad = max(1.0, 0.15 * (high - low))
             ax.set_ylim(max(0.0, low - pad), high + pad)
-    for xi, (m, n) in enumerate(zip(means, data.get(f"{metric}_n", [None] * len(means)))):
-        if not math.isnan(m) and not numeric:
-            ax.annotate(f"n={n}", (xi, m), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+    if not numeric:  # seeds per bar, written inside its foot so error bars stay readable
+        foot = ax.get_ylim()[0]
+        for xi, (m, n) in enumerate(zip(means, data.get(f"{metric}_n", [None] * len(means)))):
+            if not math.isnan(m):
+                ax.annotate(f"n={n}", (xi, foot), textcoords="offset points", xytext=(0, 4), ha="center",
+                            fontsize=7, color="white")
     ax.set_ylabel(METRIC_TEXT.get(metric, metric))
     ax.set_title(f"{table.title}: mean ± std over seeds", fontsize=9)
     ax.grid(alpha=0.3)
@@ -136,7 +139,7 @@ def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Pat
         plt.close(fig)
         return None
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {key}")
+    ax.set_ylabel({"top1": "validation top-1 (%)", "top5": "validation top-5 (%)"}.get(key, f"validation {key}"))
     ax.set_title(f"{table.title}: mean over finished seeds, band = ±std", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
