@@ -210,6 +210,9 @@ class TeacherConfig(_Strict):
     checkpoint: Path | None = Field(None, description="teacher weights: suite run dir/checkpoint.pt, safetensors, torch")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     maps: Path | None = Field(None, description="offline maps directory from `suite maps build` (no teacher forward)")
+    topk: int | None = Field(
+        None, ge=1, description="keep the GT map only where GT is among the top-k classes per location (reference: 5); null = dense"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -6,11 +6,16 @@ maps move that cost to one pass over the training set:
 
 1. ``suite maps build teacher=<run dir or checkpoint> ... --out DIR`` resizes every *whole*
    training image to ``img_size`` x ``img_size`` (no crop, so the map covers the full image), runs
-   the teacher and stores the ground-truth class's raw activation map at the teacher's own
-   resolution (``DIR/maps.npy``, float16 ``(N, h, w)``) and what it was built from
-   (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint; written last, so a
-   directory with ``maps.json`` is complete).
-2. A run with ``teacher.maps=DIR`` loads the array memory-mapped. Its training items carry the crop
+   the teacher and stores, at the teacher's own resolution, the ground-truth class's raw
+   activation map (``DIR/maps.npy``, float16 ``(N, h, w)``, logits as the reference keeps them)
+   and the ground-truth class's rank among all classes at each location (``DIR/ranks.npy``,
+   uint8 ``(N, h, w)``: how many classes score strictly higher, capped at 255), plus what it was
+   built from (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint, rank cap;
+   written last, so a directory with ``maps.json`` is complete).
+2. A run with ``teacher.maps=DIR`` loads the arrays memory-mapped. With ``topk`` (the reference's
+   5) a location's value is kept only where its rank is below ``topk``, which is exactly the
+   reference's top-5 gating; one build serves every ``topk`` up to the cap, and ``topk=None``
+   (dense) ignores the ranks. Its training items carry the crop
    box and flip of their augmentation (``suite.geometry.CropFlip``). Each step gathers the
    batch's maps, cuts every map to its sample's box and mirrors it where the image was mirrored.
    This is one ``affine_grid`` / ``grid_sample`` call for the batch, on the training device,
@@ -19,9 +24,10 @@ maps move that cost to one pass over the training set:
 
 Differences from the online teacher: the map is computed on the unaugmented whole image; later
 geometric augmentations (RandAugment's rotate, shear, translate) are not followed, as in the
-reference; only the ground-truth class's map is stored (the reference keeps top-5 classes per
-location), which is all TokenMix's targets use. The reference's x/y swap of the crop box is not
-reproduced.
+reference; only the ground-truth class's map and its rank are stored (the reference keeps the
+top-5 classes' logits and indices per location): that is all TokenMix's targets use, and gating
+it with ``topk=5`` gives the same ground-truth channel. The reference's x/y swap of the crop box is
+not reproduced.
 
 Example:
     >>> import torch
@@ -48,16 +54,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite.cam import normalise_maps, raw_activation_maps
+from suite.cam import class_logit_maps, class_rank, normalise_maps
 from suite.config import DataConfig, TrainConfig
 from suite.hardware import host_to_device
 from suite.records import atomic_write_json
 
-__all__ = ["MAPS_FILE", "META_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
+__all__ = ["MAPS_FILE", "META_FILE", "RANKS_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
 
 MAPS_FILE = "maps.npy"
+RANKS_FILE = "ranks.npy"
 META_FILE = "maps.json"
-FORMAT = 1
+FORMAT = 2  # 2 added ranks.npy (top-k gating); format-1 directories serve dense maps only
+RANK_CAP = 255  # ranks are stored as uint8; any topk <= RANK_CAP can be applied at training time
 _SUPERSAMPLE = 4  # samples per token cell and side before average pooling
 
 
@@ -125,17 +133,33 @@ class OfflineMaps:
             training set or number of classes.
     """
 
-    def __init__(self, directory: Path, maps: np.ndarray, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        maps: np.ndarray,
+        meta: dict[str, Any],
+        *,
+        ranks: np.ndarray | None = None,
+        topk: int | None = None,
+    ) -> None:
+        if topk is not None and ranks is None:
+            raise ValueError("topk needs the ranks stored by `suite maps build`; rebuild the maps")
         self.directory, self.array, self.meta = directory, maps, meta
+        self.ranks, self.topk = ranks, topk
 
     @classmethod
-    def open(cls, directory: str | Path, *, fingerprint: str, num_classes: int) -> OfflineMaps:
+    def open(
+        cls, directory: str | Path, *, fingerprint: str, num_classes: int, topk: int | None = None
+    ) -> OfflineMaps:
+        """Open a built directory for a training set; ``topk`` gates the maps (``None`` = dense)."""
         directory = Path(directory)
+        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+            raise ValueError(f"teacher.topk must be a positive integer or null (dense), but got {topk!r}")
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise ValueError(f"teacher.maps: {directory} has no {META_FILE}; build it with `suite maps build`")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (1, FORMAT):
             raise ValueError(f"teacher.maps: {directory} has format {meta.get('format')}, expected {FORMAT}")
         if meta.get("fingerprint") != fingerprint:
             raise ValueError(
@@ -146,10 +170,23 @@ class OfflineMaps:
             raise ValueError(
                 f"teacher.maps: {directory} has maps for {meta.get('num_classes')} classes, the data has {num_classes}"
             )
+        ranks = None
+        if topk is not None:
+            cap = meta.get("rank_cap")
+            if cap is None:
+                raise ValueError(
+                    f"teacher.topk={topk}: {directory} holds dense maps only (format {meta.get('format')}); "
+                    "rebuild it with `suite maps build` or set teacher.topk=null"
+                )
+            if topk > cap:
+                raise ValueError(f"teacher.topk={topk}: {directory} stores class ranks up to {cap} only")
+            ranks = np.load(directory / RANKS_FILE, mmap_mode="r")
         maps = np.load(directory / MAPS_FILE, mmap_mode="r")
         if maps.shape[0] != meta.get("count"):
             raise ValueError(f"teacher.maps: {directory / MAPS_FILE} holds {maps.shape[0]} maps, expected {meta.get('count')}")
-        return cls(directory, maps, meta)
+        if ranks is not None and ranks.shape != maps.shape:
+            raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, maps {maps.shape}")
+        return cls(directory, maps, meta, ranks=ranks, topk=topk)
 
     def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index)."""
@@ -157,6 +194,9 @@ class OfflineMaps:
             raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
         index = geometry[:, 0].long().numpy()
         raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
+        if self.topk is not None:
+            ranks = host_to_device(torch.from_numpy(np.ascontiguousarray(self.ranks[index])), x.device)
+            raw = torch.where(ranks < self.topk, raw, torch.zeros_like(raw))
         return crop_maps(raw, geometry, grid)
 
 
@@ -213,7 +253,7 @@ def build_offline_maps(
                  "train_size": cfg.data.train_size, "data_seed": cfg.data.data_seed},
     }
     existing = out / META_FILE
-    if existing.is_file() and (out / MAPS_FILE).is_file():
+    if existing.is_file() and (out / MAPS_FILE).is_file() and (out / RANKS_FILE).is_file():
         old = json.loads(existing.read_text())
         if all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher")):
             return old
@@ -230,21 +270,29 @@ def build_offline_maps(
     out.mkdir(parents=True, exist_ok=True)
     existing.unlink(missing_ok=True)  # the directory is incomplete until maps.json is back
     partial = out / f".{MAPS_FILE}.partial"
-    array = None
+    partial_ranks = out / f".{RANKS_FILE}.partial"
+    array = ranks = None
     done = 0
     for x, y in eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda"):
-        cams = raw_activation_maps(teacher.model, x.to(device, non_blocking=True), y.to(device))
+        y = y.to(device)
+        logits = class_logit_maps(teacher.model, x.to(device, non_blocking=True))
+        cams = logits.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
         if array is None:
             shape = (len(images), *cams.shape[1:])
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+            ranks = np.lib.format.open_memmap(partial_ranks, mode="w+", dtype=np.uint8, shape=shape)
         array[done : done + len(y)] = cams.clamp(-6e4, 6e4).cpu().numpy().astype(np.float16)
+        ranks[done : done + len(y)] = class_rank(logits, y).clamp_max(RANK_CAP).cpu().numpy().astype(np.uint8)
         done += len(y)
         if progress is not None:
             progress(done, len(images))
-    assert array is not None and done == len(images)
+    assert array is not None and ranks is not None and done == len(images)
     meta["map_size"] = list(array.shape[1:])
-    array.flush()
-    del array
+    meta["rank_cap"] = RANK_CAP
+    for memmap in (array, ranks):
+        memmap.flush()
+    del array, ranks
+    os.replace(partial_ranks, out / RANKS_FILE)
     os.replace(partial, out / MAPS_FILE)
     atomic_write_json(existing, meta)
     return meta

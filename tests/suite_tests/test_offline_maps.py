@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from suite.config import ConfigError, load_config
 from suite.data import build_data
 from suite.geometry import CropFlip
 from suite.models import build_model
-from suite.offline_maps import META_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
+from suite.offline_maps import META_FILE, RANKS_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
 from suite.records import read_run
 from suite.trainer import STATUS_FINISHED, train
 
@@ -92,6 +93,14 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
     base = [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"]
     meta = build_offline_maps(load_config(None, base), maps_dir, batch_size=64)
     assert meta["count"] == 256 and meta["map_size"] == [8, 8] and (maps_dir / META_FILE).is_file()
+    assert meta["rank_cap"] == 255
+    ranks, maps = np.load(maps_dir / RANKS_FILE), np.load(maps_dir / "maps.npy")
+    assert ranks.dtype == np.uint8 and ranks.shape == maps.shape and ranks.max() < 10
+    top1 = OfflineMaps.open(maps_dir, fingerprint=meta["fingerprint"], num_classes=10, topk=1)
+    where = torch.tensor([[i, *FULL[1:]] for i in range(8)], dtype=torch.float64)
+    x, y = torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
+    gated = crop_maps(torch.from_numpy(np.where(ranks[:8] < 1, maps[:8], 0).astype(np.float32)), where, grid=4)
+    torch.testing.assert_close(top1.maps(x, y, 4, geometry=where), gated)
     stamp = (maps_dir / "maps.npy").stat().st_mtime_ns
     build_offline_maps(load_config(None, base), maps_dir, batch_size=64)  # same inputs: nothing rewritten
     assert (maps_dir / "maps.npy").stat().st_mtime_ns == stamp
@@ -137,3 +146,36 @@ def test_maps_build_command(tiny_overrides: list[str], teacher_run: Path, tmp_pa
     assert done.returncode == 0, done.stderr
     assert "256 maps of 8x8" in done.stdout and f"teacher.maps={out}" in done.stdout.replace("\n", "")
     assert json.loads((out / META_FILE).read_text())["teacher"]["checkpoint"] == str(teacher_run / "checkpoint.pt")
+
+
+def _maps_dir(directory: Path, maps: np.ndarray, ranks: np.ndarray | None, fmt: int = 2) -> Path:
+    directory.mkdir()
+    np.save(directory / "maps.npy", maps)
+    meta = {"format": fmt, "count": len(maps), "num_classes": 3, "fingerprint": "f"}
+    if ranks is not None:
+        np.save(directory / RANKS_FILE, ranks)
+        meta["rank_cap"] = 255
+    (directory / META_FILE).write_text(json.dumps(meta))
+    return directory
+
+
+def test_offline_topk_gates_the_stored_map_by_the_stored_rank(tmp_path: Path) -> None:
+    # the 3-class example of test_cam: ground-truth logits and ranks on a 2 x 2 map
+    maps = np.array([[[2.0, 2.0], [1.0, 5.0]]], dtype=np.float16)
+    ranks = np.array([[[1, 1], [2, 0]]], dtype=np.uint8)
+    directory = _maps_dir(tmp_path / "m", maps, ranks)
+    where = _where(FULL)
+    x, y = torch.zeros(1, 3, 8, 8), torch.tensor([1])
+    for k, kept in [(1, [[0.0, 0.0], [0.0, 5.0]]), (2, [[2.0, 2.0], [0.0, 5.0]]), (None, [[2.0, 2.0], [1.0, 5.0]])]:
+        opened = OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=k)
+        expected = crop_maps(torch.tensor([kept]), where, grid=2)  # gate first, then cut and normalise
+        torch.testing.assert_close(opened.maps(x, y, 2, geometry=where), expected)
+    with pytest.raises(ValueError, match="up to 255"):
+        OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=256)
+
+
+def test_dense_only_maps_refuse_topk(tmp_path: Path) -> None:
+    directory = _maps_dir(tmp_path / "m", np.ones((1, 2, 2), dtype=np.float16), None, fmt=1)
+    assert OfflineMaps.open(directory, fingerprint="f", num_classes=3).topk is None
+    with pytest.raises(ValueError, match="teacher.topk=5.*dense maps only"):
+        OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=5)
