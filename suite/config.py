@@ -266,7 +266,9 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     clip_grad: float | None = Field(None, gt=0.0, description="gradient norm clip")
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of weights (evaluated too)")
-    loss: Literal["soft_ce", "bce"] = Field("soft_ce", description="soft-target cross-entropy or BCE-with-logits")
+    loss: Literal["auto", "soft_ce", "bce"] = Field(
+        "auto", description="soft_ce, bce (BCE-with-logits), or auto = bce for mix.target=teacher_raw, else soft_ce"
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -368,6 +370,16 @@ class TrainConfig(_Strict):
                 )
         elif self.teacher.enabled:
             raise ValueError(f"teacher is only used by mix.method=tokenmix, but mix.method={self.mix.method}")
+        # teacher_raw targets do not sum to 1 and can be negative: only BCE reads them as meant
+        raw = self.mix.method == "tokenmix" and self.mix.target == "teacher_raw"
+        if self.optim.loss == "auto":
+            object.__setattr__(self.optim, "loss", "bce" if raw else "soft_ce")
+        elif raw and self.optim.loss == "soft_ce":
+            raise ValueError(
+                "mix.target=teacher_raw needs optim.loss=bce (or auto), but got optim.loss=soft_ce: its rows sum "
+                "to w_own + w_partner and can be negative, which soft-target cross-entropy turns into a per-sample "
+                "loss weight (use mix.target=teacher_norm with soft_ce)"
+            )
         return self
 
     def identity(self) -> dict[str, Any]:
