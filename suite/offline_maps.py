@@ -22,12 +22,16 @@ maps move that cost to one pass over the training set:
    sampled 4x finer than the token grid and average-pooled. The result is normalised like the
    online maps.
 
-Differences from the online teacher: the map is computed on the unaugmented whole image; later
-geometric augmentations (RandAugment's rotate, shear, translate) are not followed, as in the
-reference; only the ground-truth class's map and its rank are stored (the reference keeps the
-top-5 classes' logits and indices per location): that is all TokenMix's targets use, and gating
-it with ``topk=5`` gives the same ground-truth channel. The reference's x/y swap of the crop box is
-not reproduced.
+RandAugment's geometric ops (rotate, shear-x/y, translate-x/y) are followed as the reference's
+label pipeline follows them: each sample also carries the affine those ops applied, with the
+magnitudes it drew (``suite.geometry``), and the same ``grid_sample`` composes it with the crop
+(timm's order, crop then RandAugment; the map lands where the image content went either way).
+
+Differences from the online teacher: the map is computed on the unaugmented whole image.
+Differences from the reference: only the ground-truth class's map and its rank are stored (the
+reference keeps the top-5 classes' logits and indices per location): that is all TokenMix's
+targets use, and gating it with ``topk=5`` gives the same ground-truth channel. The reference's
+x/y swap of the crop box is not reproduced.
 
 Example:
     >>> import torch
@@ -70,30 +74,44 @@ _SUPERSAMPLE = 4  # samples per token cell and side before average pooling
 
 
 def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor:
-    """Cut whole-image maps to crop boxes, mirror them as the images were, and normalise.
+    """Cut whole-image maps to crop boxes, mirror and move them as the images were, and normalise.
 
     Args:
         raw: Maps ``(B, h, w)`` of whole images (any float dtype, any device).
-        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` from ``SeededDataset`` (box in
-            ``[0, 1]`` image coordinates).
+        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` or ``(B, 12)`` rows with the
+            affine ``a, b, c, d, e, f`` of the later geometric ops appended, from ``SeededDataset``
+            (box in ``[0, 1]`` image coordinates; affine from output to crop coordinates in
+            ``[-1, 1]``, see ``suite.geometry.CropFlip.record``).
         grid: Token grid size G.
 
     Returns:
         Float32 maps ``(B, G, G)`` on ``raw``'s device, non-negative and summing to 1 (all zero
-        where the crop holds no positive activation).
+        where the crop holds no positive activation). Where an op moved content in from outside
+        the crop (RandAugment's fill) the map is 0.
     """
     b = raw.shape[0]
+    if where.dim() != 2 or where.shape[1] not in (6, 12) or where.shape[0] != b:
+        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got where.shape={tuple(where.shape)}")
     geo = where.to(device=raw.device, dtype=torch.float32)
     x0, y0, x1, y1, flipped = geo[:, 1], geo[:, 2], geo[:, 3], geo[:, 4], geo[:, 5]
     mirror = 1.0 - 2.0 * flipped  # -1 where the image was flipped: read the box right to left
-    theta = torch.zeros(b, 2, 3, device=raw.device)
+    theta = torch.zeros(b, 3, 3, device=raw.device)
     theta[:, 0, 0] = (x1 - x0) * mirror
     theta[:, 0, 2] = x0 + x1 - 1.0
     theta[:, 1, 1] = y1 - y0
     theta[:, 1, 2] = y0 + y1 - 1.0
+    theta[:, 2, 2] = 1.0
     side = grid * _SUPERSAMPLE
-    points = F.affine_grid(theta, [b, 1, side, side], align_corners=False)
+    inside = None
+    if where.shape[1] == 12:
+        affine = torch.cat([geo[:, 6:12].view(b, 2, 3), theta[:, 2:]], 1)
+        moved = F.affine_grid(affine[:, :2], [b, 1, side, side], align_corners=False)
+        inside = (moved.abs() <= 1.0).all(-1).unsqueeze(1)  # the output point shows the crop, not fill
+        theta = theta @ affine
+    points = F.affine_grid(theta[:, :2], [b, 1, side, side], align_corners=False)
     cut = F.grid_sample(raw.float().unsqueeze(1), points, mode="bilinear", padding_mode="border", align_corners=False)
+    if inside is not None:
+        cut = cut * inside
     return normalise_maps(F.avg_pool2d(cut, _SUPERSAMPLE).squeeze(1))
 
 
