@@ -179,6 +179,9 @@ class MixConfig(_Strict):
     token_grid: int | None = Field(None, gt=0, description="TokenMix grid G (default: the model's patch grid)")
     min_aspect: float = Field(0.3, gt=0.0, le=1.0, description="block masks: minimum rectangle aspect ratio")
     per_sample: bool = Field(False, description="TokenMix: one mask per sample instead of per batch")
+    groups: int | None = Field(
+        None, ge=1, description="images per draw: one switch, lam and mask per group of G, partners inside it (reference: 128); null = whole batch"
+    )
     target: Literal["auto", "area", "teacher_raw", "teacher_norm", "mixed"] = Field(
         "auto", description="TokenMix label: auto = teacher_raw with a teacher, else area"
     )
@@ -350,6 +353,14 @@ class TrainConfig(_Strict):
             )
         if self.mix.method != "none" and self.data.batch_size % 2:
             raise ValueError(f"data.batch_size must be even when mixing, but got {self.data.batch_size}")
+        groups = self.mix.groups
+        if groups is not None and (groups % 2 or self.data.batch_size % groups):
+            raise ValueError(
+                f"mix.groups must be even and divide data.batch_size={self.data.batch_size} (partners pair inside "
+                f"a group), but got mix.groups={groups}"
+            )
+        if groups is not None and self.mix.method == "tokenmix" and self.mix.mode != "batch":
+            raise ValueError(f"mix.groups draws one Mixup lam per group: it needs mix.mode=batch, but got {self.mix.mode}")
         if self.mix.method == "tokenmix":
             grid = self.mix.token_grid or (self.data.img_size // patch if patch else None)
             if grid is None:
