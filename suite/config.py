@@ -258,6 +258,12 @@ class ScheduleConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0.0, description="linear warmup epochs")
     warmup_lr: float = Field(1e-6, ge=0.0, description="learning rate at step 0")
     min_lr: float = Field(1e-5, ge=0.0, description="final learning rate")
+    cooldown_epochs: int = Field(0, ge=0, description="epochs at min_lr after the cosine (reference: 10, i.e. 300 + 10)")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs actually trained: the cosine schedule's ``epochs`` plus ``cooldown_epochs`` at ``min_lr``."""
+        return self.epochs + self.cooldown_epochs
 
 
 class EvalConfig(_Strict):
