@@ -95,7 +95,8 @@ def _classifier(model: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Te
                 f"{channels} channels; layers between pooling and the classifier are not supported"
             )
         weights.append(weight.float())
-        biases.append(head.bias.float() if head.bias is not None else weight.new_zeros(weight.shape[0]).float())
+        bias = head.bias if head.bias is not None else weight.new_zeros(weight.shape[0])
+        biases.append(bias.float())
     return torch.stack(weights).mean(0), torch.stack(biases).mean(0)
 
 
@@ -175,7 +176,8 @@ def topk_gate(logits: torch.Tensor, y: torch.Tensor, topk: int | None) -> torch.
     _check_topk(topk)
     if logits.dim() != 4 or y.shape != (logits.shape[0],):
         raise ValueError(
-            f"logits must have shape (B, K, h, w) and y shape (B,), but got {tuple(logits.shape)} and {tuple(y.shape)}"
+            "logits must have shape (B, K, h, w) and y shape (B,), "
+            f"but got {tuple(logits.shape)} and {tuple(y.shape)}"
         )
     gt = logits.gather(1, y.long().view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
     if topk is None:

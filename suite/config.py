@@ -166,7 +166,10 @@ class MixConfig(_Strict):
     min_aspect: float = Field(0.3, gt=0.0, le=1.0, description="block masks: minimum rectangle aspect ratio")
     per_sample: bool = Field(False, description="TokenMix: one mask per sample instead of per batch")
     groups: int | None = Field(
-        None, ge=1, description="images per draw: one switch, lam and mask per group of G, partners inside it (reference: 128); null = whole batch"
+        None,
+        ge=1,
+        description="one switch, lam and mask per group of G images, partners inside it (reference: 128); "
+        "null = whole batch",
     )
     target: Literal["auto", "area", "teacher_raw", "teacher_norm", "mixed"] = Field(
         "auto", description="TokenMix label: auto = teacher_raw with a teacher, else area"
@@ -200,7 +203,10 @@ class TeacherConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     maps: Path | None = Field(None, description="offline maps directory from `suite maps build` (no teacher forward)")
     topk: int | None = Field(
-        None, ge=1, description="keep the GT map only where GT is among the top-k classes per location (reference: 5); null = dense"
+        None,
+        ge=1,
+        description="keep the GT map only where GT is among the top-k classes per location (reference: 5); "
+        "null = dense",
     )
 
     @model_validator(mode="before")
@@ -247,7 +253,7 @@ class OptimConfig(_Strict):
     clip_grad: float | None = Field(None, gt=0.0, description="gradient norm clip")
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of weights (evaluated too)")
     loss: Literal["auto", "soft_ce", "bce"] = Field(
-        "auto", description="soft_ce, bce (BCE-with-logits), or auto = bce for mix.target=teacher_raw, else soft_ce"
+        "auto", description="soft_ce, bce (BCE-with-logits), or auto: bce for mix.target=teacher_raw, else soft_ce"
     )
 
 
@@ -258,11 +264,11 @@ class ScheduleConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0.0, description="linear warmup epochs")
     warmup_lr: float = Field(1e-6, ge=0.0, description="learning rate at step 0")
     min_lr: float = Field(1e-5, ge=0.0, description="final learning rate")
-    cooldown_epochs: int = Field(0, ge=0, description="epochs at min_lr after the cosine (reference: 10, i.e. 300 + 10)")
+    cooldown_epochs: int = Field(0, ge=0, description="epochs at min_lr after the cosine (reference: 300 + 10)")
 
     @property
     def total_epochs(self) -> int:
-        """Epochs actually trained: the cosine schedule's ``epochs`` plus ``cooldown_epochs`` at ``min_lr``."""
+        """Epochs trained: the cosine schedule's ``epochs`` plus ``cooldown_epochs`` at ``min_lr``."""
         return self.epochs + self.cooldown_epochs
 
 
@@ -344,7 +350,9 @@ class TrainConfig(_Strict):
                 f"a group), but got mix.groups={groups}"
             )
         if groups is not None and self.mix.method == "tokenmix" and self.mix.mode != "batch":
-            raise ValueError(f"mix.groups draws one Mixup lam per group: it needs mix.mode=batch, but got {self.mix.mode}")
+            raise ValueError(
+                f"mix.groups draws one Mixup lam per group: it needs mix.mode=batch, but got {self.mix.mode}"
+            )
         if self.mix.method == "tokenmix":
             grid = self.mix.token_grid or (self.data.img_size // patch if patch else None)
             if grid is None:

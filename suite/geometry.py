@@ -56,7 +56,8 @@ def op_affine(name: str, args: tuple[float, ...], size: tuple[int, int]) -> np.n
         angle = -math.radians(v)
         cos, sin = math.cos(angle), math.sin(angle)
         cx, cy = w / 2.0, h / 2.0
-        return np.array([[cos, sin, cx - cos * cx - sin * cy], [-sin, cos, cy + sin * cx - cos * cy], [0, 0, 1]])
+        shift_x, shift_y = cx - cos * cx - sin * cy, cy + sin * cx - cos * cy
+        return np.array([[cos, sin, shift_x], [-sin, cos, shift_y], [0, 0, 1]])
     if name == "ShearX":
         return np.array([[1.0, v, 0.0], [0.0, 1.0, 0.0], [0, 0, 1]])
     if name == "ShearY":
@@ -77,7 +78,8 @@ class _Follow:
         self.fn, self.name, self.geometry = fn, name, geometry
 
     def __call__(self, img: Any, *args: Any, **kwargs: Any) -> Any:
-        size = img.size if hasattr(img, "size") and not callable(img.size) else tuple(reversed(F.get_size(img)))
+        height, width = F.get_size(img)  # PIL or tensor
+        size = (width, height)
         self.geometry.follow(op_affine(self.name, args, size), size)
         return self.fn(img, *args, **kwargs)
 
@@ -98,7 +100,7 @@ def follow_augment_ops(augment: Any, geometry: CropFlip) -> int:
     elif isinstance(augment, AutoAugment):
         ops = [op for sub in augment.policy for op in sub]
     elif isinstance(augment, AugMixAugment):
-        raise ValueError("offline teacher maps cannot follow AugMix (it blends several geometries); use RandAugment")
+        raise ValueError("offline teacher maps cannot follow AugMix (it blends geometries); use RandAugment")
     else:
         raise ValueError(f"augment must be a timm RandAugment or AutoAugment, but got {type(augment).__name__}")
     wrapped = 0
@@ -156,7 +158,7 @@ class CropFlip:
         return out
 
     def follow(self, matrix: np.ndarray, size: tuple[int, int]) -> None:
-        """Compose a later op's pixel affine (output -> input, PIL's convention) on image ``size = (w, h)``."""
+        """Compose a later op's pixel affine (output -> input, PIL's convention) on an image of ``(w, h)``."""
         w, h = size
         to_pixels = np.array([[w / 2.0, 0.0, w / 2.0], [0.0, h / 2.0, h / 2.0], [0.0, 0.0, 1.0]])
         self._affine = self._affine @ np.linalg.inv(to_pixels) @ matrix @ to_pixels

@@ -107,7 +107,8 @@ class BatchMixer:
             if groups is None:
                 x, target = self._timm(x, y)
             else:  # timm mixes each slice in place, partners inside the slice
-                target = torch.cat([self._timm(x[s : s + groups], y[s : s + groups])[1] for s in range(0, len(x), groups)])
+                starts = range(0, len(x), groups)
+                target = torch.cat([self._timm(x[s : s + groups], y[s : s + groups])[1] for s in starts])
             return x, target, {"branch": method}
         if groups is not None:
             return self._tokenmix_groups(x, y, groups, generator=generator, geometry=geometry)
@@ -157,7 +158,8 @@ class BatchMixer:
         token_cpu = token.repeat_interleave(size)
         token_s = token_cpu.to(device, non_blocking=True)
         own = torch.where(mixup, lam, 1.0).repeat_interleave(size).to(device, non_blocking=True)
-        target = mixed_target(y, own, 1.0 - own, self.num_classes, tm.label_smoothing, mode="area", partner=partner)
+        smoothing = tm.label_smoothing
+        target = mixed_target(y, own, 1.0 - own, self.num_classes, smoothing, mode="area", partner=partner)
         fallbacks = torch.zeros((), dtype=torch.long, device=device)
         if bool(token.any()):
             maps = None
@@ -174,7 +176,7 @@ class BatchMixer:
                     maps = sub.new_zeros(b, g, g).index_copy_(0, sel, sub)
             w_own, w_partner, fallback = mix_weights(masks, maps, tm.target_mode, partner=partner)
             tokens = mixed_target(
-                y, w_own, w_partner, self.num_classes, tm.label_smoothing, mode=tm.target_mode, partner=partner
+                y, w_own, w_partner, self.num_classes, smoothing, mode=tm.target_mode, partner=partner
             )
             target = torch.where(token_s.view(b, 1), tokens, target)
             fallbacks = (fallback & token_s).sum()

@@ -64,7 +64,15 @@ from suite.hardware import host_to_device
 from suite.records import atomic_write_json
 from suite.preflight import resolve_checkpoint_path
 
-__all__ = ["MAPS_FILE", "META_FILE", "RANKS_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
+__all__ = [
+    "MAPS_FILE",
+    "META_FILE",
+    "RANKS_FILE",
+    "OfflineMaps",
+    "build_offline_maps",
+    "crop_maps",
+    "training_set_fingerprint",
+]
 
 MAPS_FILE = "maps.npy"
 RANKS_FILE = "ranks.npy"
@@ -92,7 +100,7 @@ def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor
     """
     b = raw.shape[0]
     if where.dim() != 2 or where.shape[1] not in (6, 12) or where.shape[0] != b:
-        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got where.shape={tuple(where.shape)}")
+        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got {tuple(where.shape)}")
     geo = where.to(device=raw.device, dtype=torch.float32)
     x0, y0, x1, y1, flipped = geo[:, 1], geo[:, 2], geo[:, 3], geo[:, 4], geo[:, 5]
     mirror = 1.0 - 2.0 * flipped  # -1 where the image was flipped: read the box right to left
@@ -204,7 +212,7 @@ class OfflineMaps:
         if maps.shape[0] != meta.get("count"):
             raise ValueError(f"teacher.maps: {directory / MAPS_FILE} holds {maps.shape[0]} maps, expected {meta.get('count')}")
         if ranks is not None and ranks.shape != maps.shape:
-            raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, maps {maps.shape}")
+            raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, not {maps.shape}")
         return cls(directory, maps, meta, ranks=ranks, topk=topk)
 
     def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:

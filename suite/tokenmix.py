@@ -139,7 +139,7 @@ def group_partners(batch: int, group_size: int, device: torch.device | str = "cp
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
         raise ValueError(f"group_size must be an even integer >= 2, but got group_size={group_size!r}")
     if batch % group_size:
-        raise ValueError(f"batch size must be a multiple of group_size={group_size}, but got batch size {batch}")
+        raise ValueError(f"batch size must be a multiple of group_size={group_size}, but got {batch}")
     return torch.arange(batch, device=device).view(-1, group_size).flip(1).reshape(-1)
 
 
@@ -162,10 +162,11 @@ def blend_partners_(x: torch.Tensor, coeff: torch.Tensor, partner: torch.Tensor)
     g = coeff.shape[-1]
     if coeff.shape != (b, g, g) or height % g or width % g:
         raise ValueError(
-            f"coeff must have shape ({b}, G, G) with G dividing {height}x{width}, but got {tuple(coeff.shape)}"
+            f"coeff must have shape ({b}, G, G), G dividing {height}x{width}, but got {tuple(coeff.shape)}"
         )
     other = x.index_select(0, partner.to(x.device)).unflatten(2, (g, height // g))
-    weight = coeff.to(device=x.device, dtype=x.dtype).repeat_interleave(width // g, dim=2).view(b, 1, g, 1, width)
+    weight = coeff.to(device=x.device, dtype=x.dtype).repeat_interleave(width // g, dim=2)
+    weight = weight.view(b, 1, g, 1, width)
     x.unflatten(2, (g, height // g)).lerp_(other, weight)
     return x
 
