@@ -273,7 +273,7 @@ def build_offline_maps(
         "fingerprint": fingerprint,
         "teacher": {
             "model": cfg.teacher.model,
-            "checkpoint": str(cfg.teacher.checkpoint),
+            "checkpoint": str(resolve_checkpoint_path(cfg.teacher.checkpoint)),
             "sha256": _file_sha256(resolve_checkpoint_path(cfg.teacher.checkpoint)),
         },
         "data": {"source": cfg.data.source, "root": str(cfg.data.root) if cfg.data.root else None,

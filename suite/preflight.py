@@ -86,7 +86,9 @@ def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> lis
             "path",
         ))
     if cfg.data.source == "folder" and cfg.data.root is not None:
-        for split in ("train", "val"):
+        if not Path(cfg.data.root).is_dir():
+            problems.append(Problem("data.root", f"{cfg.data.root} does not exist", "path"))
+        for split in ("train", "val") if Path(cfg.data.root).is_dir() else ():
             if not (Path(cfg.data.root) / split).is_dir():
                 problems.append(Problem(
                     "data.root", f"{cfg.data.root} has no {split}/ folder (ImageNet layout expected)", "path"

@@ -14,10 +14,10 @@ from tests.sweeps_tests.sweep_files import write_sweep
 
 @pytest.fixture(scope="module")
 def cli():
-    from suite.cli import _register_optional_commands, app
+    from suite.cli import app, register_command_groups
 
     if not any(group.name == "sweep" for group in app.registered_groups):
-        _register_optional_commands()
+        register_command_groups(app)  # the entry points of the installed package, as `suite` does
     return app
 
 
@@ -44,7 +44,7 @@ def _assert_nothing_written(folder: Path) -> None:
         ({"executor": "kubernetes"}, "executor: unknown executor 'kubernetes'"),
         (
             {"base": {"overrides": {"data": "/no/imagenet"}}},
-            "run 0 (base): data.root: /no/imagenet has no train/ folder",
+            "run 0 (base): data.root: /no/imagenet does not exist",
         ),
     ],
 )

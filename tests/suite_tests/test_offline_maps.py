@@ -134,8 +134,8 @@ def test_maps_of_another_training_set_are_refused(tiny_overrides: list[str], tea
 def test_bad_maps_settings_fail_in_the_config(tmp_path: Path, teacher_run: Path) -> None:
     from suite.preflight import check_machine
 
-    with pytest.raises(ConfigError, match="teacher.maps"):  # no maps.json: found where the run executes
-        check_machine(load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}"]))
+    with pytest.raises(ConfigError, match="teacher.maps"):
+        check_machine(load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}"]))  # no maps.json
     (tmp_path / META_FILE).write_text(json.dumps({"format": 1}))
     with pytest.raises(ConfigError, match="either teacher.maps or teacher.checkpoint"):
         load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}", f"teacher.checkpoint={teacher_run}"])

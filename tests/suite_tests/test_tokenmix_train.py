@@ -23,7 +23,7 @@ def test_tokenmix_with_suite_teacher_reports_clean_and_occlusion_top1(
         [*overrides, "mix.method=tokenmix", f"teacher={teacher_run}", f"mix.per_sample={per_sample}",
          "mix.mixup_alpha=0", "eval.occlusion=[0.25,0.5,0.75]"],
     )
-    assert cfg.mix.target == "teacher_raw" and cfg.teacher.checkpoint == teacher_run / "checkpoint.pt"
+    assert cfg.mix.target == "teacher_raw" and cfg.teacher.checkpoint == teacher_run
     result = train(cfg)
     assert result.state is RunState.FINISHED
     summary = result.summary

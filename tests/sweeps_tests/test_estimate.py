@@ -32,7 +32,8 @@ def test_measured_throughput_of_finished_runs_wins(tmp_path: Path) -> None:
     done.paths.root.mkdir(parents=True)
     (done.paths.root / "config.json").write_text(json.dumps(done.resolved()))
     (done.paths.root / "summary.json").write_text(
-        json.dumps({"images_per_s": 256.0, "device": "cpu (x86_64)"})
+        json.dumps({"run_id": done.run_id, "status": "finished", "top1": 50.0, "images_per_s": 256.0,
+                    "device": "cpu (x86_64)"})
     )
     est = estimate(plan)
     assert est.device == "CPU"
