@@ -130,7 +130,7 @@ def test_failing_job_is_reported_with_its_error(sweeps: dict) -> None:
     status = collect(SweepState.read(sweep.state_file))
     (failed,) = status.runs
     assert failed.state is RunState.FAILED and failed.observation.scheduler == "FAILED"
-    assert failed.error.startswith("FloatingPointError: loss is")
+    assert failed.error.startswith("FloatingPointError: non-finite training loss")
     assert failed.log_path.endswith("_log.err") and any(
         "FloatingPointError" in line for line in failed.log_tail
     )
