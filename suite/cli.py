@@ -150,7 +150,7 @@ def maps_build(
 
     Give the data and the teacher as for `suite train`, e.g. `suite maps build teacher=runs/<id>
     data=/path/to/imagenet --out maps/r50 --img-size 448`. Then train with
-    `teacher.maps=maps/r50` (or `teacher=maps/r50`): each step cuts the stored maps to the
+    `teacher.maps=maps/r50` (or `teacher=maps:maps/r50`): each step cuts the stored maps to the
     samples' crops instead of running the teacher. Rerunning with the same inputs does nothing.
     """
     from rich.progress import Progress

@@ -191,7 +191,7 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -> Any:
     from timm.scheduler import CosineLRScheduler
 
-    total = cfg.schedule.epochs * steps
+    total = cfg.schedule.epochs * steps  # the cosine; cooldown epochs after it stay at min_lr
     warmup = int(round(cfg.schedule.warmup_epochs * steps))
     return CosineLRScheduler(
         optimizer,
@@ -276,7 +276,7 @@ class Trainer:
         self._build()
         self._resume()
         self._session_start = time.perf_counter()
-        for epoch in range(self.state.epoch, self.cfg.schedule.epochs):
+        for epoch in range(self.state.epoch, self.cfg.schedule.total_epochs):
             if not self._train_epoch(epoch, stop):
                 self.writer.checkpoint(self._payload())
                 self.writer.info(
@@ -287,7 +287,7 @@ class Trainer:
             reason = self._callbacks(row)
             if reason is not None:
                 return self._end(RunState.PRUNED, reason)
-            if stop.requested and epoch + 1 < self.cfg.schedule.epochs:
+            if stop.requested and epoch + 1 < self.cfg.schedule.total_epochs:
                 self.writer.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
                 return self._interrupted()
         return self._end(RunState.FINISHED)
@@ -364,7 +364,7 @@ class Trainer:
         first = state.step
         meter = _DeviceMeter(state.meter, device)
         loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda")
-        bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
+        bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.total_epochs}",
                    disable=not self.show_progress, leave=False)
         self.model.train()
         tick = time.perf_counter()
@@ -425,7 +425,7 @@ class Trainer:
             "epoch_seconds": s["seconds"],
             "tokenmix_fallbacks": int(s["fallbacks"]),
         }
-        if epoch + 1 == cfg.schedule.epochs or (epoch + 1) % cfg.eval.every == 0:
+        if epoch + 1 == cfg.schedule.total_epochs or (epoch + 1) % cfg.eval.every == 0:
             row.update(self._evaluate(epoch))
         row["wall_time"] = time.time()
         state.history.append(row)
@@ -434,7 +434,7 @@ class Trainer:
         self.writer.metrics(state.history, new_row=row)
         self.writer.info(
             "epoch %d/%d  loss %.4f  top1 %s  lr %.2e  %.0f img/s",
-            epoch + 1, cfg.schedule.epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-",
+            epoch + 1, cfg.schedule.total_epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-",
             row["lr"], row["images_per_s"],
         )
         return row

@@ -24,7 +24,9 @@ def test_schema_never_touches_the_disk(tmp_path: Path) -> None:
     assert fields == {"data.root", "teacher.checkpoint", "model.checkpoint"}
     with pytest.raises(ConfigError) as err:
         check_machine(cfg)
-    assert "data.root" in str(err.value) and "no train/ folder" in str(err.value)
+    assert "data.root" in str(err.value) and "does not exist" in str(err.value)
+    (missing / "train").mkdir(parents=True)
+    assert any("no val/ folder" in str(p) for p in machine_problems(cfg))
 
 
 def test_unknown_model_is_a_registry_problem() -> None:
