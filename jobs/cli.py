@@ -14,7 +14,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, OverridesArg, console, err_console, invalid, styled_state
+from suite.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    OverridesArg,
+    console,
+    err_console,
+    invalid,
+    styled_state,
+)
 from suite.records import RunState
 
 __all__ = ["register"]
@@ -73,9 +82,29 @@ def plan(
 ) -> None:
     """Show the runs of a sweep, their state and a GPU-hour estimate; submits nothing.
 
+    Several sweep files may be given (`suite sweep plan sweeps/paper/*.yaml`): each is planned in
+    turn, and any invalid one makes the command exit 2. Arguments with `=` are overrides for all.
     Paths that do not exist here (data.root of an ImageNet sweep, teacher checkpoints) are
     warnings: plan works on a laptop; launch refuses them.
     """
+    files = [file, *(Path(a) for a in overrides or [] if "=" not in a)]
+    settings = [a for a in overrides or [] if "=" in a]
+    if len(files) > 1:
+        failed = 0
+        for path in files:
+            try:
+                _plan_one(path, settings, output_root, show_all, as_json)
+            except typer.Exit as exit_:
+                failed += exit_.exit_code != 0
+        if failed:
+            raise typer.Exit(EXIT_INVALID)
+        return
+    _plan_one(file, settings, output_root, show_all, as_json)
+
+
+def _plan_one(
+    file: Path, overrides: list[str], output_root: Path | None, show_all: bool, as_json: bool
+) -> None:
     from sweeps.estimate import estimate
     from sweeps.expand import expand
     from sweeps.spec import SweepError
