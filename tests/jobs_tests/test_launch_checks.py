@@ -14,10 +14,10 @@ from tests.sweeps_tests.sweep_files import write_sweep
 
 @pytest.fixture(scope="module")
 def cli():
-    from suite.cli import _register_optional_commands, app
+    from suite.cli import app, register_command_groups
 
     if not any(group.name == "sweep" for group in app.registered_groups):
-        _register_optional_commands()
+        register_command_groups(app)  # the entry points of the installed package, as `suite` does
     return app
 
 
@@ -44,7 +44,7 @@ def _assert_nothing_written(folder: Path) -> None:
         ({"executor": "kubernetes"}, "executor: unknown executor 'kubernetes'"),
         (
             {"base": {"overrides": {"data": "/no/imagenet"}}},
-            "run 0 (base): data.root: /no/imagenet has no train/ folder",
+            "run 0 (base): data.root: /no/imagenet does not exist",
         ),
     ],
 )
@@ -111,3 +111,15 @@ def test_resources_the_partition_cannot_satisfy(tmp_path: Path, resources: dict,
         launch(load_sweep(path), executor="slurm")
     assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
     _assert_nothing_written(tmp_path)
+
+
+def test_plan_takes_several_sweep_files(tmp_path: Path, cli) -> None:
+    runner = CliRunner()
+    one = write_sweep(tmp_path, "one", axes={"optim.lr": [1e-3, 5e-4]})
+    two = write_sweep(tmp_path, "two", axes={"mix.method": ["none", "cutmix", "mixup"]})
+    result = runner.invoke(cli, ["sweep", "plan", str(one), str(two), "schedule.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert "2 runs" in result.output and "3 runs" in result.output
+    bad = write_sweep(tmp_path, "bad", axes={"mix.mask_ratio": [2.0]}, overrides={"mix.method": "tokenmix"})
+    result = runner.invoke(cli, ["sweep", "plan", str(one), str(bad)])
+    assert result.exit_code == 2 and "2 runs" in result.output and "mask_ratio must be in (0, 1)" in result.output

@@ -22,7 +22,7 @@ def _suite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["mix.mask_ratio=1.5"], "mix.mask_ratio"),
         (["data.img_size=30"], "data.img_size"),
         (["model.name=not_a_model"], "model.name"),
-        (["teacher.checkpoint=missing.pt"], "teacher.checkpoint"),
+        (["mix.method=tokenmix", "teacher.checkpoint=missing.pt"], "teacher.checkpoint"),
     ],
 )
 def test_malformed_config_exits_2_naming_the_field_and_leaves_no_run_dir(

@@ -39,9 +39,6 @@ def test_yaml_file_plus_overrides(tmp_path: Path) -> None:
         (["mix.mask_ratio=1.3"], "mix.mask_ratio: mask_ratio must be in (0, 1)"),
         (["optim.lr=-1"], "optim.lr"),
         (["data.img_size=30"], "data.img_size must be divisible by the patch size 4"),
-        (["model.name=vit_does_not_exist"], "model.name: unknown timm model 'vit_does_not_exist'"),
-        (["teacher.checkpoint=/no/such/teacher.pt"], "teacher.checkpoint: file not found"),
-        (["model.checkpoint=/no/such/init.safetensors"], "model.checkpoint: file not found"),
         (["data.source=folder"], "data.root is required"),
         (["mix.method=cutmix", "data.batch_size=33"], "data.batch_size must be even"),
         (["mix.method=tokenmix", "mix.target=teacher_norm"], "mix.target=teacher_norm needs a teacher"),
@@ -53,6 +50,23 @@ def test_yaml_file_plus_overrides(tmp_path: Path) -> None:
 def test_bad_input_names_the_dotted_field(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model.name=vit_does_not_exist"], "model.name: unknown timm model 'vit_does_not_exist'"),
+        (["mix.method=tokenmix", "teacher.checkpoint=/no/such/teacher.pt"], "teacher.checkpoint: file not found"),
+        (["model.checkpoint=/no/such/init.safetensors"], "model.checkpoint: file not found"),
+    ],
+)
+def test_what_this_machine_lacks_is_named_by_the_machine_check(overrides: list[str], needle: str) -> None:
+    from suite.preflight import check_machine
+
+    cfg = load_config(None, overrides)  # the schema alone accepts it: the cluster may have these
+    with pytest.raises(ConfigError) as info:
+        check_machine(cfg)
     assert needle in str(info.value)
 
 
@@ -76,3 +90,30 @@ def test_apply_overrides_creates_nested_keys_without_touching_input() -> None:
     out = apply_overrides(base, ["mix.prob=0.5", "optim.lr=1e-4"])
     assert out == {"mix": {"method": "none", "prob": 0.5}, "optim": {"lr": 1e-4}}
     assert base == {"mix": {"method": "none"}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loss"),
+    [
+        ([], "soft_ce"),
+        (["mix.method=tokenmix"], "soft_ce"),  # no teacher: area targets
+        (["mix.method=cutmix"], "soft_ce"),
+        (["mix.method=tokenmix", "mix.target=teacher_norm", "teacher.maps=MAPS"], "soft_ce"),
+        (["mix.method=tokenmix", "mix.target=mixed", "teacher.maps=MAPS"], "soft_ce"),
+        (["mix.method=tokenmix", "teacher.maps=MAPS"], "bce"),  # target auto -> teacher_raw -> bce
+        (["mix.method=tokenmix", "mix.target=teacher_raw", "teacher.maps=MAPS"], "bce"),
+        (["mix.method=tokenmix", "mix.target=teacher_raw", "teacher.maps=MAPS", "optim.loss=bce"], "bce"),
+        (["mix.method=cutmix", "optim.loss=bce"], "bce"),
+    ],
+)
+def test_auto_loss_resolves_to_bce_for_raw_teacher_targets(tmp_path: Path, overrides: list[str], loss: str) -> None:
+    (tmp_path / "maps.json").write_text("{}")
+    cfg = load_config(None, [o.replace("MAPS", str(tmp_path)) for o in overrides])
+    assert cfg.optim.loss == loss
+    assert TrainConfig.model_validate(cfg.model_dump()).optim.loss == loss  # the saved config reloads as is
+
+
+def test_raw_teacher_targets_with_soft_ce_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "maps.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"mix.target=teacher_raw needs optim.loss=bce.*optim.loss=soft_ce"):
+        load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}", "optim.loss=soft_ce"])
