@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-__all__ = ["register"]
+from suite.console import EXIT_INVALID, console, invalid
 
-# Shared with the rest of the CLI (suite/console.py once the training-core rewrite lands).
-EXIT_INVALID = 2
-
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["EXIT_INVALID", "register"]
 
 
 def report(
@@ -67,8 +62,7 @@ def report(
                              cache=not no_cache, curves="png" in wanted)
         result = write_report(collection, out, formats=wanted, metric=metric)
     except SweepError as err:
-        err_console.print(f"[bold red]invalid report input[/]\n{err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise invalid("invalid report input", err) from None
     if not quiet:
         for table in result.tables:
             console.print(_render.to_rich(table))

@@ -26,14 +26,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import sweeps
+from suite.console import EXIT_FAILED, invalid
 
-__all__ = ["DEMO_SWEEPS", "register", "run_demo"]
+__all__ = ["DEMO_SWEEPS", "demo_files", "register", "run_demo"]
 
 DEMO_FOLDER = Path(sweeps.__file__).resolve().parent / "demo"
 DEMO_SWEEPS: tuple[str, ...] = ("methods", "mask_ratio", "token_grid", "teacher", "mix_prob")
 _ENDED = {"done", "finished", "failed", "cancelled", "interrupted", "pruned", "blocked"}
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
 def demo_files(folder: Path = DEMO_FOLDER) -> list[Path]:
@@ -117,8 +116,7 @@ def demo(
     try:
         failed, _ = run_demo(output_root, report, max_parallel=jobs)
     except SweepError as err:
-        Console(stderr=True).print(f"[bold red]invalid demo sweep[/]\n{err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise invalid("invalid demo sweep", err) from None
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
