@@ -8,8 +8,9 @@ A report never trusts a record blindly and never fails because of one: a run who
 The parsed records of an output root are cached in ``<output_root>/.report-cache.pkl``, keyed
 by each run's record files (path, size and modification time): a second report re-reads only
 runs whose files changed. The rows assembled for each sweep are kept in ``.report-rows.pkl``
-under the signatures of all its runs, so an unchanged sweep costs one ``stat`` per record file. The cache is a pickle (pandas' parquet needs pyarrow, which the
-suite does not require); a cache that cannot be read is ignored and rewritten.
+under the signatures of all its runs, so an unchanged sweep costs one ``stat`` per record file.
+The caches are pickles (pandas' parquet needs pyarrow, which the suite does not require); a
+cache that cannot be read is ignored and rewritten.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ def report(
         typer.Argument(help="Sweep YAML files, or folders of them (e.g. sweeps/demo).", show_default=False),
     ],
     formats: Annotated[
-        str, typer.Option("--format", "-f", help="Comma-separated outputs: md,tex,csv,png (index.md is always written).")
+        str,
+        typer.Option("--format", "-f", help="Comma-separated outputs: md,tex,csv,png (index.md is always written)."),
     ] = "md,tex,csv,png",
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("reports/latest"),
     metric: Annotated[
@@ -58,8 +59,10 @@ def report(
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     try:
-        collection = collect(sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
-                             cache=not no_cache, curves="png" in wanted)
+        collection = collect(
+            sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
+            cache=not no_cache, curves="png" in wanted,
+        )
         result = write_report(collection, out, formats=wanted, metric=metric)
     except SweepError as err:
         raise invalid("invalid report input", err) from None

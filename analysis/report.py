@@ -274,6 +274,12 @@ def write_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise SweepError(f"--format {','.join(unknown)}: unknown; choose from {','.join(FORMATS)}")
+    frame = collection.frame
+    if len(frame) and (frame["state"] == "finished").any() and (
+        metric not in frame.columns or frame[metric].isna().all()
+    ):
+        known = [c for c in SUMMARY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+        raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     tables = all_tables(collection, metric=metric)

@@ -67,6 +67,7 @@ def test_report_end_to_end(app: typer.Typer, tmp_path: Path) -> None:
         (["nowhere.yaml"], "no such sweep file or folder"),
         (["SWEEPS", "--format", "md,docx"], "--format docx: unknown"),
         (["SWEEPS", "--from", "wandb"], "--wandb-path ENTITY/PROJECT"),
+        (["SWEEPS", "--metric", "top_one"], "--metric top_one: no finished run records it; choose one of top1"),
     ],
 )
 def test_report_invalid_input_exits_2(app: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:
