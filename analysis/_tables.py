@@ -281,10 +281,10 @@ def _sum(runs: _Runs, cond: Condition, column: str) -> float:
     return float(values.sum()) if len(values) else math.nan
 
 
-def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str) -> list[Table]:
+def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] | None) -> list[Table]:
     axes = list(plan.axes)
-    a, b = axes[0], axes[1]
-    rest = axes[2:]
+    a, b = pivot if pivot is not None and all(k in plan.axes for k in pivot) else (axes[0], axes[1])
+    rest = [k for k in axes if k not in (a, b)]
     groups: dict[str, list[Condition]] = {}
     for cond in plan.conditions:
         if not all(k in cond.values for k in (a, b)):
@@ -338,13 +338,17 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str) -> list[Table]:
     return tables
 
 
-def build_tables(frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1") -> list[Table]:
+def build_tables(
+    frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1", pivot: tuple[str, str] | None = None
+) -> list[Table]:
     """The tables of one sweep.
 
     Args:
         frame: the runs of this sweep (columns of :func:`analysis.report.collect`).
         plan: the sweep's plan.
         metric: the summary metric compared (``top1`` = final-epoch top-1).
+        pivot: the (rows, columns) axes of a grid sweep's pivot (default: its first two axes;
+            ignored when the sweep lacks either).
 
     Returns:
         One table per axis (``one_at_a_time``), pivots plus a row table (``grid``), or one row
@@ -367,5 +371,5 @@ def build_tables(frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1") 
         set(c.values) != set(plan.axes) for c in conds) else None
     row_table = _rows_table(runs, plan, conds, baseline, metric=metric, name=plan.name, title=plan.name, axis=axis)
     if plan.mode == "grid":
-        return [*_pivot(runs, plan, metric=metric), row_table]
+        return [*_pivot(runs, plan, metric=metric, pivot=pivot), row_table]
     return [row_table]

@@ -30,6 +30,9 @@ def report(
     metric: Annotated[
         str, typer.Option("--metric", help="Summary metric compared: top1 (final epoch), best_top1, best_top1_max, ...")
     ] = "top1",
+    pivot: Annotated[
+        str | None, typer.Option("--pivot", help="ROWS,COLUMNS: the two axes of a grid sweep's pivot table.")
+    ] = None,
     source: Annotated[
         str, typer.Option("--from", help="Read runs from their directories (runs) or the W&B public API (wandb).")
     ] = "runs",
@@ -58,12 +61,15 @@ def report(
     from sweeps.spec import SweepError
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    axes = tuple(a.strip() for a in pivot.split(",")) if pivot else None
+    if axes is not None and len(axes) != 2:
+        raise invalid("invalid report input", f"--pivot {pivot}: give two axes, ROWS,COLUMNS")
     try:
         collection = collect(
             sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
             cache=not no_cache, curves="png" in wanted,
         )
-        result = write_report(collection, out, formats=wanted, metric=metric)
+        result = write_report(collection, out, formats=wanted, metric=metric, pivot=axes)  # type: ignore[arg-type]
     except SweepError as err:
         raise invalid("invalid report input", err) from None
     if not quiet:

@@ -246,19 +246,34 @@ class Report:
     files: list[Path] = field(default_factory=list)
 
 
-def all_tables(collection: Collection, *, metric: str = "top1") -> list[Table]:
-    """Every sweep's tables, in the order of the sweeps."""
+def all_tables(
+    collection: Collection, *, metric: str = "top1", pivot: tuple[str, str] | None = None
+) -> list[Table]:
+    """Every sweep's tables, in the order of the sweeps (``pivot``: see :func:`build_tables`)."""
+    if pivot is not None:
+        grids = [p for p in collection.plans if p.mode == "grid"]
+        for plan in grids:
+            unknown = [k for k in pivot if k not in plan.axes]
+            if unknown:
+                raise SweepError(
+                    f"--pivot {','.join(pivot)}: {plan.path} has no axis {unknown[0]}; its axes: {', '.join(plan.axes)}"
+                )
     tables: list[Table] = []
     for plan in collection.plans:
         part = collection.frame[collection.frame["sweep"] == plan.name] if len(collection.frame) else collection.frame
         if metric not in part.columns:
             part = part.assign(**{metric: np.nan})
-        tables += build_tables(part, plan, metric=metric)
+        tables += build_tables(part, plan, metric=metric, pivot=pivot)
     return tables
 
 
 def write_report(
-    collection: Collection, out: Path | str, *, formats: Sequence[str] = FORMATS, metric: str = "top1"
+    collection: Collection,
+    out: Path | str,
+    *,
+    formats: Sequence[str] = FORMATS,
+    metric: str = "top1",
+    pivot: tuple[str, str] | None = None,
 ) -> Report:
     """Write the report folder: ``index.md`` plus ``tables/*.{md,tex,csv}`` and ``plots/*.png``.
 
@@ -267,6 +282,7 @@ def write_report(
         out: the report folder (created).
         formats: any of ``md``, ``tex``, ``csv``, ``png``; ``index.md`` is always written.
         metric: the summary metric compared (``top1`` = final-epoch top-1).
+        pivot: the (rows, columns) axes of grid sweeps' pivots (default: their first two).
 
     Returns:
         The :class:`Report`.
@@ -282,7 +298,7 @@ def write_report(
         raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    tables = all_tables(collection, metric=metric)
+    tables = all_tables(collection, metric=metric, pivot=pivot)
     files: list[Path] = []
     index = ["# Ablation report", ""]
     index.append(f"Metric: `{metric}`. Sweeps: " + ", ".join(f"`{p.name}`" for p in collection.plans) + ".")

@@ -122,6 +122,12 @@ def test_grid_sweep_gets_a_pivot_and_a_row_table(tmp_path: Path) -> None:
     assert pivot.rows[1][2] == "48.5 ± 0.7 (2)"  # 40 + 7 + 1 + mean(0, 1)
     assert (1, 2) in pivot.bold
     assert len(rows.rows) == 4 and rows.rows[0][rows.header.index("Δ top-1")] == "baseline"
+    flipped = all_tables(collect([path], cache=False), pivot=("mix.prob", "mix.mask_ratio"))[0]
+    assert flipped.header == ["mix.prob \\ mix.mask_ratio", "0.3", "0.7"] and flipped.rows[1][2] == "48.5 ± 0.7 (2)"
+    from sweeps.spec import SweepError
+
+    with pytest.raises(SweepError, match="has no axis mix.grid; its axes: mix.mask_ratio, mix.prob"):
+        all_tables(collect([path], cache=False), pivot=("mix.grid", "mix.prob"))
 
 
 def test_cache_rereads_only_changed_runs(methods: Path) -> None:
