@@ -314,13 +314,13 @@ class TuneWorker(submitit.helpers.Checkpointable):
         n_trials = self.study.n_trials
         while True:
             with _file_lock(lock):
+                if self.trial_id is not None:  # requeued: continue our trial if nobody took it over
+                    trial_id, self.trial_id = self.trial_id, None
+                    if ostudy._storage.get_trial(trial_id).state == TrialState.RUNNING:
+                        ostudy._storage.record_heartbeat(trial_id)  # before others see it as stale
+                        return optuna.Trial(ostudy, trial_id)
                 optuna.storages.fail_stale_trials(ostudy)
                 trials = ostudy.get_trials(deepcopy=False)
-                if self.trial_id is not None:  # requeued: continue our trial if nobody took it over
-                    mine = [t for t in trials if t._trial_id == self.trial_id]
-                    self.trial_id = None
-                    if mine and mine[0].state == TrialState.RUNNING:
-                        return optuna.Trial(ostudy, mine[0]._trial_id)
                 done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 failed = sum(t.state == TrialState.FAIL for t in trials)
