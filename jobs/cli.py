@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, OverridesArg, console, err_console, invalid, styled_state
+from suite.records import RunState
 
 __all__ = ["register"]
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_INTERRUPTED = 75
 SHOWN_ROWS = 60
-
-console = Console()
-err_console = Console(stderr=True)
 
 sweep_app = typer.Typer(
     help="Plan, launch and watch sweeps: ablation grids of runs on SLURM or on this machine.",
@@ -31,14 +27,6 @@ sweep_app = typer.Typer(
 )
 
 FileArg = Annotated[Path, typer.Argument(help="Sweep YAML file (see docs/sweeps.md).", show_default=False)]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(
-        help="Run config overrides for every run, applied after base.overrides, e.g. data.root=/datasets/imagenet "
-        "schedule.epochs=1.",
-        show_default=False,
-    ),
-]
 OutputOpt = Annotated[
     Path | None,
     typer.Option("--output-root", help="Replace the sweep's output_root (run folders and state file)."),
@@ -50,9 +38,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sweep_app, name="sweep")
 
 
-def _invalid(err: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]invalid sweep[/]\n{err}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_INVALID)
+def _invalid(err: object) -> typer.Exit:
+    return invalid("invalid sweep", err)
 
 
 def _load(path: Path, overrides: list[str] | None, output_root: Path | None):
@@ -64,21 +51,6 @@ def _load(path: Path, overrides: list[str] | None, output_root: Path | None):
         raise _invalid(err) from None
 
 
-_STATE_STYLE = {
-    "new": "cyan",
-    "done": "green",
-    "resumable": "yellow",
-    "interrupted": "yellow",
-    "failed": "red",
-    "cancelled": "red",
-    "pending": "blue",
-    "running": "magenta",
-    "requeued": "yellow",
-}
-
-
-def _styled(state: str) -> str:
-    return f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]"
 
 
 def _hours(value: float | None) -> str:
@@ -157,7 +129,7 @@ def plan(
     for run in shown:
         index = f"p{run.index}" if run.prerequisite else str(run.index)
         table.add_row(
-            index, run.run_id, run.label(), _styled(states[run.run_id]), _hours(est.hours[run.run_id])
+            index, run.run_id, run.label(), styled_state(states[run.run_id]), _hours(est.hours[run.run_id])
         )
     console.print(table)
     if len(shown) < len(runs):
@@ -247,12 +219,14 @@ def launch(
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    done = sum(1 for s in report.skipped.values() if s.value == "done")
-    active = len(report.skipped) - done
+    done = sum(1 for s in report.skipped.values() if s.is_finished())
+    active = sum(1 for s in report.skipped.values() if s.is_active())
+    corrupt = [rid for rid, s in report.skipped.items() if s is RunState.CORRUPT]
     console.print(
-        f"[bold]{report.executor}[/]: submitted {len(report.submitted)} run(s); skipped {done} done and "
+        f"[bold]{report.executor}[/]: submitted {len(report.submitted)} run(s); skipped {done} finished/pruned and "
         f"{active} already queued or running"
         + (f"; {len(report.blocked)} blocked by a failed prerequisite" if report.blocked else "")
+        + (f"; {len(corrupt)} with a corrupt record (suite sweep status {file} names the file)" if corrupt else "")
     )
     if report.arrays:
         console.print(
@@ -302,7 +276,7 @@ def status(
 
     state, sweep = _find_state(target, output_root)
     if state is None:
-        from jobs.state import JobState, RunEntry, SweepState
+        from jobs.state import RunEntry, SweepState
         from sweeps.expand import expand
         from sweeps.spec import SweepError
 
@@ -324,7 +298,7 @@ def status(
                 run.label(),
                 run.prerequisite,
                 list(run.needs),
-                state=JobState.NEW.value,
+                state=RunState.NEW.value,
             )
         console.print("[yellow]not launched yet[/] (no sweep-state.json): states come from the run folders")
     report = collect(state, log_lines=logs)
@@ -358,17 +332,17 @@ def status(
         return
     counts = Table(title=f"sweep {state.sweep}: {len(report.runs)} runs", caption=state.output_root)
     for s in report.counts:
-        counts.add_column(_styled(s.value), justify="right")
+        counts.add_column(styled_state(s.value), justify="right")
     counts.add_row(*[str(n) for n in report.counts.values()])
     console.print(counts)
-    shown = [r for r in report.runs if show_all or r.state.value != "done"]
+    shown = [r for r in report.runs if show_all or not r.state.is_finished()]
     if shown:
         table = Table(show_lines=False)
         for column in ("#", "run id", "state", "job", "values"):
             table.add_column(column)
         for r in shown[: (None if show_all else SHOWN_ROWS)]:
             index = f"p{r.entry.index}" if r.entry.prerequisite else str(r.entry.index)
-            table.add_row(index, r.run_id, _styled(r.state.value), r.entry.job_id or "-", r.entry.label)
+            table.add_row(index, r.run_id, styled_state(r.state.value), r.entry.job_id or "-", r.entry.label)
         console.print(table)
     for r in report.runs:
         if r.error or r.log_tail:

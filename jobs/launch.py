@@ -34,7 +34,8 @@ from typing import Any
 from jobs import slurm
 from jobs.arrays import ArrayChunk, plan_arrays
 from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
-from jobs.state import JobState, RunEntry, SweepState, classify
+from jobs.state import RunEntry, SweepState, classify
+from suite.records import RunState
 from jobs.status import observe
 from jobs.worker import RunJob
 from suite.records import RunPaths, run_state
@@ -58,10 +59,10 @@ class LaunchReport:
     plan: Plan
     state_file: Path
     submitted: list[str] = field(default_factory=list)
-    skipped: dict[str, JobState] = field(default_factory=dict)  # run id -> why it was not submitted
+    skipped: dict[str, RunState] = field(default_factory=dict)  # run id -> why it was not submitted
     blocked: list[str] = field(default_factory=list)  # waited for a prerequisite that failed
     arrays: list[dict[str, Any]] = field(default_factory=list)  # SLURM: one entry per sbatch call
-    final: dict[str, JobState] = field(default_factory=dict)  # after local/debug runs, or wait=True
+    final: dict[str, RunState] = field(default_factory=dict)  # after local/debug runs, or wait=True
     check_seconds: float = 0.0
     submit_seconds: float = 0.0
 
@@ -70,7 +71,7 @@ class LaunchReport:
         return len(self.arrays)
 
     def failed(self) -> list[str]:
-        return [rid for rid, state in self.final.items() if state in (JobState.FAILED, JobState.CANCELLED)]
+        return [rid for rid, state in self.final.items() if state in (RunState.FAILED, RunState.CANCELLED)]
 
 
 @dataclass
@@ -102,9 +103,24 @@ def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True
     except ExecutorError as err:
         raise SweepError(f"{sweep.path}: executor: {err}") from None
     plan = expand(sweep, check_paths=check_paths)
+    _check_legacy(sweep, plan)
     if kind == "slurm":
         _check_slurm(sweep, len(plan.all_runs()))
     return Checked(sweep, plan, kind, time.perf_counter() - start)
+
+
+def _check_legacy(sweep: Sweep, plan: Plan) -> None:
+    """Refuse to launch while run folders of an earlier id rule hold runs of this plan (no silent retraining)."""
+    from suite.migrate import legacy_folders
+
+    old = legacy_folders(sweep.output_root)
+    hits = [f"{run.run_id} is in {old[run.run_id]}" for run in plan.all_runs() if isinstance(old.get(run.run_id), Path)]
+    if hits:
+        raise SweepError(
+            f"{sweep.output_root}: {len(hits)} run(s) of this sweep are in folders made by an earlier suite version "
+            f"({hits[0]}{', ...' if len(hits) > 1 else ''}); run `suite runs migrate {sweep.output_root}` first. "
+            "Nothing was submitted"
+        )
 
 
 def _check_slurm(sweep: Sweep, count: int) -> None:
@@ -287,7 +303,7 @@ def _submit_slurm(
                 entry = state.runs[run.run_id]
                 entry.executor, entry.job_id, entry.submitted = "slurm", str(job.job_id), now
                 entry.submissions += 1
-                entry.state = JobState.PENDING.value
+                entry.state = RunState.PENDING.value
                 report.submitted.append(run.run_id)
             array_id = str(jobs[0].job_id).split("_")[0]
             info = {
@@ -329,7 +345,7 @@ def wait_for(
     poll_s: float = 10.0,
     timeout_s: float | None = None,
     say: Echo | None = None,
-) -> dict[str, JobState]:
+) -> dict[str, RunState]:
     """Poll the scheduler (one ``sacct`` per poll) until none of ``run_ids`` is queued or running.
 
     Raises:
@@ -341,7 +357,7 @@ def wait_for(
     while True:
         observed, _ = observe(state, run_ids)
         states = {rid: obs.state for rid, obs in observed.items()}
-        counts = {s.value: n for s in JobState if (n := sum(v is s for v in states.values()))}
+        counts = {s.value: n for s in RunState if (n := sum(v is s for v in states.values()))}
         if counts != last:
             say("  ".join(f"{k} {v}" for k, v in counts.items()))
             last = counts
@@ -387,11 +403,11 @@ def _run_here(
     def finish(run: PlannedRun, ok: bool, error: str | None) -> None:
         files = run_state(RunPaths.of(sweep.output_root, run.run_id))
         final = classify(files, "FINISHED")
-        if not ok and final is not JobState.DONE:
-            final = JobState.FAILED
+        if not ok and final is not RunState.FINISHED:
+            final = RunState.FAILED
         state.runs[run.run_id].state = final.value
         report.final[run.run_id] = final
-        if run.prerequisite and final is not JobState.DONE:
+        if run.prerequisite and final is not RunState.FINISHED:
             failed_prerequisites.add(run.run_id)
         state.write()
         say(f"{final.value:<11} {run.run_id}  {run.label()}" + (f"  ({error})" if error else ""))
@@ -451,7 +467,7 @@ def _mark_submitted(
     entry = state.runs[run.run_id]
     entry.executor, entry.job_id, entry.submitted = executor, job_id, time.time()
     entry.submissions += 1
-    entry.state = JobState.RUNNING.value
+    entry.state = RunState.RUNNING.value
     report.submitted.append(run.run_id)
     state.write()
 

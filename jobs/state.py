@@ -1,10 +1,11 @@
-"""Run states of a sweep, and the sweep state file.
+"""The scheduler's words mapped into the suite's run states, and the sweep state file.
 
-:class:`JobState` is the one vocabulary for what a sweep run is doing, whatever runs it.
-SLURM's words (``sacct``), submitit's local words and the run directory's own records
-(:class:`suite.records.RunState`) are mapped into it in exactly one function,
-:func:`classify` (submitit's ``InfoWatcher.is_done`` is the counter-example: free-text states
-that differ by backend).
+A sweep run's state is a :class:`suite.records.RunState`, the one vocabulary every command
+prints. The run directory's own records say most of it (new, running, interrupted, finished,
+pruned, failed, corrupt); the scheduler adds what only it knows (pending, cancelled, a job that
+died). SLURM's words (``sacct``) and submitit's local words are mapped in exactly one function,
+:func:`classify` (submitit's ``InfoWatcher.is_done`` is the counter-example: free-text states that
+differ by backend).
 
 The state file, ``<output_root>/sweep-state.json``, records for every run of the sweep its
 index, axis values, executor and job id; it is rewritten atomically
@@ -14,7 +15,6 @@ file and a killed launch leaves the jobs it did submit on record.
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,36 +23,10 @@ from typing import Any
 
 from suite.records import RunState, atomic_write_json, read_json
 
-__all__ = ["STATE_FILE_NAME", "JobState", "RunEntry", "SweepState", "classify"]
+__all__ = ["STATE_FILE_NAME", "RunEntry", "RunState", "SweepState", "classify"]
 
 STATE_FILE_NAME = "sweep-state.json"
 STATE_VERSION = 1
-
-
-class JobState(str, enum.Enum):
-    """What a sweep run is doing."""
-
-    NEW = "new"  # never submitted, nothing computed
-    PENDING = "pending"  # submitted, waiting for resources (or for a prerequisite)
-    RUNNING = "running"
-    REQUEUED = "requeued"  # preempted or timed out, back in the queue to resume
-    INTERRUPTED = "interrupted"  # stopped with a checkpoint and no job left: launch resumes it
-    DONE = "done"  # summary.json written
-    FAILED = "failed"  # the run raised, or the scheduler killed it (OOM, node failure, time limit)
-    CANCELLED = "cancelled"  # cancelled by a user; launch reruns it
-
-    def is_finished(self) -> bool:
-        """Its job has ended (done, failed, cancelled or interrupted): nothing will change without a launch."""
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
-
-    def is_active(self) -> bool:
-        """A job exists for the run (queued or running): launch must not submit it again."""
-        return self in (JobState.PENDING, JobState.RUNNING, JobState.REQUEUED)
-
-    def needs_launch(self) -> bool:
-        """Launch submits the run: never submitted, failed, cancelled or interrupted."""
-        return self in (JobState.NEW, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
-
 
 _PENDING = {"PENDING", "CONFIGURING", "RESV_DEL_HOLD", "REQUEUE_HOLD", "SUSPENDED", "STOPPED", "QUEUED"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
@@ -71,8 +45,8 @@ _CANCELLED = {"CANCELLED"}
 _ENDED = {"COMPLETED", "FINISHED", "DONE", "INTERRUPTED", "NO PROCESS AND NO RESULT"}
 
 
-def classify(records: RunState, scheduler: str | None, *, requeued_before: bool = False) -> JobState:
-    """The one mapping from (run records, scheduler state) to a :class:`JobState`.
+def classify(records: RunState, scheduler: str | None) -> RunState:
+    """The one mapping from (run records, scheduler word) to the run's :class:`RunState`.
 
     Args:
         records: what the run directory says (:func:`suite.records.run_state`).
@@ -80,32 +54,31 @@ def classify(records: RunState, scheduler: str | None, *, requeued_before: bool 
             (``PENDING``, ``RUNNING``, ``CANCELLED by 0``, ...), a submitit local/debug state
             (``RUNNING``, ``FINISHED``, ``QUEUED``, ``DONE``), or None when there is no job or
             the scheduler does not know it any more.
-        requeued_before: the job already went back to the queue once (``sacct`` shows an
-            earlier ``REQUEUED``/``PREEMPTED`` record): a pending job is then ``REQUEUED``.
 
     Returns:
-        The run's state; the run's own records win over the scheduler for done and failed.
+        The run's state. The records win for what they know for certain (finished, pruned,
+        corrupt, a process holding the run's lock); a job back in the queue after preemption
+        (``REQUEUED``/``PREEMPTED``) is ``pending``; a job that ended with the run unfinished
+        leaves the records' word (``interrupted`` with a checkpoint, ``failed`` otherwise).
     """
-    if records is RunState.DONE:
-        return JobState.DONE
+    if records.is_finished() or records in (RunState.CORRUPT, RunState.RUNNING):
+        return records
     word = (scheduler or "").strip().upper().split(" ")[0].rstrip("+")
     if word in _RUNNING:
-        return JobState.RUNNING
-    if word in _PENDING:
-        return JobState.REQUEUED if requeued_before else JobState.PENDING
-    if word in _REQUEUED:
-        return JobState.REQUEUED
+        return RunState.RUNNING
+    if word in _PENDING or word in _REQUEUED:
+        return RunState.PENDING
     if records is RunState.FAILED or word in _FAILED:
-        return JobState.FAILED
+        return RunState.FAILED
     if word in _CANCELLED:
-        return JobState.CANCELLED
+        return RunState.CANCELLED
     if word and word not in _ENDED:
         raise ValueError(f"unknown scheduler state {scheduler!r}; add it to jobs.state.classify")
-    if records is RunState.RESUMABLE:
-        return JobState.INTERRUPTED
+    if records is RunState.INTERRUPTED:
+        return RunState.INTERRUPTED
     if word in _ENDED and records is RunState.NEW:
-        return JobState.FAILED  # the job ended before the run wrote anything (see its log)
-    return JobState.NEW
+        return RunState.FAILED  # the job ended before the run wrote anything (see its log)
+    return RunState.NEW
 
 
 @dataclass
@@ -121,7 +94,7 @@ class RunEntry:
     job_id: str | None = None
     submitted: float | None = None
     submissions: int = 0
-    state: str = JobState.NEW.value  # last state seen by launch or status
+    state: str = RunState.NEW.value  # last state seen by launch or status
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Where a sweep stands: one scheduler query, the runs' own records, errors and GPU-hours.
 
-:func:`observe` gives every run of a state file its :class:`~jobs.state.JobState`, from the run
+:func:`observe` gives every run of a state file its :class:`~jobs.state.RunState`, from the run
 directory (:func:`suite.records.run_state`) and the scheduler: all SLURM jobs of the sweep in
 ONE ``sacct`` call, local jobs by their process. :func:`collect` adds what a person needs for
 failed runs (the error from ``failure.json`` and the last lines of the job log) and the
@@ -20,7 +20,8 @@ from typing import Any
 from submitit.core.utils import JobPaths
 
 from jobs import slurm
-from jobs.state import JobState, RunEntry, SweepState, classify
+from jobs.state import RunEntry, SweepState, classify
+from suite.records import RunState
 from suite.records import RunPaths, read_json, run_state
 
 __all__ = ["Observation", "RunStatus", "SweepStatus", "collect", "observe"]
@@ -32,7 +33,7 @@ SACCT_LAG_S = 600  # a job sacct does not know yet counts as pending for this lo
 class Observation:
     """A run's state and the scheduler's view of its job (None: no job, or unknown)."""
 
-    state: JobState
+    state: RunState
     scheduler: str | None = None
     record: slurm.SacctRecord | None = None
 
@@ -85,8 +86,7 @@ def observe(state: SweepState, run_ids: list[str] | None = None) -> tuple[dict[s
             elif entry.executor == "local" and state.host == this_host and _process_alive(entry.job_id):
                 word = "RUNNING"
         files = run_state(RunPaths.of(root, rid))
-        requeued = bool(record and record.requeued_before)
-        observations[rid] = Observation(classify(files, word, requeued_before=requeued), word, record)
+        observations[rid] = Observation(classify(files, word), word, record)
     return observations, accounting_ok
 
 
@@ -102,7 +102,7 @@ class RunStatus:
     log_path: str | None = None
 
     @property
-    def state(self) -> JobState:
+    def state(self) -> RunState:
         return self.observation.state
 
 
@@ -112,7 +112,7 @@ class SweepStatus:
 
     state: SweepState
     runs: list[RunStatus]
-    counts: dict[JobState, int]
+    counts: dict[RunState, int]
     gpu_hours: float
     gpu_hours_source: str
     accounting_ok: bool
@@ -153,7 +153,7 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
 
     Example:
         >>> report = collect(SweepState.read(Path("runs/demo-methods/sweep-state.json")))  # doctest: +SKIP
-        >>> report.counts[JobState.DONE]  # doctest: +SKIP
+        >>> report.counts[RunState.FINISHED]  # doctest: +SKIP
         15
     """
     observations, accounting_ok = observe(state)
@@ -162,7 +162,7 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
     for rid, entry in sorted(state.runs.items(), key=lambda kv: (not kv[1].prerequisite, kv[1].index)):
         obs = observations[rid]
         status = RunStatus(rid, entry, obs)
-        if obs.state is JobState.FAILED:
+        if obs.state is RunState.FAILED:
             paths = RunPaths.of(root, rid)
             status.error = _error(paths, obs)
             log = _job_log(state, entry)
@@ -178,4 +178,5 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
     else:
         summaries: list[dict[str, Any]] = [read_json(RunPaths.of(root, r.run_id).summary) or {} for r in runs]
         gpu_hours, source = sum(float(s.get("gpu_hours", 0.0)) for s in summaries), "run summaries"
-    return SweepStatus(state, runs, {s: counts.get(s, 0) for s in JobState}, gpu_hours, source, accounting_ok)
+    shown = {s: counts[s] for s in RunState if counts.get(s)}
+    return SweepStatus(state, runs, shown, gpu_hours, source, accounting_ok)

@@ -37,7 +37,7 @@ from typing import Any
 
 import submitit
 
-from suite.records import RunPaths
+from suite.records import RunPaths, clear_failure
 from suite.signals import GracefulStop
 
 __all__ = ["RunJob", "preemption_signal"]
@@ -75,7 +75,7 @@ class RunJob(submitit.helpers.Checkpointable):
             node resolves to another id (for example a different suite version).
 
     Returns (when called):
-        ``{"run_id", "status", "summary"}``; ``status`` is ``finished`` or ``interrupted``.
+        ``{"run_id", "state", "summary"}``; ``state`` is ``finished``, ``pruned`` or ``interrupted``.
 
     Example:
         >>> job = executor.submit(RunJob(plan.runs[0].resolved(), plan.runs[0].run_id))  # doctest: +SKIP
@@ -92,8 +92,9 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         import suite  # noqa: F401 - torchvision shim before timm
         from suite.config import ConfigError, run_id, validate_config
-        from suite.records import atomic_write_json
-        from suite.trainer import STATUS_INTERRUPTED, TrainResult, train
+        from suite.preflight import check_machine
+        from suite.records import RunState, write_failure
+        from suite.trainer import TrainResult, train
 
         paths = RunPaths.of(self.config["run"]["output_root"], self.run_id)
         try:
@@ -103,10 +104,9 @@ class RunJob(submitit.helpers.Checkpointable):
                     f"run {self.run_id}: the config resolves to run id {run_id(cfg)} on this node; "
                     "is the suite installed here the same version as where the sweep was planned?"
                 )
+            check_machine(cfg, prefix=f"run {self.run_id}: ")  # files and models as this node sees them
         except ConfigError as err:  # before train(): record it where status looks
-            atomic_write_json(
-                paths.failure, {"error": "ConfigError", "message": str(err), "time": time.time()}
-            )
+            write_failure(paths, err)
             raise
         preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
@@ -118,17 +118,17 @@ class RunJob(submitit.helpers.Checkpointable):
                 if not (stop.requested and _from_tracker(err)):
                     raise
                 _keep_resumable(paths, err)
-                result = TrainResult(self.run_id, paths.root, STATUS_INTERRUPTED, {})
+                result = TrainResult(self.run_id, paths.root, RunState.INTERRUPTED, {})
             if (
-                result.status == STATUS_INTERRUPTED
+                result.state is RunState.INTERRUPTED
                 and preempt not in stop.received
                 and signal.SIGTERM in stop.received
             ):
                 _wait_for(stop, preempt, TERM_GRACE_S)
-        if result.status == STATUS_INTERRUPTED and preempt in stop.received and callable(submitit_handler):
+        if result.state is RunState.INTERRUPTED and preempt in stop.received and callable(submitit_handler):
             # The checkpoint is on disk: now let submitit pickle this callable, requeue and exit.
             _hand_over(submitit_handler, preempt)
-        return {"run_id": result.run_id, "status": result.status, "summary": result.summary}
+        return {"run_id": result.run_id, "state": result.state.value, "summary": result.summary}
 
 
 def _from_tracker(err: BaseException) -> bool:
@@ -148,7 +148,7 @@ def _keep_resumable(paths: RunPaths, err: BaseException) -> None:
     ``checkpoint.pt``. W&B is only a sink: the run stays resumable and continues the same W&B
     run (``resume="allow"``, id = run id) when it restarts.
     """
-    paths.failure.unlink(missing_ok=True)
+    clear_failure(paths)
     with open(paths.log, "a") as handle:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         handle.write(

@@ -1,8 +1,10 @@
-"""The ``suite`` command line: train, inspect configs, run sweeps, make reports.
+"""The ``suite`` command line: one root for train, config, maps, runs, and the command groups of
+the other packages (sweep, report, tune), which attach through the ``suite.commands`` entry
+points so this bottom package never names them.
 
-Exit codes: 0 success, 1 the run failed (see the run's failure.json), 2 invalid input
-(nothing was started), 75 interrupted by a signal after writing a checkpoint (rerun the
-same command to resume).
+Exit codes (``suite.console``): 0 success, 1 the run failed (see the run's failure.json), 2
+invalid input (nothing was started), 75 interrupted by a signal after writing a checkpoint
+(rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from suite.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    OverridesArg,
+    console,
+    err_console,
+    invalid,
+)
 
 app = typer.Typer(
     help="TokenMix ablation suite: train timm ViTs with TokenMix/CutMix/Mixup, run sweeps, make ablation tables.",
@@ -26,36 +36,28 @@ config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 maps_app = typer.Typer(help="Offline teacher maps: compute once, train with teacher.maps=DIR.", no_args_is_help=True)
 app.add_typer(maps_app, name="maps")
+runs_app = typer.Typer(help="Run folders: migrate folders made by earlier suite versions.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
-
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_INTERRUPTED = 75
+ENTRY_POINT_GROUP = "suite.commands"
 
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML run config; overrides are applied on top of it.")
 ]
-OverridesArg = Annotated[
-    Optional[list[str]],
-    typer.Argument(
-        help="Overrides as dotted key=value, e.g. mix.method=tokenmix mix.mask_ratio=0.5 schedule.epochs=5 "
-        "(values are YAML: numbers, [lo,hi] lists, null). Shorthands: data=builtin, data=/path/to/imagenet, "
-        "teacher=none, teacher=runs/<run_id>.",
-        show_default=False,
-    ),
-]
 
 
-def _load(config: Path | None, overrides: list[str] | None):  # noqa: ANN202 - TrainConfig, imported lazily
+def _load(config: Path | None, overrides: list[str] | None, *, machine: bool = False):  # noqa: ANN202
+    """The validated config (exit 2 with the field named when invalid); ``machine`` adds this machine's checks."""
     from suite.config import ConfigError, load_config
+    from suite.preflight import check_machine
 
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
+        if machine:
+            check_machine(cfg)
+        return cfg
     except ConfigError as err:
-        err_console.print(f"[bold red]invalid config[/]\n{err}", highlight=False)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise invalid("invalid config", err) from None
 
 
 @app.command()
@@ -73,17 +75,29 @@ def train(
     step with a checkpoint (exit code 75); running the same command again resumes.
     """
     from suite.config import run_id
-    from suite.trainer import STATUS_FINISHED, train as run_training
+    from suite.migrate import legacy_match
+    from suite.records import RunBusyError, RunState
+    from suite.trainer import train as run_training
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, machine=True)
     rid = run_id(cfg)
+    old = legacy_match(cfg)
+    if old is not None:
+        raise invalid(
+            "run folder from an earlier suite version",
+            f"{old} holds this run under its old id; run `suite runs migrate {old.parent}` to rename it to {rid} "
+            "(nothing is retrained)",
+        )
     console.print(f"run [bold]{rid}[/]  ->  {Path(cfg.run.output_root) / rid}")
     try:
         result = run_training(cfg, progress=progress)
+    except RunBusyError as err:
+        err_console.print(f"[bold red]busy[/]: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
     except Exception as err:  # noqa: BLE001 - summarised for the user; traceback kept in failure.json
         err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
-    if result.status != STATUS_FINISHED:
+    if result.state is RunState.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] at epoch {result.summary.get('epoch')}, step "
                       f"{result.summary.get('step')}; run the same command again to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -91,10 +105,10 @@ def train(
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=f"run {summary['run_id']}", show_header=True)
+    table = Table(title=f"run {summary['run_id']} ({summary.get('status', 'finished')})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    keys = ["top1", "top5", "best_top1", "epochs", "images_per_s", "wall_seconds", "device"]
+    keys = ["top1", "top5", "best_top1", "best_top1_max", "epochs", "images_per_s", "wall_seconds", "device"]
     keys += sorted(k for k in summary if k.startswith("occ") and k.endswith("_top1"))
     for key in keys:
         value = summary.get(key)
@@ -143,10 +157,9 @@ def maps_build(
 
     from suite.offline_maps import build_offline_maps
 
-    cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])])  # the teacher only validates with TokenMix
+    cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])], machine=True)  # teacher needs TokenMix
     if cfg.teacher.checkpoint is None:
-        err_console.print("[bold red]invalid config[/]\nteacher: give the teacher, e.g. teacher=runs/<run_id>")
-        raise typer.Exit(EXIT_INVALID)
+        raise invalid("invalid config", "teacher: give the teacher, e.g. teacher=runs/<run_id>")
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("teacher maps", total=None)
         meta = build_offline_maps(
@@ -158,24 +171,46 @@ def maps_build(
                   f"train with teacher.maps={out}")
 
 
+@runs_app.command("migrate")
+def runs_migrate(
+    output_root: Annotated[Path, typer.Argument(help="Folder holding run folders (a sweep's output_root).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be renamed; change nothing.")] = False,
+) -> None:
+    """Rename run folders made by earlier suite versions to their current run ids.
+
+    Earlier versions hashed every config field, defaults included, so their ids differ from
+    today's. Each folder's config.json is validated, its current id computed, and the folder
+    renamed (config.json and summary.json updated). Nothing is retrained; checkpoints resume.
+    """
+    from suite.migrate import migrate
+
+    moves, problems = migrate(output_root, dry_run=dry_run)
+    for old, new in moves:
+        console.print(f"{'would rename' if dry_run else 'renamed'} {old.name} -> {new.name}", highlight=False)
+    for line in problems:
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
+    console.print(f"{len(moves)} run folder(s) {'to migrate' if dry_run else 'migrated'}, {len(problems)} skipped")
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def main() -> None:
     """Entry point of the ``suite`` console script."""
     import suite  # noqa: F401 - torchvision shim before anything imports timm
 
-    _register_optional_commands()
+    register_command_groups(app)
     app(prog_name="suite")
 
 
-def _register_optional_commands() -> None:
-    """Attach the sweep/report/demo command groups that live in the other packages."""
-    for module_name, attr in (("jobs.cli", "register"), ("analysis.cli", "register"), ("suite.demo", "register")):
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        getattr(module, attr)(app)
+def register_command_groups(root: typer.Typer) -> None:
+    """Attach the command groups that other packages declare under the ``suite.commands`` entry points."""
+    from importlib.metadata import entry_points
+
+    from suite import demo
+
+    demo.register(root)
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry.load()(root)
 
 
 if __name__ == "__main__":

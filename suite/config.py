@@ -6,9 +6,12 @@ starts, and saved resolved (``config.json``) with the run. Bad input raises
 :class:`ConfigError` whose message names the dotted field and the reason; an unknown key
 lists the valid keys with their defaults (submitit's ``_internal_update_parameters`` idea).
 
-The run id (:func:`run_id`) is a stable hash of the resolved config minus the fields that
-only say where or how to run (output root, device, threads, workers, tracking), so the
-same experiment always lands in the same run directory and the same W&B run.
+The run id (:func:`run_id`) is a hash of the resolved fields that differ from their defaults,
+minus the fields that only say where or how to run (output root, device, threads, workers,
+tracking), so the same experiment always lands in the same run directory and the same W&B run,
+and a new option with a default leaves every existing id unchanged. The schema checks types,
+ranges, choices and cross-field rules only; what needs this machine (files, the timm registry)
+is :func:`suite.preflight.check_machine`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "ID_VERSION",
     "run_id",
     "validate_config",
 ]
@@ -48,6 +52,7 @@ OUTPUT_ONLY_FIELDS: tuple[str, ...] = (
     "run.threads",
     "data.workers",
     "eval.batch_size",
+    "run.log_every",
     "tracking",
 )
 
@@ -60,22 +65,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _check_file(value: Path | None) -> Path | None:
-    if value is not None and not Path(value).expanduser().is_file():
-        raise ValueError(f"file not found: {value}")
+def _expand_user(value: Path | None) -> Path | None:
     return None if value is None else Path(value).expanduser()
-
-
-def _check_timm_model(name: str) -> str:
-    import timm
-
-    import suite.models  # noqa: F401 - registers the suite's small models with timm
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown timm model {name!r}{hint}")
-    return name
 
 
 class ModelConfig(_Strict):
@@ -90,8 +81,7 @@ class ModelConfig(_Strict):
     checkpoint: Path | None = Field(None, description="initial weights (safetensors, torch, or a suite run)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
 
-    _name = field_validator("name")(classmethod(lambda cls, v: _check_timm_model(v)))
-    _ckpt = field_validator("checkpoint")(classmethod(lambda cls, v: _check_file(v)))
+    _ckpt = field_validator("checkpoint")(classmethod(lambda cls, v: _expand_user(v)))
 
     def resolved_patch_size(self) -> int | None:
         """Patch size from the override or the timm name (``..._patch16_...``)."""
@@ -137,12 +127,8 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve(self) -> DataConfig:
-        if self.source == "folder":
-            if self.root is None:
-                raise ValueError("data.root is required when data.source=folder")
-            for split in ("train", "val"):
-                if not (Path(self.root) / split).is_dir():
-                    raise ValueError(f"data.root: {self.root} has no {split}/ folder (ImageNet layout expected)")
+        if self.source == "folder" and self.root is None:
+            raise ValueError("data.root is required when data.source=folder")
         defaults = _AUG_DEFAULTS[self.source]
         updates = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.source == "builtin":
@@ -192,18 +178,18 @@ class MixConfig(_Strict):
         return value
 
 
-def _is_maps_dir(path: str | Path) -> bool:
-    """A complete ``suite maps build`` directory (its ``maps.json`` is written last)."""
-    return (Path(path) / "maps.json").is_file()
+MAPS_PREFIX = "maps:"
 
 
 class TeacherConfig(_Strict):
     """Teacher for TokenMix's activation-map targets: online from a checkpoint, or offline maps.
 
     ``teacher=none`` disables it (area targets). ``teacher=<path>`` is shorthand for
-    ``teacher.checkpoint=<path>``, or for ``teacher.maps=<path>`` when the path is a directory
-    made by ``suite maps build``; a suite run directory or its ``checkpoint.pt`` carries
-    the architecture, so ``teacher.model`` may be left empty for those.
+    ``teacher.checkpoint=<path>`` and ``teacher=maps:<dir>`` for ``teacher.maps=<dir>``: the
+    shorthand is read from its spelling alone, never from the filesystem, so every machine
+    resolves it (and the run id) the same way. A suite run directory or its ``checkpoint.pt``
+    carries the architecture, so ``teacher.model`` may be left empty for those. Whether the
+    files exist is checked by :func:`suite.preflight.check_machine`, where the run executes.
     """
 
     model: str | None = Field(None, description="timm name of the teacher (read from a suite checkpoint if empty)")
@@ -217,29 +203,20 @@ class TeacherConfig(_Strict):
         if value is None or value == "none":
             return {}
         if isinstance(value, str):
-            if _is_maps_dir(value):
-                return {"maps": value}
+            if value.startswith(MAPS_PREFIX):
+                return {"maps": value[len(MAPS_PREFIX) :]}
             return {"checkpoint": value}
         return value
 
-    @field_validator("maps")
+    @field_validator("maps", "checkpoint")
     @classmethod
-    def _maps(cls, value: Path | None) -> Path | None:
-        if value is not None and not _is_maps_dir(value):
-            raise ValueError(f"{value} is not a complete offline maps directory (no maps.json); run `suite maps build`")
-        return value
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _ckpt(cls, value: Path | None) -> Path | None:
-        if value is not None and Path(value).is_dir():
-            value = Path(value) / "checkpoint.pt"
-        return _check_file(value)
+    def _paths(cls, value: Path | None) -> Path | None:
+        return _expand_user(value)
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: str | None) -> str | None:
-        return None if value in (None, "none") else _check_timm_model(value)
+        return None if value in (None, "none") else value
 
     @model_validator(mode="after")
     def _needs_weights(self) -> TeacherConfig:
@@ -302,6 +279,7 @@ class RuntimeConfig(_Strict):
     threads: int | None = Field(None, gt=0, description="torch threads (default: SLURM_CPUS_PER_TASK or affinity)")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    log_every: int = Field(50, gt=0, description="steps between host reads of the running loss (progress, NaN check)")
 
     @field_validator("device")
     @classmethod
@@ -368,20 +346,50 @@ class TrainConfig(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The resolved config minus output-only fields: what the run id hashes."""
-        data = json.loads(self.model_dump_json())
-        for dotted in OUTPUT_ONLY_FIELDS:
-            *parents, leaf = dotted.split(".")
-            node = data
-            for part in parents:
-                node = node[part]
-            node.pop(leaf, None)
-        return data
+        """What the run id hashes: the dotted fields whose resolved value differs from its default.
+
+        Output-only fields (where and how a run executes) are left out. Options added later with
+        a default are equal to it in every existing config, so they never enter an old run's
+        identity, and upgrading the suite keeps every run id.
+        """
+        defaults = _leaves(json.loads(type(self)().model_dump_json()))
+        values = _leaves(json.loads(self.model_dump_json()))
+        return {
+            key: value
+            for key, value in sorted(values.items())
+            if not _output_only(key) and (key not in defaults or defaults[key] != value)
+        }
+
+
+# Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was
+# added); 2: hash of the non-default resolved fields. Run folders record it in config.json.
+ID_VERSION = 2
+
+
+def _output_only(dotted: str) -> bool:
+    return any(dotted == f or dotted.startswith(f"{f}.") for f in OUTPUT_ONLY_FIELDS)
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections flattened to dotted leaves; dict-valued options (kwargs) stay one leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if not prefix and isinstance(value, dict):  # a section: model, data, mix, ...
+            flat.update(_leaves(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def run_id(cfg: TrainConfig) -> str:
-    """Stable id of a run: ``<method>-<12 hex of sha256(identity)>``."""
-    blob = json.dumps(cfg.identity(), sort_keys=True, separators=(",", ":"))
+    """Stable id of a run: ``<method>-<12 hex of sha256(version, non-default fields)>``.
+
+    Example:
+        >>> run_id(TrainConfig()) == run_id(load_config(None, ["optim.lr=0.001"]))  # a default spelled out
+        True
+    """
+    blob = json.dumps({"id_version": ID_VERSION, "fields": cfg.identity()}, sort_keys=True, separators=(",", ":"))
     return f"{cfg.mix.method}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

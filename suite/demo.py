@@ -30,13 +30,14 @@ DEMO_METHODS: list[tuple[str, list[str]]] = [
 def run_demo(output_root: Path, *, epochs: int | None = None, console: Console | None = None) -> list[dict]:
     """Train the demo's runs (skipping finished ones) and return one row per student."""
     from suite.config import load_config
-    from suite.trainer import STATUS_FINISHED, train
+    from suite.records import RunState
+    from suite.trainer import train
 
     console = console or Console()
     common = [f"run.output_root={output_root}"]
     console.rule("teacher: cnn_micro")
     teacher = train(load_config(None, [*DEMO_TEACHER, *common]))
-    if teacher.status != STATUS_FINISHED:
+    if teacher.state is not RunState.FINISHED:
         raise typer.Exit(75)
     console.print(f"teacher top-1 {teacher.summary['top1']:.1f} %  ({teacher.run_dir})")
     rows = []
@@ -45,7 +46,7 @@ def run_demo(output_root: Path, *, epochs: int | None = None, console: Console |
         extra = [f"schedule.epochs={epochs}"] if epochs else []
         console.rule(f"student: {label}")
         result = train(load_config(None, [*DEMO_STUDENT, *overrides, *extra, *common, f"name=demo {label}"]))
-        if result.status != STATUS_FINISHED:
+        if result.state is not RunState.FINISHED:
             raise typer.Exit(75)
         rows.append({"method": label, "run_id": result.run_id, **result.summary})
     return rows

@@ -52,6 +52,7 @@ from suite.cam import normalise_maps, raw_activation_maps
 from suite.config import DataConfig, TrainConfig
 from suite.hardware import host_to_device
 from suite.records import atomic_write_json
+from suite.preflight import resolve_checkpoint_path
 
 __all__ = ["MAPS_FILE", "META_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
 
@@ -189,7 +190,7 @@ def build_offline_maps(
     from torchvision.transforms import v2
 
     from suite.data import SeededDataset, build_data, eval_loader
-    from suite.trainer import load_teacher
+    from suite.online_teacher import load_teacher
 
     if cfg.teacher.checkpoint is None:
         raise ValueError("teacher.checkpoint: building offline maps needs a teacher (teacher=runs/<id> or a file)")
@@ -207,7 +208,7 @@ def build_offline_maps(
         "teacher": {
             "model": cfg.teacher.model,
             "checkpoint": str(cfg.teacher.checkpoint),
-            "sha256": _file_sha256(Path(cfg.teacher.checkpoint)),
+            "sha256": _file_sha256(resolve_checkpoint_path(cfg.teacher.checkpoint)),
         },
         "data": {"source": cfg.data.source, "root": str(cfg.data.root) if cfg.data.root else None,
                  "train_size": cfg.data.train_size, "data_seed": cfg.data.data_seed},

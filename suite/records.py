@@ -1,56 +1,94 @@
-"""The run directory: the one record format every stage reads.
+"""The run directory: the one record format every stage reads, and the one run-state vocabulary.
 
 ``<output_root>/<run_id>/`` holds
 
-- ``config.json``   the resolved run config (written before training starts);
-- ``metrics.jsonl`` one JSON object per finished epoch (rewritten atomically each epoch,
-  so it always matches the last checkpoint);
-- ``checkpoint.pt`` the full training state (model, optimiser, scheduler, scaler, EMA,
-  RNG states, epoch and step);
-- ``summary.json``  final/best metrics and status ``finished``: the commit marker of a
-  finished run, written last;
-- ``failure.json``  error type, message and traceback tail of a run that raised;
-- ``train.log``     the human-readable log.
+- ``config.json``   the resolved run config, its ``run_id`` and ``id_version`` (written first);
+- ``checkpoint.pt`` the full training state (model, optimiser, EMA, RNG states, epoch, step);
+- ``metrics.jsonl`` one JSON object per finished epoch, rewritten atomically after the
+  checkpoint of the same epoch, so it never holds an epoch that a resume would not reach;
+- ``summary.json``  final/best metrics and ``status`` (``finished`` or ``pruned``): the commit
+  marker of a run that ended, written last;
+- ``failure.json``  error type, message and traceback tail of the last attempt, if it raised;
+  removed when a new attempt starts;
+- ``train.log``     the human-readable log;
+- ``.lock``         held (``flock``) by the process that trains the run.
 
-Every JSON file is written atomically (temporary file in the same directory, fsync,
-rename), so a reader never sees half a file and a kill never corrupts a record.
-:func:`run_state` derives the state from these files alone; sweeps, reports and tuning
-all use it.
+Every file is written atomically (temporary file in the same directory, fsync, rename), so a
+reader never sees half a file. :func:`run_state` derives the state from these files alone (no
+modification-time comparisons); sweeps, reports and tuning all use it, and the scheduler's words
+are mapped into the same :class:`RunState` in one function (``jobs.state.classify``).
 """
 
 from __future__ import annotations
 
 import enum
+import errno
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RunBusyError",
     "RunPaths",
     "RunRecord",
     "RunState",
     "atomic_write_bytes",
     "atomic_write_json",
+    "atomic_write_jsonl",
+    "clear_failure",
+    "iter_runs",
     "read_json",
+    "read_jsonl",
     "read_run",
+    "read_summary",
+    "run_lock",
     "run_state",
+    "write_failure",
+    "write_summary",
 ]
 
 
 class RunState(str, enum.Enum):
-    """What the files of a run directory say about it."""
+    """The one vocabulary for where a run stands, printed by every command.
+
+    ``new``, ``running``, ``interrupted``, ``finished``, ``pruned``, ``failed`` and ``corrupt``
+    come from the run directory; ``pending`` and ``cancelled`` only from a scheduler
+    (``jobs.state.classify``).
+    """
 
     NEW = "new"  # nothing computed yet
-    RESUMABLE = "resumable"  # a checkpoint exists, no summary: relaunching continues it
-    FAILED = "failed"  # the last attempt raised (failure.json newer than the checkpoint)
-    DONE = "done"  # summary.json exists: never retrained
+    PENDING = "pending"  # a job is queued for it (scheduler)
+    RUNNING = "running"  # a process is training it now
+    INTERRUPTED = "interrupted"  # stopped with a checkpoint: relaunching resumes it
+    FINISHED = "finished"  # summary.json written: never retrained
+    PRUNED = "pruned"  # stopped early on purpose (e.g. an Optuna pruner): never resumed
+    FAILED = "failed"  # the last attempt raised (failure.json), or its job died
+    CANCELLED = "cancelled"  # its job was cancelled by a user (scheduler)
+    CORRUPT = "corrupt"  # a record cannot be read; see the run's ``problem``
 
     def is_finished(self) -> bool:
-        return self is RunState.DONE
+        """Ended for good (finished or pruned): a relaunch never trains it again."""
+        return self in (RunState.FINISHED, RunState.PRUNED)
+
+    def is_active(self) -> bool:
+        """A job or process exists for it: a launch must not submit it again."""
+        return self in (RunState.PENDING, RunState.RUNNING)
+
+    def needs_launch(self) -> bool:
+        """A launch submits it: never run, interrupted, failed or cancelled."""
+        return self in (RunState.NEW, RunState.INTERRUPTED, RunState.FAILED, RunState.CANCELLED)
+
+
+class RunBusyError(RuntimeError):
+    """Another process holds the run's lock: it is being trained right now."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +126,10 @@ class RunPaths:
         return self.root / "train.log"
 
     @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
     def wandb_dir(self) -> Path:
         return self.root
 
@@ -119,7 +161,7 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_json(path: Path) -> Any | None:
-    """Read a JSON file, or None when it does not exist."""
+    """Read a JSON file, or None when it does not exist (a malformed file raises ValueError)."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -145,22 +187,114 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_summary(paths: RunPaths) -> dict[str, Any] | None:
+    """The run's summary, None when there is none; ValueError (naming the file) when unreadable."""
+    try:
+        summary = read_json(paths.summary)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"{paths.summary}: unreadable summary ({err})") from None
+    if summary is None:
+        return None
+    pruned = isinstance(summary, dict) and summary.get("status") == RunState.PRUNED.value
+    if not isinstance(summary, dict) or "run_id" not in summary or ("top1" not in summary and not pruned):
+        raise ValueError(f"{paths.summary}: not a run summary (no run_id/top1)")
+    return summary
+
+
+def write_summary(paths: RunPaths, summary: dict[str, Any]) -> None:
+    """Commit a run as ended (``summary["status"]``: ``finished`` or ``pruned``)."""
+    status = summary.get("status")
+    if status not in (RunState.FINISHED.value, RunState.PRUNED.value):
+        raise ValueError(f"summary status must be finished or pruned, but got status={status!r}")
+    atomic_write_json(paths.summary, summary)
+    clear_failure(paths)
+
+
+def write_failure(paths: RunPaths, err: BaseException | None = None, *, error: str = "", message: str = "") -> None:
+    """Record why the last attempt failed (the run state becomes ``failed``)."""
+    record = {
+        "error": type(err).__name__ if err is not None else error,
+        "message": str(err) if err is not None else message,
+        "time": time.time(),
+    }
+    if err is not None and err.__traceback__ is not None:
+        record["traceback"] = "".join(traceback.format_exception(err))[-4000:]
+    atomic_write_json(paths.failure, record)
+
+
+def clear_failure(paths: RunPaths) -> None:
+    """Forget the last attempt's failure (a new attempt starts, or the failure was not the run's)."""
+    paths.failure.unlink(missing_ok=True)
+
+
+def _lock_held(paths: RunPaths) -> bool:
+    """True when another open file description holds the run's lock."""
+    try:
+        fd = os.open(paths.lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(paths: RunPaths) -> Iterator[None]:
+    """Hold the run's lock while training it; a second trainer of the same run is refused.
+
+    ``flock`` locks are released by the kernel when the process dies, so a killed run never
+    leaves a stale lock. (On network filesystems without ``flock`` support the lock is local to
+    the node.)
+    """
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RunBusyError(
+                    f"run {paths.root.name} is being trained by another process (lock {paths.lock}); "
+                    "wait for it or stop it first"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_state(paths: RunPaths) -> RunState:
     """Derive the state of a run from its files alone."""
-    if paths.summary.is_file():
-        return RunState.DONE
+    try:
+        summary = read_summary(paths)
+    except ValueError:
+        return RunState.CORRUPT
+    if summary is not None:
+        return RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
+    if _lock_held(paths):
+        return RunState.RUNNING
     if paths.failure.is_file():
-        ckpt_time = paths.checkpoint.stat().st_mtime if paths.checkpoint.is_file() else 0.0
-        if paths.failure.stat().st_mtime >= ckpt_time:
-            return RunState.FAILED
+        return RunState.FAILED
     if paths.checkpoint.is_file():
-        return RunState.RESUMABLE
+        return RunState.INTERRUPTED
     return RunState.NEW
 
 
 @dataclass
 class RunRecord:
-    """Everything a report needs from one run directory."""
+    """Everything a report needs from one run directory.
+
+    ``problem`` names the unreadable file and the fix when ``state`` is ``corrupt`` (or when an
+    optional record such as ``metrics.jsonl`` could not be read); it is None otherwise.
+    """
 
     run_id: str
     paths: RunPaths
@@ -169,19 +303,42 @@ class RunRecord:
     metrics: list[dict[str, Any]]
     summary: dict[str, Any] | None
     failure: dict[str, Any] | None
+    problem: str | None = None
+
+
+def _read_optional(path: Path, reader: Any, problems: list[str]) -> Any:
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        problems.append(f"{path}: unreadable ({err}); delete it and relaunch the run to rebuild it")
+        return None
 
 
 def read_run(root: Path | str) -> RunRecord:
-    """Read a run directory (any state)."""
+    """Read a run directory in any state; never raises for an unreadable record."""
     paths = RunPaths(Path(root))
+    problems: list[str] = []
+    summary = None
+    try:
+        summary = read_summary(paths)
+    except ValueError as err:
+        problems.append(
+            f"{err}: the run does not count as finished; delete {paths.summary.name} to resume it "
+            "from its checkpoint, or the run folder to retrain it"
+        )
+    state = RunState.CORRUPT if problems else run_state(paths)
+    config = _read_optional(paths.config, read_json, problems)
+    metrics = _read_optional(paths.metrics, read_jsonl, problems) or []
+    failure = _read_optional(paths.failure, read_json, problems)
     return RunRecord(
         run_id=paths.root.name,
         paths=paths,
-        state=run_state(paths),
-        config=read_json(paths.config),
-        metrics=read_jsonl(paths.metrics),
-        summary=read_json(paths.summary),
-        failure=read_json(paths.failure),
+        state=state,
+        config=config if isinstance(config, dict) else None,
+        metrics=metrics,
+        summary=summary,
+        failure=failure if isinstance(failure, dict) else None,
+        problem="; ".join(problems) or None,
     )
 
 

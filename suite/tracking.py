@@ -8,13 +8,13 @@ own ``wandb login`` / ``WANDB_API_KEY``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-import logging
-
 from suite.config import TrackingConfig
+from suite.records import RunState
 
 __all__ = ["Tracker"]
 
@@ -72,6 +72,17 @@ class Tracker:
 
         self._guard("summary", write)
 
-    def finish(self, *, exit_code: int = 0) -> None:
-        self._guard("finish", lambda: self._run.finish(exit_code=exit_code))
+    def finish(self, *, state: RunState) -> None:
+        """End the W&B run so that W&B shows what the records say.
+
+        Finished and pruned runs exit 0; an interrupted run is marked preempting first (W&B then
+        shows it as preempted, and the resumed job continues it); a failed run exits 1.
+        """
+
+        def end() -> None:
+            if state is RunState.INTERRUPTED:
+                self._run.mark_preempting()
+            self._run.finish(exit_code=0 if state.is_finished() else 1)
+
+        self._guard("finish", end)
         self._run = None

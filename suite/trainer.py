@@ -1,129 +1,153 @@
-"""The training core: one function, :func:`train`, used by the CLI, sweeps and tuning.
+"""The training core: :class:`Trainer` and its one-call form :func:`train`, used by the CLI,
+sweeps and tuning.
 
-The loop is DeiT's recipe scaled by config (AdamW, warmup + cosine per step, label
-smoothing, soft-target CE or BCE, optional clipping and EMA, DeiT's mixing switch), with
-bf16 autocast and channels_last on CUDA.
+The loop is DeiT's recipe scaled by config (AdamW, warmup + cosine per step, label smoothing,
+soft-target CE or BCE, optional clipping and EMA, DeiT's mixing switch), with bf16 autocast and
+channels_last on CUDA. :meth:`Trainer.fit` reads like the recipe::
 
-Exact resume. Every random draw of step ``s`` of epoch ``e`` is seeded from
-``(seed, e, s)``: the data order and augmentation (``suite.data``), dropout/drop-path
-(global generators re-seeded per step) and the mixing draws. A checkpoint written at a
-step boundary therefore resumes into the same trajectory as an uninterrupted run: on CPU
-the final metrics are bit-identical.
+    build -> resume -> for each epoch: steps -> end of epoch (evaluate, checkpoint, metrics row,
+    callbacks) -> summary
 
-Stops. SIGTERM/SIGUSR1/SIGINT (and any signal the caller adds) end the loop at the next
-step boundary with a checkpoint: :func:`train` then returns status ``interrupted``. A
-finished run (``summary.json`` present) is never retrained: :func:`train` returns its
-summary at once.
+Exact resume. Every random draw of step ``s`` of epoch ``e`` is seeded from ``(seed, e, s)``:
+the data order and augmentation (``suite.data``), dropout/drop-path (global generators
+re-seeded per step) and the mixing draws. A checkpoint written at a step boundary therefore
+resumes into the same trajectory as an uninterrupted run: on CPU the final metrics are
+bit-identical.
 
-Data parallelism. Model building, the sampler (rank/world size) and the metric
-reductions are separate steps, so wrapping the model in DDP and sharding the sampler is
-all a multi-GPU launcher has to add.
+No host sync in the step. The loss and TokenMix's fallback count are summed on the device; the
+host reads the sums every ``run.log_every`` steps (progress bar, non-finite check) and at the end
+of the epoch. A non-finite loss stops the run at most ``log_every`` steps late, before any
+checkpoint of the bad weights is written.
+
+Stops. SIGTERM/SIGUSR1/SIGINT (and any signal the caller adds) end the loop at the next step
+boundary with a checkpoint: the run is then ``interrupted``. A callback may stop the run after
+an epoch with a reason: it ends ``pruned`` and is never resumed. A run that ended (``finished``
+or ``pruned``) is never retrained: :func:`train` returns its summary at once.
+
+Writing. Every file and the W&B run pass through one :class:`~suite.writer.RunWriter`, the seam
+where a data-parallel run lets rank 0 write and silences the other ranks.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import math
 import platform
 import random
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.config import TrainConfig, run_id
+from suite.config import ID_VERSION, TrainConfig, run_id
 from suite.data import DataBundle, build_data, derive_seed, eval_loader, seed_everything, steps_per_epoch, train_loader
 from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
-from suite.records import RunPaths, atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_json
+from suite.records import RunPaths, RunState, read_summary, run_lock
 from suite.signals import GracefulStop
-from suite.tracking import Tracker
-from suite.weights import read_weights
+from suite.teachers import build_teacher
+from suite.writer import RunWriter
 
-__all__ = ["TrainResult", "train", "load_teacher"]
+__all__ = ["EpochCallback", "TrainResult", "TrainState", "Trainer", "train"]
 
-STATUS_FINISHED = "finished"
-STATUS_INTERRUPTED = "interrupted"
+
+class EpochCallback(Protocol):
+    """Called after each epoch's records are written; a returned string stops the run as ``pruned``.
+
+    Args (of the call):
+        epoch: the finished epoch, 1-based.
+        metrics: that epoch's ``metrics.jsonl`` row (``top1`` present on evaluated epochs).
+    """
+
+    def __call__(self, epoch: int, metrics: Mapping[str, Any]) -> str | None: ...
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the run's id, directory, status and summary."""
+    """What :func:`train` returns: the run's id, directory, state and summary.
+
+    ``summary`` is the run's ``summary.json`` when it ended (``finished``/``pruned``); for an
+    ``interrupted`` run it holds the ``epoch`` and ``step`` it will resume from.
+    """
 
     run_id: str
     run_dir: Path
-    status: str
+    state: RunState
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _logger(paths: RunPaths) -> logging.Logger:
-    log = logging.getLogger(f"suite.run.{paths.root.name}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    for handler in list(log.handlers):
-        handler.close()
-        log.removeHandler(handler)
-    file_handler = logging.FileHandler(paths.log)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    log.addHandler(file_handler)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
-    log.addHandler(stream)
-    return log
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint (``state_dict``) and restored from it.
 
+    ``epoch`` counts finished epochs, ``step`` the steps done in the current one; ``meter``
+    holds the current epoch's sums (host numbers, read at a checkpoint).
+    """
 
-def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) -> Any:
-    """Build the configured teacher from its checkpoint file (no hub access)."""
-    from suite.cam import Teacher
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": -1})
+    meter: dict[str, float] = field(default_factory=lambda: _empty_meter())
+    seconds: float = 0.0  # training wall time of earlier sessions of this run
 
-    state, saved_config = read_weights(cfg.teacher.checkpoint)
-    name = cfg.teacher.model
-    overrides: dict[str, Any] = dict(cfg.teacher.kwargs)
-    img_size = cfg.data.img_size
-    if saved_config is not None:
-        saved_model = saved_config.get("model", {})
-        name = name or saved_model.get("name")
-        for key in ("patch_size", "embed_dim", "depth", "num_heads"):
-            if saved_model.get(key) is not None:
-                overrides.setdefault(key, saved_model[key])
-        overrides.update({k: v for k, v in saved_model.get("kwargs", {}).items() if k not in overrides})
-        img_size = saved_config.get("data", {}).get("img_size", img_size)
-    if name is None:
-        raise ValueError(
-            f"teacher.model: {cfg.teacher.checkpoint} is not a suite checkpoint, so the teacher's timm name is needed"
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> TrainState:
+        return cls(
+            epoch=ckpt["epoch"], step=ckpt["step"], history=list(ckpt["history"]), best=dict(ckpt["best"]),
+            meter=dict(ckpt["meter"] or _empty_meter()), seconds=float(ckpt.get("seconds", 0.0)),
         )
-    model = build_model(name, num_classes=num_classes, img_size=img_size, overrides=overrides)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"teacher.checkpoint: {cfg.teacher.checkpoint} does not fit {name} with {num_classes} classes "
-            f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
+
+
+def _empty_meter() -> dict[str, float]:
+    return {"loss_sum": 0.0, "images": 0, "steps": 0, "seconds": 0.0, "fallbacks": 0}
+
+
+class _DeviceMeter:
+    """One epoch's running sums, kept on the device so the step never waits for the host."""
+
+    def __init__(self, start: Mapping[str, float], device: torch.device) -> None:
+        self.base = dict(start)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.fallbacks = torch.zeros((), dtype=torch.int64, device=device)
+        self.images = 0
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, images: int, fallbacks: torch.Tensor | int) -> None:
+        self.loss_sum += loss.detach().double() * images
+        self.fallbacks += fallbacks
+        self.images += images
+        self.steps += 1
+
+    def read(self, seconds: float) -> dict[str, float]:
+        """The epoch's host numbers so far (one device sync)."""
+        return {
+            "loss_sum": self.base["loss_sum"] + float(self.loss_sum),
+            "images": self.base["images"] + self.images,
+            "steps": self.base["steps"] + self.steps,
+            "seconds": self.base["seconds"] + seconds,
+            "fallbacks": self.base["fallbacks"] + int(self.fallbacks),
+        }
+
+
+def _check_finite(meter: Mapping[str, float], epoch: int, step: int) -> None:
+    if not math.isfinite(meter["loss_sum"]):
+        raise FloatingPointError(
+            f"non-finite training loss in epoch {epoch + 1} before step {step}; no checkpoint of these weights "
+            "was written (lower optim.lr, set optim.clip_grad, or check the data)"
         )
-    return Teacher.from_module(model.to(device))
-
-
-def _teacher(cfg: TrainConfig, data: DataBundle, device: torch.device) -> Any:
-    """The online teacher, the offline maps, or None (area targets)."""
-    if cfg.teacher.maps is not None:
-        from suite.offline_maps import OfflineMaps, training_set_fingerprint
-
-        return OfflineMaps.open(
-            cfg.teacher.maps, fingerprint=training_set_fingerprint(cfg.data, data.train), num_classes=data.num_classes
-        )
-    if cfg.teacher.enabled:
-        return load_teacher(cfg, num_classes=data.num_classes, device=device)
-    return None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -145,27 +169,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _EpochMeter:
-    """Running sums of one epoch; saved in checkpoints so a resumed epoch reports the same."""
-
-    def __init__(self, state: dict[str, float] | None = None) -> None:
-        self.state = dict(state or {"loss_sum": 0.0, "images": 0, "steps": 0, "seconds": 0.0, "fallbacks": 0})
-
-    def add(self, loss: float, images: int, seconds: float, fallbacks: int) -> None:
-        s = self.state
-        s["loss_sum"] += loss * images
-        s["images"] += images
-        s["steps"] += 1
-        s["seconds"] += seconds
-        s["fallbacks"] += fallbacks
-
-
-def _save_checkpoint(paths: RunPaths, payload: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(paths.checkpoint, buffer.getvalue())
 
 
 def _loss_fn(kind: str) -> Any:
@@ -201,311 +204,354 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -
     )
 
 
-def _failure(paths: RunPaths, err: BaseException) -> None:
-    atomic_write_json(
-        paths.failure,
-        {
-            "error": type(err).__name__,
-            "message": str(err),
-            "traceback": traceback.format_exc()[-4000:],
-            "time": time.time(),
-        },
-    )
-
-
-def train(cfg: TrainConfig, *, stop: GracefulStop | None = None, progress: bool | None = None) -> TrainResult:
-    """Train (or resume, or return) the run described by ``cfg``.
+class Trainer:
+    """Train (or resume, or return) the run described by a config.
 
     Args:
         cfg: the validated run config.
-        stop: an external stop flag (jobs pass one that also reacts to SLURM's USR2);
-            by default SIGTERM/SIGUSR1/SIGINT stop the loop at the next step boundary.
+        callbacks: called after every epoch (:class:`EpochCallback`); a returned reason prunes the run.
+        stop: an external stop flag (jobs pass one that also reacts to SLURM's USR2); by
+            default SIGTERM/SIGUSR1/SIGINT stop the loop at the next step boundary.
         progress: show a per-epoch progress bar (default: when stderr is a terminal).
+        writer: where records go (default: a :class:`~suite.writer.RunWriter` of the run directory).
 
-    Returns:
-        A :class:`TrainResult`; ``status`` is ``finished`` or ``interrupted``.
+    Example:
+        >>> from suite.config import load_config
+        >>> trainer = Trainer(load_config(None, ["schedule.epochs=1"]))  # doctest: +SKIP
+        >>> trainer.fit().state  # doctest: +SKIP
+        <RunState.FINISHED: 'finished'>
     """
-    rid = run_id(cfg)
-    paths = RunPaths.of(cfg.run.output_root, rid)
-    summary = read_json(paths.summary)
-    if summary is not None:
-        return TrainResult(rid, paths.root, summary.get("status", STATUS_FINISHED), summary)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    resolved = json.loads(cfg.model_dump_json())
-    if not paths.config.exists():
-        atomic_write_json(paths.config, {**resolved, "run_id": rid})
-    log = _logger(paths)
-    own_stop = stop is None
-    stop = stop or GracefulStop()
-    try:
-        if own_stop:
-            with stop:
-                return _train(cfg, rid, paths, resolved, log, stop, progress)
-        return _train(cfg, rid, paths, resolved, log, stop, progress)
-    except Exception as err:
-        _failure(paths, err)
-        log.error("run failed: %s: %s (see %s)", type(err).__name__, err, paths.failure)
-        raise
-    finally:
-        for handler in list(log.handlers):
-            handler.close()
-            log.removeHandler(handler)
 
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        callbacks: Sequence[EpochCallback] = (),
+        stop: GracefulStop | None = None,
+        progress: bool | None = None,
+        writer: RunWriter | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_id = run_id(cfg)
+        self.paths = RunPaths.of(cfg.run.output_root, self.run_id)
+        self.callbacks = list(callbacks)
+        self.stop = stop
+        self.show_progress = sys.stderr.isatty() if progress is None else progress
+        self.writer = writer or RunWriter(self.paths)
+        self.state = TrainState()
 
-def _train(
-    cfg: TrainConfig,
-    rid: str,
-    paths: RunPaths,
-    resolved: dict[str, Any],
-    log: logging.Logger,
-    stop: GracefulStop,
-    progress: bool | None,
-) -> TrainResult:
-    device = resolve_device(cfg.run.device)
-    threads = configure_threads(cfg.run.threads)
-    cuda = device.type == "cuda"
-    amp = cfg.run.amp and cuda
-    channels_last = cfg.run.channels_last and cuda
-    seed = cfg.run.seed
-    seed_everything(derive_seed(seed, "init"))
+    # -- the recipe ------------------------------------------------------------------------
 
-    data: DataBundle = build_data(cfg.data, geometry=cfg.teacher.maps is not None)
-    steps = steps_per_epoch(data, cfg.data)
-    model = build_model(
-        cfg.model.name,
-        num_classes=data.num_classes,
-        img_size=cfg.data.img_size,
-        overrides={
-            "patch_size": cfg.model.patch_size,
-            "embed_dim": cfg.model.embed_dim,
-            "depth": cfg.model.depth,
-            "num_heads": cfg.model.num_heads,
-            "drop_path_rate": cfg.model.drop_path or None,
-            **cfg.model.kwargs,
-        },
-        checkpoint=cfg.model.checkpoint,
-    ).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(cfg, model)
-    scheduler = _scheduler(cfg, optimizer, steps)
-    ema = None
-    if cfg.optim.ema_decay:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
-    teacher = _teacher(cfg, data, device)
-    mixer = build_mixer(cfg.mix, num_classes=data.num_classes, teacher=teacher)
-    loss_fn = _loss_fn(cfg.optim.loss)
-    val_loader = eval_loader(data.val, cfg.data, cfg.eval.batch_size, pin=cuda)
-
-    start_epoch, start_step, history, meter_state = 0, 0, [], None
-    best: dict[str, Any] = {"top1": -1.0, "top5": 0.0, "epoch": -1}
-    spent_seconds = 0.0
-    if paths.checkpoint.is_file():
-        ckpt = torch.load(paths.checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None and ckpt.get("model_ema") is not None:
-            ema.module.load_state_dict(ckpt["model_ema"])
-        start_epoch, start_step = ckpt["epoch"], ckpt["step"]
-        history, meter_state, best = ckpt["history"], ckpt["meter"], ckpt["best"]
-        spent_seconds = ckpt.get("seconds", 0.0)
-        _set_rng_state(ckpt["rng"])
-        log.info("resuming %s at epoch %d step %d/%d", rid, start_epoch, start_step, steps)
-    else:
-        log.info("starting %s: %s on %s (%d threads), %d steps/epoch", rid, cfg.model.name, device, threads, steps)
-    atomic_write_jsonl(paths.metrics, history)  # drop epochs past the checkpoint, if any
-
-    tracker = Tracker(cfg.tracking, run_id=rid, run_dir=paths.root, config=resolved, name=cfg.name or rid)
-    exit_code = 1
-    try:
-        result = _loop(
-            cfg, rid, paths, log, stop, progress, locals_=dict(
-                device=device, amp=amp, channels_last=channels_last, data=data, steps=steps, model=model,
-                optimizer=optimizer, scheduler=scheduler, ema=ema, mixer=mixer, loss_fn=loss_fn,
-                val_loader=val_loader, start_epoch=start_epoch, start_step=start_step, history=history,
-                meter_state=meter_state, best=best, spent_seconds=spent_seconds, tracker=tracker,
-                threads=threads, resolved=resolved,
+    def fit(self) -> TrainResult:
+        """Run the recipe to the end, to a stop signal, or to a callback's stop."""
+        summary = read_summary(self.paths)  # a corrupt summary raises ValueError naming the file
+        if summary is not None:
+            state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
+            return TrainResult(self.run_id, self.paths.root, state, summary)
+        with run_lock(self.paths):
+            resolved = json.loads(self.cfg.model_dump_json())
+            self.writer.start(
+                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION},
+                tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
+            ended = RunState.FAILED
+            own_stop = self.stop is None
+            stop = self.stop or GracefulStop()
+            try:
+                if own_stop:
+                    with stop:
+                        result = self._fit(stop, resolved)
+                else:
+                    result = self._fit(stop, resolved)
+                ended = result.state
+                return result
+            except Exception as err:
+                self.writer.failure(err)
+                raise
+            finally:
+                self.writer.close(ended)
+
+    def _fit(self, stop: GracefulStop, resolved: dict[str, Any]) -> TrainResult:
+        self._resolved = resolved
+        self._build()
+        self._resume()
+        self._session_start = time.perf_counter()
+        for epoch in range(self.state.epoch, self.cfg.schedule.epochs):
+            if not self._train_epoch(epoch, stop):
+                self.writer.checkpoint(self._payload())
+                self.writer.info(
+                    "signal %s: checkpoint at epoch %d step %d; rerun to resume", stop.signum, epoch, self.state.step
+                )
+                return self._interrupted()
+            row = self._end_of_epoch(epoch)
+            reason = self._callbacks(row)
+            if reason is not None:
+                return self._end(RunState.PRUNED, reason)
+            if stop.requested and epoch + 1 < self.cfg.schedule.epochs:
+                self.writer.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
+                return self._interrupted()
+        return self._end(RunState.FINISHED)
+
+    # -- build and resume -------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.device = resolve_device(cfg.run.device)
+        self.threads = configure_threads(cfg.run.threads)
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.run.amp and cuda
+        self.channels_last = cfg.run.channels_last and cuda
+        seed_everything(derive_seed(cfg.run.seed, "init"))
+        self.data: DataBundle = build_data(cfg.data, geometry=cfg.teacher.maps is not None)
+        self.steps = steps_per_epoch(self.data, cfg.data)
+        model = build_model(
+            cfg.model.name,
+            num_classes=self.data.num_classes,
+            img_size=cfg.data.img_size,
+            overrides={
+                "patch_size": cfg.model.patch_size,
+                "embed_dim": cfg.model.embed_dim,
+                "depth": cfg.model.depth,
+                "num_heads": cfg.model.num_heads,
+                "drop_path_rate": cfg.model.drop_path or None,
+                **cfg.model.kwargs,
+            },
+            checkpoint=cfg.model.checkpoint,
+        ).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = _optimizer(cfg, model)
+        self.scheduler = _scheduler(cfg, self.optimizer, self.steps)
+        self.ema = None
+        if cfg.optim.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
+        teacher = build_teacher(cfg, train_set=self.data.train, num_classes=self.data.num_classes, device=self.device)
+        self.mixer = build_mixer(cfg.mix, num_classes=self.data.num_classes, teacher=teacher)
+        self.loss_fn = _loss_fn(cfg.optim.loss)
+        self.val_loader = eval_loader(self.data.val, cfg.data, cfg.eval.batch_size, pin=cuda)
+
+    def _resume(self) -> None:
+        if not self.paths.checkpoint.is_file():
+            self.writer.info(
+                "starting %s: %s on %s (%d threads), %d steps/epoch",
+                self.run_id, self.cfg.model.name, self.device, self.threads, self.steps,
+            )
+            self.writer.metrics([])
+            return
+        ckpt = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and ckpt.get("model_ema") is not None:
+            self.ema.module.load_state_dict(ckpt["model_ema"])
+        self.state = TrainState.from_checkpoint(ckpt)
+        _set_rng_state(ckpt["rng"])
+        self.writer.metrics(self.state.history)  # drop rows past the checkpoint, if any
+        self.writer.info(
+            "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
         )
-        exit_code = 0
-        return result
-    finally:
-        tracker.finish(exit_code=exit_code)
 
+    # -- one epoch ------------------------------------------------------------------------
 
-def _checkpoint_payload(ctx: dict[str, Any], epoch: int, step: int, meter: _EpochMeter, seconds: float) -> dict:
-    return {
-        "model": ctx["model"].state_dict(),
-        "optimizer": ctx["optimizer"].state_dict(),
-        "model_ema": None if ctx["ema"] is None else ctx["ema"].module.state_dict(),
-        "scaler": None,  # bf16 autocast needs no loss scaling
-        "epoch": epoch,
-        "step": step,
-        "history": ctx["history"],
-        "meter": meter.state,
-        "best": ctx["best"],
-        "seconds": seconds,
-        "rng": _rng_state(),
-        "config": ctx["resolved"],
-    }
+    def _train_epoch(self, epoch: int, stop: GracefulStop) -> bool:
+        """Train the steps of ``epoch`` left to do; False when a stop signal ended it early."""
+        from tqdm import tqdm
 
+        cfg, state, device = self.cfg, self.state, self.device
+        seed, log_every = cfg.run.seed, cfg.run.log_every
+        first = state.step
+        meter = _DeviceMeter(state.meter, device)
+        loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda")
+        bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
+                   disable=not self.show_progress, leave=False)
+        self.model.train()
+        tick = time.perf_counter()
+        step = first
+        try:
+            for batch in loader:
+                self._step(batch, epoch, step, meter)
+                step += 1
+                bar.update(1)
+                if meter.steps % log_every == 0:
+                    sums = meter.read(0.0)
+                    _check_finite(sums, epoch, step)
+                    bar.set_postfix(loss=f"{sums['loss_sum'] / max(1, sums['images']):.3f}")
+                if stop.requested and step < self.steps:
+                    state.step, state.meter = step, meter.read(time.perf_counter() - tick)
+                    _check_finite(state.meter, epoch, step)
+                    return False
+        finally:
+            bar.close()
+        state.step, state.meter = step, meter.read(time.perf_counter() - tick)
+        _check_finite(state.meter, epoch, step)
+        return True
 
-def _loop(
-    cfg: TrainConfig,
-    rid: str,
-    paths: RunPaths,
-    log: logging.Logger,
-    stop: GracefulStop,
-    progress: bool | None,
-    locals_: dict[str, Any],
-) -> TrainResult:
-    ctx = locals_
-    device, model, optimizer, scheduler = ctx["device"], ctx["model"], ctx["optimizer"], ctx["scheduler"]
-    steps, history, tracker = ctx["steps"], ctx["history"], ctx["tracker"]
-    ema, mixer, loss_fn = ctx["ema"], ctx["mixer"], ctx["loss_fn"]
-    amp, channels_last, data = ctx["amp"], ctx["channels_last"], ctx["data"]
-    seed, epochs = cfg.run.seed, cfg.schedule.epochs
-    show = sys.stderr.isatty() if progress is None else progress
-    seconds_before = ctx["spent_seconds"]
-    session_start = time.perf_counter()
+    def _step(self, batch: Sequence[torch.Tensor], epoch: int, step: int, meter: _DeviceMeter) -> None:
+        x, y = batch[0], batch[1]
+        geometry = batch[2] if len(batch) > 2 else None
+        step_seed = derive_seed(self.cfg.run.seed, "step", epoch, step)
+        seed_everything(step_seed)
+        gen = torch.Generator().manual_seed(step_seed)
+        global_step = epoch * self.steps + step
+        self.scheduler.step_update(global_step)
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        x, target, stats = self.mixer(x, y, generator=gen, geometry=geometry)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=global_step)
+        meter.add(loss, y.shape[0], stats.get("fallbacks", 0))
 
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - session_start
-
-    from tqdm import tqdm
-
-    model.train()
-    for epoch in range(ctx["start_epoch"], epochs):
-        first_step = ctx["start_step"] if epoch == ctx["start_epoch"] else 0
-        meter = _EpochMeter(ctx["meter_state"] if epoch == ctx["start_epoch"] else None)
-        loader = train_loader(data, cfg.data, seed=seed, epoch=epoch, start_step=first_step, pin=device.type == "cuda")
-        bar = tqdm(total=steps, initial=first_step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
-        step = first_step
-        for batch in loader:
-            x, y, geometry = batch[0], batch[1], (batch[2] if len(batch) > 2 else None)
-            tick = time.perf_counter()
-            step_seed = derive_seed(seed, "step", epoch, step)
-            seed_everything(step_seed)
-            gen = torch.Generator().manual_seed(step_seed)
-            global_step = epoch * steps + step
-            scheduler.step_update(global_step)
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            x, target, stats = mixer(x, y, generator=gen, geometry=geometry)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-            optimizer.step()
-            if ema is not None:
-                ema.update(model, step=global_step)
-            fallbacks = stats.get("fallbacks", 0)
-            meter.add(loss.item(), y.numel(), time.perf_counter() - tick, int(fallbacks))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{meter.state['loss_sum'] / meter.state['images']:.3f}")
-            if stop.requested and step < steps:
-                _save_checkpoint(paths, _checkpoint_payload(ctx, epoch, step, meter, elapsed()))
-                bar.close()
-                log.info("signal %s: checkpoint at epoch %d step %d; rerun to resume", stop.signum, epoch, step)
-                return TrainResult(rid, paths.root, STATUS_INTERRUPTED, {"epoch": epoch, "step": step})
-        bar.close()
-        row = _end_of_epoch(cfg, ctx, epoch, meter, scheduler, optimizer)
-        history.append(row)
-        atomic_write_jsonl(paths.metrics, history)
-        tracker.log(row, step=epoch + 1)
-        ctx["start_step"], ctx["meter_state"] = 0, None
-        _save_checkpoint(paths, _checkpoint_payload(ctx, epoch + 1, 0, _EpochMeter(), elapsed()))
-        log.info(
+    def _end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        """Evaluate, then checkpoint, then write the metrics row (in that order)."""
+        cfg, state = self.cfg, self.state
+        s = state.meter
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": s["loss_sum"] / max(1, s["images"]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": s["images"] / max(1e-9, s["seconds"]),
+            "epoch_seconds": s["seconds"],
+            "tokenmix_fallbacks": int(s["fallbacks"]),
+        }
+        if epoch + 1 == cfg.schedule.epochs or (epoch + 1) % cfg.eval.every == 0:
+            row.update(self._evaluate(epoch))
+        row["wall_time"] = time.time()
+        state.history.append(row)
+        state.epoch, state.step, state.meter = epoch + 1, 0, _empty_meter()
+        self.writer.checkpoint(self._payload())
+        self.writer.metrics(state.history, new_row=row)
+        self.writer.info(
             "epoch %d/%d  loss %.4f  top1 %s  lr %.2e  %.0f img/s",
-            epoch + 1, epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-", row["lr"],
-            row["images_per_s"],
+            epoch + 1, cfg.schedule.epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-",
+            row["lr"], row["images_per_s"],
         )
-        if stop.requested and epoch + 1 < epochs:
-            log.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
-            return TrainResult(rid, paths.root, STATUS_INTERRUPTED, {"epoch": epoch + 1, "step": 0})
+        return row
 
-    summary = _final_summary(cfg, ctx, rid, elapsed())
-    tracker.summarize(summary)
-    atomic_write_json(paths.summary, summary)
-    paths.failure.unlink(missing_ok=True)
-    log.info("finished %s: top1 %.2f (best %.2f)", rid, summary["top1"], summary["best_top1"])
-    return TrainResult(rid, paths.root, STATUS_FINISHED, summary)
-
-
-def _end_of_epoch(
-    cfg: TrainConfig, ctx: dict[str, Any], epoch: int, meter: _EpochMeter, scheduler: Any, optimizer: Any
-) -> dict[str, Any]:
-    s = meter.state
-    row: dict[str, Any] = {
-        "epoch": epoch + 1,
-        "train_loss": s["loss_sum"] / max(1, s["images"]),
-        "lr": optimizer.param_groups[0]["lr"],
-        "images_per_s": s["images"] / max(1e-9, s["seconds"]),
-        "epoch_seconds": s["seconds"],
-        "tokenmix_fallbacks": s["fallbacks"],
-    }
-    last = epoch + 1 == cfg.schedule.epochs
-    if last or (epoch + 1) % cfg.eval.every == 0:
-        kwargs = dict(device=ctx["device"], amp=ctx["amp"], channels_last=ctx["channels_last"])
-        metrics = evaluate(ctx["model"], ctx["val_loader"], **kwargs)
-        row.update({"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"]})
-        if ctx["ema"] is not None:
-            ema_metrics = evaluate(ctx["ema"].module, ctx["val_loader"], **kwargs)
-            row.update({"ema_top1": ema_metrics["top1"], "ema_top5": ema_metrics["top5"]})
-        best = ctx["best"]
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        kwargs = dict(device=self.device, amp=self.amp, channels_last=self.channels_last)
+        metrics = evaluate(self.model, self.val_loader, **kwargs)
+        row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"]}
+        best = self.state.best
         if metrics["top1"] > best["top1"]:
             best.update({"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1})
-    row["wall_time"] = time.time()
-    return row
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, self.val_loader, **kwargs)
+            row.update({"ema_top1": ema["top1"], "ema_top5": ema["top5"]})
+            if ema["top1"] > best.get("ema_top1", -1.0):
+                best.update({"ema_top1": ema["top1"], "ema_epoch": epoch + 1})
+        return row
+
+    def _callbacks(self, row: dict[str, Any]) -> str | None:
+        for callback in self.callbacks:
+            reason = callback(int(row["epoch"]), dict(row))
+            if reason:
+                return str(reason)
+        return None
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.state.seconds + time.perf_counter() - self._session_start
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "model_ema": None if self.ema is None else self.ema.module.state_dict(),
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            **{**self.state.state_dict(), "seconds": self._elapsed()},
+            "rng": _rng_state(),
+            "config": self._resolved,
+        }
+
+    def _interrupted(self) -> TrainResult:
+        where = {"epoch": self.state.epoch, "step": self.state.step}
+        return TrainResult(self.run_id, self.paths.root, RunState.INTERRUPTED, where)
+
+    def _end(self, state: RunState, reason: str | None = None) -> TrainResult:
+        summary = self._summary(state, reason)
+        self.writer.summary(summary)
+        if state is RunState.PRUNED:
+            self.writer.info("pruned %s after epoch %d: %s", self.run_id, summary["epochs"], reason)
+        else:
+            self.writer.info("finished %s: top1 %.2f (best %.2f)", self.run_id, summary["top1"], summary["best_top1"])
+        return TrainResult(self.run_id, self.paths.root, state, summary)
+
+    def _summary(self, state: RunState, reason: str | None) -> dict[str, Any]:
+        cfg, history, best = self.cfg, self.state.history, self.state.best
+        seconds = self._elapsed()
+        evaluated = [r for r in history if "top1" in r]
+        last = evaluated[-1] if evaluated else {}
+        patch = cfg.eval.occlusion_patch or cfg.model.resolved_patch_size() or max(1, cfg.data.img_size // 8)
+        occlusion: dict[str, Any] = {}
+        if cfg.eval.occlusion and state is RunState.FINISHED:
+            occlusion = evaluate_occlusion(
+                self.model, self.val_loader, fractions=list(cfg.eval.occlusion), patch=patch,
+                seed=cfg.eval.occlusion_seed, device=self.device, amp=self.amp, channels_last=self.channels_last,
+            )
+        images = sum(r["images_per_s"] * r["epoch_seconds"] for r in history)
+        train_seconds = sum(r["epoch_seconds"] for r in history)
+        gpus = 1 if self.device.type == "cuda" else 0
+        best_top1 = best["top1"] if best["epoch"] > 0 else None
+        best_ema = best.get("ema_top1")
+        summary: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": state.value,
+            "name": cfg.name,
+            "epochs": len(history),
+            "top1": last.get("top1"),
+            "top5": last.get("top5"),
+            "val_loss": last.get("val_loss"),
+            "best_top1": best_top1,
+            "best_top5": best["top5"] if best_top1 is not None else None,
+            "best_epoch": best["epoch"] if best_top1 is not None else None,
+            "best_top1_max": max((v for v in (best_top1, best_ema) if v is not None), default=None),
+            "wall_seconds": seconds,
+            "train_seconds": train_seconds,
+            "images_per_s": images / max(1e-9, train_seconds),
+            "device": torch.cuda.get_device_name(self.device) if gpus else f"cpu ({platform.machine()})",
+            "threads": self.threads,
+            "gpu_hours": gpus * seconds / 3600.0,
+            "tokenmix_fallbacks": sum(r.get("tokenmix_fallbacks", 0) for r in history),
+            "occlusion_patch": patch if occlusion else None,
+            **occlusion,
+        }
+        if reason is not None:
+            summary["prune_reason"] = reason
+        if "ema_top1" in last:
+            summary.update({"ema_top1": last["ema_top1"], "ema_top5": last["ema_top5"], "best_ema_top1": best_ema})
+        if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
+            raise FloatingPointError(f"non-finite summary values: {summary}")
+        return summary
 
 
-def _final_summary(cfg: TrainConfig, ctx: dict[str, Any], rid: str, seconds: float) -> dict[str, Any]:
-    history, device, best = ctx["history"], ctx["device"], ctx["best"]
-    last = history[-1]
-    patch = cfg.eval.occlusion_patch or cfg.model.resolved_patch_size() or max(1, cfg.data.img_size // 8)
-    occlusion = {}
-    if cfg.eval.occlusion:
-        occlusion = evaluate_occlusion(
-            ctx["model"], ctx["val_loader"], fractions=list(cfg.eval.occlusion), patch=patch,
-            seed=cfg.eval.occlusion_seed, device=device, amp=ctx["amp"], channels_last=ctx["channels_last"],
-        )
-    images = sum(r["images_per_s"] * r["epoch_seconds"] for r in history)
-    train_seconds = sum(r["epoch_seconds"] for r in history)
-    gpus = 1 if device.type == "cuda" else 0
-    summary = {
-        "run_id": rid,
-        "status": STATUS_FINISHED,
-        "name": cfg.name,
-        "epochs": len(history),
-        "top1": last["top1"],
-        "top5": last["top5"],
-        "val_loss": last["val_loss"],
-        "best_top1": best["top1"],
-        "best_top5": best["top5"],
-        "best_epoch": best["epoch"],
-        "wall_seconds": seconds,
-        "train_seconds": train_seconds,
-        "images_per_s": images / max(1e-9, train_seconds),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
-        "threads": ctx["threads"],
-        "gpu_hours": gpus * seconds / 3600.0,
-        "tokenmix_fallbacks": sum(r.get("tokenmix_fallbacks", 0) for r in history),
-        "occlusion_patch": patch if occlusion else None,
-        **occlusion,
-    }
-    if "ema_top1" in last:
-        summary.update({"ema_top1": last["ema_top1"], "ema_top5": last["ema_top5"]})
-    if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
-        raise FloatingPointError(f"non-finite summary values: {summary}")
-    return summary
+def train(
+    cfg: TrainConfig,
+    *,
+    callbacks: Sequence[EpochCallback] = (),
+    stop: GracefulStop | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train (or resume, or return) the run described by ``cfg``: ``Trainer(cfg, ...).fit()``.
 
+    Returns:
+        A :class:`TrainResult` whose ``state`` is ``finished``, ``pruned`` or ``interrupted``.
+
+    Raises:
+        RunBusyError: another process is training this run.
+        ValueError: the run's ``summary.json`` is unreadable (the message names the file).
+        Exception: whatever training raised; ``failure.json`` records it and the run is ``failed``.
+    """
+    return Trainer(cfg, callbacks=callbacks, stop=stop, progress=progress).fit()

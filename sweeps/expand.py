@@ -13,11 +13,12 @@ checkpoint, ``<output_root>/<run_id>/checkpoint.pt``, so the student's run id is
 the teacher exists. Such runs are the plan's ``prerequisites``; ``launch`` runs them first and
 makes their dependents wait for them.
 
-Missing paths. Planning must work on a laptop without the dataset, so with
-``check_paths=False`` a missing ``data.root``, ``model.checkpoint`` or ``teacher.checkpoint`` is
-a warning, not an error: the run is validated against a stand-in path and then given its real
-path back, so its run id is the one the cluster will compute. ``launch`` uses
-``check_paths=True``: only paths produced by a prerequisite may be missing.
+Missing paths. The run config schema never looks at the filesystem, so every run validates
+(and gets its run id) the same way on a laptop and on the cluster. What this machine lacks is
+found by :func:`suite.preflight.machine_problems`: an unknown timm model is always an error; a
+missing ``data.root``, ``model.checkpoint`` or teacher file is a warning with
+``check_paths=False`` (plan works without the dataset) and an error with ``check_paths=True``
+(launch), except paths that a prerequisite of the sweep produces.
 """
 
 from __future__ import annotations
@@ -25,23 +26,13 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.config import (
-    ConfigError,
-    DataConfig,
-    TeacherConfig,
-    TrainConfig,
-    apply_overrides,
-    read_yaml,
-    run_id,
-    validate_config,
-)
+from suite.config import ConfigError, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
+from suite.preflight import machine_problems
 from suite.records import RunPaths, RunState, run_state
 from sweeps.spec import Sweep, SweepError, format_value, to_override
 
@@ -81,7 +72,7 @@ class PlannedRun:
         return RunPaths.of(self.config.run.output_root, self.run_id)
 
     def state(self) -> RunState:
-        """What the run directory says (new, resumable, failed, done)."""
+        """What the run directory says (new, running, interrupted, finished, pruned, failed, corrupt)."""
         return run_state(self.paths)
 
     def resolved(self) -> dict[str, Any]:
@@ -199,86 +190,27 @@ def _ensure_tracking(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class _Stand:
-    """Stand-in paths that pass the run config's existence checks (for planning)."""
-
-    def __init__(self, root: Path) -> None:
-        self.folder = root / "dataset"
-        for split in ("train", "val"):
-            (self.folder / split).mkdir(parents=True, exist_ok=True)
-        self.file = root / "weights.pt"
-        self.file.touch()
-
-
-@contextmanager
-def _stand_ins() -> Iterator[_Stand]:
-    with tempfile.TemporaryDirectory(prefix="sweep-plan-") as tmp:
-        yield _Stand(Path(tmp))
-
-
-def _missing_paths(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(field, path)`` of every path field whose file or folder does not exist."""
-    missing = []
-    section = data.get("data")
-    if isinstance(section, str):
-        section = DataConfig._shorthand(section)
-    if (
-        isinstance(section, dict)
-        and section.get("source") == "folder"
-        and isinstance(section.get("root"), str)
-    ):
-        root = Path(section["root"]).expanduser()
-        if not all((root / split).is_dir() for split in ("train", "val")):
-            missing.append(("data.root", section["root"]))
-    model = data.get("model")
-    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
-    if isinstance(checkpoint, str) and not Path(checkpoint).expanduser().is_file():
-        missing.append(("model.checkpoint", checkpoint))
-    teacher = data.get("teacher")
-    if isinstance(teacher, str) or (teacher is None and "teacher" in data):
-        teacher = TeacherConfig._shorthand(teacher)
-    if isinstance(teacher, dict) and isinstance(teacher.get("checkpoint"), str):
-        path = Path(teacher["checkpoint"]).expanduser()
-        if not (path.is_file() or (path / "checkpoint.pt").is_file()):
-            missing.append(("teacher.checkpoint", teacher["checkpoint"]))
-    return missing
-
-
 def _validate(
     data: dict[str, Any],
     prefix: str,
     *,
     produced: set[str],
     check_paths: bool,
-    stand: _Stand,
     warnings: list[str],
 ) -> TrainConfig:
-    """Validate one run config; missing paths that may be missing are stood in for, then restored."""
-    swaps = []
-    for dotted, original in _missing_paths(data):
-        made_here = str(Path(original).expanduser().absolute()) in produced
-        if check_paths and not made_here:
-            continue  # validate_config reports it
-        if not made_here:
-            warnings.append(
-                f"{dotted}: {original} does not exist (fine for plan; launch refuses it): "
-                f"set {dotted}=<path> on the command line or in base.overrides"
-            )
-        swaps.append((dotted, original))
-    if swaps:
-        data = copy.deepcopy(data)
-        for dotted, _ in swaps:
-            section, leaf = dotted.split(".")
-            node = data[section]
-            if isinstance(node, str):
-                node = DataConfig._shorthand(node) if section == "data" else TeacherConfig._shorthand(node)
-                data[section] = node
-            node[leaf] = str(stand.folder if dotted == "data.root" else stand.file)
+    """Validate one run config, then check it against this machine (see the module docstring)."""
     cfg = validate_config(data, prefix=prefix)
-    for dotted, original in swaps:
-        section, leaf = dotted.split(".")
-        value = Path(original) if dotted == "data.root" else Path(original).expanduser()
-        object.__setattr__(getattr(cfg, section), leaf, value)  # the real path, as validation would store it
+    errors = []
+    for problem in machine_problems(cfg, produced=produced):
+        if problem.kind == "path" and not check_paths:
+            warnings.append(
+                f"{problem} (fine for plan; launch refuses it): set {problem.field}=<path> on the command line "
+                "or in base.overrides"
+            )
+        else:
+            errors.append(f"{prefix}{problem}")
+    if errors:
+        raise ConfigError("\n".join(errors))
     return cfg
 
 
@@ -336,63 +268,59 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
     warnings: list[str] = []
     errors: list[str] = []
     invalid = 0
-    with _stand_ins() as stand:
-        prerequisites, table = _prerequisites(
-            sweep, combos, stand=stand, check_paths=check_paths, warnings=warnings
-        )
-        by_path = {str(Path(path).absolute()): Path(path).parent.name for path in table.values()}
-        produced = set(by_path)
-        base_cfg = _base_config(sweep, table, produced, stand)
-        runs: list[PlannedRun] = []
-        seen_raw: set[str] = set()
-        seen_ids: set[str] = set()
-        duplicates = 0
-        for combo in combos:
-            for seed in seeds:
-                values = dict(combo) if seed is None else {**combo, SEED_KEY: seed}
-                index = len(runs) + invalid
-                prefix = f"{sweep.path}: run {index} ({describe(values) or 'base'}): "
-                try:
-                    data = apply_overrides(sweep.base, [to_override(k, v) for k, v in values.items()])
-                except ConfigError as err:
-                    errors.append(f"{prefix}{err}")
-                    invalid += 1
-                    continue
-                data = _output_fields(sweep, _ensure_tracking(_replace(data, table)))
-                raw_key = json.dumps(data, sort_keys=True, default=str)
-                if raw_key in seen_raw:
-                    duplicates += 1
-                    continue
-                seen_raw.add(raw_key)
-                try:
-                    cfg = _validate(
-                        data,
-                        prefix,
-                        produced=produced,
-                        check_paths=check_paths,
-                        stand=stand,
-                        warnings=warnings,
-                    )
-                except ConfigError as err:
-                    errors.extend(str(err).splitlines())
-                    invalid += 1
-                    continue
-                rid = run_id(cfg)
-                if rid in seen_ids:
-                    duplicates += 1
-                    continue
-                seen_ids.add(rid)
-                needs = tuple(sorted({by_path[p] for p in _used_paths(cfg) if p in by_path}))
-                runs.append(
-                    PlannedRun(
-                        index=len(runs),
-                        run_id=rid,
-                        values=values,
-                        changed=_changed(values, base_cfg),
-                        config=cfg,
-                        needs=needs,
-                    )
+    prerequisites, table = _prerequisites(sweep, combos, check_paths=check_paths, warnings=warnings)
+    by_path = {str(Path(path).absolute()): Path(path).parent.name for path in table.values()}
+    produced = set(by_path)
+    base_cfg = _base_config(sweep, table, produced)
+    runs: list[PlannedRun] = []
+    seen_raw: set[str] = set()
+    seen_ids: set[str] = set()
+    duplicates = 0
+    for combo in combos:
+        for seed in seeds:
+            values = dict(combo) if seed is None else {**combo, SEED_KEY: seed}
+            index = len(runs) + invalid
+            prefix = f"{sweep.path}: run {index} ({describe(values) or 'base'}): "
+            try:
+                data = apply_overrides(sweep.base, [to_override(k, v) for k, v in values.items()])
+            except ConfigError as err:
+                errors.append(f"{prefix}{err}")
+                invalid += 1
+                continue
+            data = _output_fields(sweep, _ensure_tracking(_replace(data, table)))
+            raw_key = json.dumps(data, sort_keys=True, default=str)
+            if raw_key in seen_raw:
+                duplicates += 1
+                continue
+            seen_raw.add(raw_key)
+            try:
+                cfg = _validate(
+                    data,
+                    prefix,
+                    produced=produced,
+                    check_paths=check_paths,
+                    warnings=warnings,
                 )
+            except ConfigError as err:
+                errors.extend(str(err).splitlines())
+                invalid += 1
+                continue
+            rid = run_id(cfg)
+            if rid in seen_ids:
+                duplicates += 1
+                continue
+            seen_ids.add(rid)
+            needs = tuple(sorted({by_path[p] for p in _used_paths(cfg) if p in by_path}))
+            runs.append(
+                PlannedRun(
+                    index=len(runs),
+                    run_id=rid,
+                    values=values,
+                    changed=_changed(values, base_cfg),
+                    config=cfg,
+                    needs=needs,
+                )
+            )
     if errors:
         _raise_collected(sweep, errors, invalid)
     unique_warnings = list(dict.fromkeys(warnings))
@@ -418,20 +346,18 @@ def _changed(values: dict[str, Any], base: dict[str, Any] | None) -> dict[str, A
     return changed
 
 
-def _base_config(
-    sweep: Sweep, table: dict[str, str], produced: set[str], stand: _Stand
-) -> dict[str, Any] | None:
+def _base_config(sweep: Sweep, table: dict[str, str], produced: set[str]) -> dict[str, Any] | None:
     """The resolved base run as JSON data, to tell which axis values differ from it (None if invalid)."""
     data = _output_fields(sweep, _ensure_tracking(_replace(copy.deepcopy(sweep.base), table)))
     try:
-        cfg = _validate(data, "", produced=produced, check_paths=False, stand=stand, warnings=[])
+        cfg = validate_config(data)
     except ConfigError:
         return None
     return json.loads(cfg.model_dump_json())
 
 
 def _prerequisites(
-    sweep: Sweep, combos: list[dict[str, Any]], *, stand: _Stand, check_paths: bool, warnings: list[str]
+    sweep: Sweep, combos: list[dict[str, Any]], *, check_paths: bool, warnings: list[str]
 ) -> tuple[list[PlannedRun], dict[str, str]]:
     """Validate every ``@file.yaml`` run; returns them and the reference -> checkpoint path table."""
     references = list(dict.fromkeys([*_references(sweep.base), *_references(combos)]))
@@ -461,9 +387,7 @@ def _prerequisites(
         if isinstance(tracking, dict):
             tracking["tags"] = [*(tracking.get("tags") or []), "prerequisite"]
         try:
-            cfg = _validate(
-                data, prefix, produced=set(), check_paths=check_paths, stand=stand, warnings=warnings
-            )
+            cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, warnings=warnings)
         except ConfigError as err:
             errors.extend(str(err).splitlines())
             invalid += 1

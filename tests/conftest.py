@@ -52,9 +52,10 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def teacher_run(tiny_overrides: list[str]) -> Path:
     """A finished one-epoch cnn_micro run, to be used as a TokenMix teacher."""
     from suite.config import load_config
-    from suite.trainer import STATUS_FINISHED, train
+    from suite.records import RunState
+    from suite.trainer import train
 
     teacher = ["model.name=cnn_micro", "eval.occlusion=[]", "schedule.epochs=1"]
     result = train(load_config(None, [*tiny_overrides, *teacher]))
-    assert result.status == STATUS_FINISHED
+    assert result.state is RunState.FINISHED
     return result.run_dir

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from jobs.launch import launch
-from jobs.state import JobState, SweepState
+from jobs.state import SweepState
 from jobs.status import collect
 from suite.config import apply_overrides
 from suite.records import RunState, read_run
@@ -30,17 +30,17 @@ def test_two_runs_finish_and_relaunch_skips_them(tmp_path: Path, executor: str) 
     sweep = load_sweep(write_sweep(tmp_path, axes={"mix.method": ["none", "cutmix"]}, resources=resources))
     report = launch(sweep, executor=executor, max_parallel=2, wait=True, poll_s=1)
     assert report.executor == executor and len(report.submitted) == 2
-    assert report.final == {rid: JobState.DONE for rid in report.submitted}
+    assert report.final == {rid: RunState.FINISHED for rid in report.submitted}
     for run in report.plan.runs:
         record = read_run(run.paths.root)
-        assert record.state is RunState.DONE and record.summary["epochs"] == 2
+        assert record.state is RunState.FINISHED and record.summary["epochs"] == 2
         assert record.config["run_id"] == run.run_id
     state = SweepState.read(sweep.state_file)
     assert {entry.executor for entry in state.runs.values()} == {executor}
     assert all(entry.job_id for entry in state.runs.values())
     again = launch(sweep, executor=executor)
-    assert again.submitted == [] and set(again.skipped.values()) == {JobState.DONE}
-    assert collect(SweepState.read(sweep.state_file)).counts[JobState.DONE] == 2
+    assert again.submitted == [] and set(again.skipped.values()) == {RunState.FINISHED}
+    assert collect(SweepState.read(sweep.state_file)).counts[RunState.FINISHED] == 2
 
 
 def test_local_runs_share_the_cpus_and_failures_show_in_status(tmp_path: Path) -> None:
@@ -48,13 +48,13 @@ def test_local_runs_share_the_cpus_and_failures_show_in_status(tmp_path: Path) -
     sweep = load_sweep(path)
     report = launch(sweep, executor="local", max_parallel=2)
     good, bad = report.plan.runs
-    assert report.final == {good.run_id: JobState.DONE, bad.run_id: JobState.FAILED}
+    assert report.final == {good.run_id: RunState.FINISHED, bad.run_id: RunState.FAILED}
     assert report.failed() == [bad.run_id]
     assert "(1 threads)" in (good.paths.root / "train.log").read_text()  # 2 CPUs shared by 2 runs
     status = collect(SweepState.read(sweep.state_file))
     failed = next(r for r in status.runs if r.run_id == bad.run_id)
-    assert failed.state is JobState.FAILED
-    assert failed.error.startswith("FloatingPointError: loss is")
+    assert failed.state is RunState.FAILED
+    assert failed.error.startswith("FloatingPointError: non-finite training loss")
     assert failed.log_tail and failed.log_path.endswith("_log.err")
     assert any("FloatingPointError" in line for line in failed.log_tail)
 
@@ -70,11 +70,11 @@ def test_relaunch_resumes_and_reruns_only_what_needs_it(tmp_path: Path) -> None:
     (rerun.paths.checkpoint).unlink()  # failure.json newer than any checkpoint: failed
     again = launch(sweep, executor="debug")
     assert sorted(again.submitted) == sorted([resumed.run_id, rerun.run_id])
-    assert again.skipped == {kept.run_id: JobState.DONE}
+    assert again.skipped == {kept.run_id: RunState.FINISHED}
     assert "resuming" in (resumed.paths.log).read_text()
     after = read_run(resumed.paths.root).summary
     assert (after["top1"], after["val_loss"]) == (before["top1"], before["val_loss"])  # resumed at the end
-    assert all(read_run(r.paths.root).state is RunState.DONE for r in first.plan.runs)
+    assert all(read_run(r.paths.root).state is RunState.FINISHED for r in first.plan.runs)
 
 
 def test_prerequisite_trains_first_and_its_failure_blocks_dependents(tmp_path: Path) -> None:
@@ -89,10 +89,10 @@ def test_prerequisite_trains_first_and_its_failure_blocks_dependents(tmp_path: P
     (student,) = report.plan.runs
     assert report.submitted == [pre.run_id, student.run_id]  # prerequisite first
     assert student.config.model.checkpoint == pre.paths.checkpoint
-    assert report.final == {pre.run_id: JobState.DONE, student.run_id: JobState.DONE}
+    assert report.final == {pre.run_id: RunState.FINISHED, student.run_id: RunState.FINISHED}
 
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(apply_overrides(tiny, ["optim.lr=1e30"])))
     sweep = load_sweep(write_sweep(tmp_path, "dep", axes={"model.checkpoint": ["@bad.yaml"]}))
     report = launch(sweep, executor="debug")
-    assert report.final == {report.plan.prerequisites[0].run_id: JobState.FAILED}
+    assert report.final == {report.plan.prerequisites[0].run_id: RunState.FAILED}
     assert report.blocked == [report.plan.runs[0].run_id]

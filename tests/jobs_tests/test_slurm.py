@@ -14,7 +14,7 @@ import pytest
 import submitit
 
 from jobs.launch import LaunchReport, launch, wait_for
-from jobs.state import JobState, SweepState
+from jobs.state import SweepState
 from jobs.status import collect, observe
 from suite.config import load_config
 from suite.records import RunState, read_run
@@ -50,7 +50,7 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Sweep, L
     return launched
 
 
-def _wait(sweep: Sweep, report: LaunchReport) -> dict[str, JobState]:
+def _wait(sweep: Sweep, report: LaunchReport) -> dict[str, RunState]:
     return wait_for(SweepState.read(sweep.state_file), report.submitted, poll_s=1, timeout_s=WAIT_S)
 
 
@@ -69,7 +69,7 @@ def test_preempted_job_resumes_to_the_same_metrics_and_wandb_run(sweeps: dict, t
         load_config(None, [*overrides, f"run.output_root={tmp_path}", "tracking.mode=disabled"])
     )
     assert reference.run_id == run.run_id
-    assert _wait(sweep, report) == {run.run_id: JobState.DONE}
+    assert _wait(sweep, report) == {run.run_id: RunState.FINISHED}
 
     log = run.paths.log.read_text()
     assert "checkpoint at epoch" in log and f"resuming {run.run_id} at epoch" in log
@@ -92,12 +92,12 @@ def test_four_runs_as_one_job_array(sweeps: dict) -> None:
         if "--array=0-3" in p.read_text()
     ]
     assert "#SBATCH --gpus-per-node=1" in script.read_text()
-    assert set(_wait(sweep, report).values()) == {JobState.DONE}
+    assert set(_wait(sweep, report).values()) == {RunState.FINISHED}
     for run in report.plan.runs:
         record = read_run(run.paths.root)
-        assert record.state is RunState.DONE and [m["epoch"] for m in record.metrics] == [1, 2]
+        assert record.state is RunState.FINISHED and [m["epoch"] for m in record.metrics] == [1, 2]
     status = collect(SweepState.read(sweep.state_file))
-    assert status.counts[JobState.DONE] == 4 and status.accounting_ok
+    assert status.counts[RunState.FINISHED] == 4 and status.accounting_ok
     assert status.gpu_hours_source.startswith("sacct") and status.gpu_hours > 0  # gres/gpu=1 x Elapsed
 
 
@@ -106,7 +106,7 @@ def test_second_launch_submits_nothing(sweeps: dict) -> None:
     launches = len(SweepState.read(sweep.state_file).launches)
     again = launch(sweep, executor="slurm")
     assert again.submitted == [] and again.sbatch_calls == 0
-    assert set(again.skipped.values()) == {JobState.DONE}
+    assert set(again.skipped.values()) == {RunState.FINISHED}
     assert len(SweepState.read(sweep.state_file).launches) == launches
 
 
@@ -117,7 +117,7 @@ def test_deleted_summary_relaunches_exactly_that_run(sweeps: dict) -> None:
     target.paths.summary.unlink()
     again = launch(sweep, executor="slurm")
     assert again.submitted == [target.run_id] and again.sbatch_calls == 1
-    assert _wait(sweep, again) == {target.run_id: JobState.DONE}
+    assert _wait(sweep, again) == {target.run_id: RunState.FINISHED}
     after = read_run(target.paths.root).summary
     assert after["top1"] == before["top1"] and after["epochs"] == 2  # resumed from the final checkpoint
     assert "resuming" in target.paths.log.read_text()
@@ -126,10 +126,10 @@ def test_deleted_summary_relaunches_exactly_that_run(sweeps: dict) -> None:
 def test_failing_job_is_reported_with_its_error(sweeps: dict) -> None:
     sweep, report = sweeps["boom"]
     (run,) = report.plan.runs
-    assert _wait(sweep, report) == {run.run_id: JobState.FAILED}
+    assert _wait(sweep, report) == {run.run_id: RunState.FAILED}
     status = collect(SweepState.read(sweep.state_file))
     (failed,) = status.runs
-    assert failed.state is JobState.FAILED and failed.observation.scheduler == "FAILED"
+    assert failed.state is RunState.FAILED and failed.observation.scheduler == "FAILED"
     assert failed.error.startswith("FloatingPointError: loss is")
     assert failed.log_path.endswith("_log.err") and any(
         "FloatingPointError" in line for line in failed.log_tail

@@ -7,37 +7,40 @@ from pathlib import Path
 import pytest
 
 from jobs.slurm import gpu_count, parse_sacct
-from jobs.state import JobState, RunEntry, SweepState, classify
+from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
 
-S = JobState
+S = RunState
 
 
 @pytest.mark.parametrize(
-    ("records", "scheduler", "requeued", "expected"),
+    ("records", "scheduler", "expected"),
     [
-        (RunState.NEW, None, False, S.NEW),
-        (RunState.DONE, "RUNNING", False, S.DONE),  # records win: summary.json is the commit marker
-        (RunState.DONE, None, False, S.DONE),
-        (RunState.NEW, "PENDING", False, S.PENDING),
-        (RunState.RESUMABLE, "PENDING", True, S.REQUEUED),  # back in the queue after a requeue
-        (RunState.RESUMABLE, "REQUEUED", False, S.REQUEUED),
-        (RunState.RESUMABLE, "RUNNING", True, S.RUNNING),
-        (RunState.NEW, "COMPLETING", False, S.RUNNING),
-        (RunState.FAILED, "FAILED", False, S.FAILED),
-        (RunState.FAILED, None, False, S.FAILED),
-        (RunState.RESUMABLE, "OUT_OF_MEMORY", False, S.FAILED),
-        (RunState.RESUMABLE, "TIMEOUT", False, S.FAILED),
-        (RunState.NEW, "CANCELLED by 0", False, S.CANCELLED),
-        (RunState.RESUMABLE, "COMPLETED", False, S.INTERRUPTED),  # stopped with a checkpoint (SIGTERM)
-        (RunState.RESUMABLE, None, False, S.INTERRUPTED),
-        (RunState.NEW, "COMPLETED", False, S.FAILED),  # ended without writing anything
-        (RunState.NEW, "FINISHED", False, S.FAILED),  # submitit local words
-        (RunState.NEW, "RUNNING", False, S.RUNNING),
+        (S.NEW, None, S.NEW),
+        (S.FINISHED, "RUNNING", S.FINISHED),  # records win: summary.json is the commit marker
+        (S.FINISHED, None, S.FINISHED),
+        (S.PRUNED, "COMPLETED", S.PRUNED),
+        (S.CORRUPT, "COMPLETED", S.CORRUPT),
+        (S.RUNNING, None, S.RUNNING),  # a process holds the run's lock
+        (S.NEW, "PENDING", S.PENDING),
+        (S.INTERRUPTED, "PENDING", S.PENDING),  # back in the queue after a requeue
+        (S.INTERRUPTED, "REQUEUED", S.PENDING),
+        (S.INTERRUPTED, "RUNNING", S.RUNNING),
+        (S.NEW, "COMPLETING", S.RUNNING),
+        (S.FAILED, "FAILED", S.FAILED),
+        (S.FAILED, None, S.FAILED),
+        (S.INTERRUPTED, "OUT_OF_MEMORY", S.FAILED),
+        (S.INTERRUPTED, "TIMEOUT", S.FAILED),
+        (S.NEW, "CANCELLED by 0", S.CANCELLED),
+        (S.INTERRUPTED, "COMPLETED", S.INTERRUPTED),  # stopped with a checkpoint (SIGTERM)
+        (S.INTERRUPTED, None, S.INTERRUPTED),
+        (S.NEW, "COMPLETED", S.FAILED),  # ended without writing anything
+        (S.NEW, "FINISHED", S.FAILED),  # submitit local words
+        (S.NEW, "RUNNING", S.RUNNING),
     ],
 )
-def test_classify(records: RunState, scheduler: str | None, requeued: bool, expected: JobState) -> None:
-    assert classify(records, scheduler, requeued_before=requeued) is expected
+def test_classify(records: RunState, scheduler: str | None, expected: RunState) -> None:
+    assert classify(records, scheduler) is expected
 
 
 def test_classify_rejects_unknown_words() -> None:
@@ -46,9 +49,9 @@ def test_classify_rejects_unknown_words() -> None:
 
 
 def test_state_predicates() -> None:
-    assert {s for s in S if s.is_active()} == {S.PENDING, S.RUNNING, S.REQUEUED}
+    assert {s for s in S if s.is_active()} == {S.PENDING, S.RUNNING}
     assert {s for s in S if s.needs_launch()} == {S.NEW, S.FAILED, S.CANCELLED, S.INTERRUPTED}
-    assert {s for s in S if s.is_finished()} == {S.DONE, S.FAILED, S.CANCELLED, S.INTERRUPTED}
+    assert {s for s in S if s.is_finished()} == {S.FINISHED, S.PRUNED}
 
 
 # Recorded from `sacct -X -D --parsable2 --noheader --format=JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason`

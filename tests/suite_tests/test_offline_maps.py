@@ -15,7 +15,8 @@ from suite.geometry import CropFlip
 from suite.models import build_model
 from suite.offline_maps import META_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
 from suite.records import read_run
-from suite.trainer import STATUS_FINISHED, train
+from suite.records import RunState
+from suite.trainer import train
 
 FULL = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # index, whole image, not flipped
 
@@ -99,7 +100,7 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={maps_dir}", "mix.mixup_alpha=0"])
     assert cfg.teacher.maps == maps_dir and cfg.teacher.checkpoint is None and cfg.mix.target == "teacher_raw"
     result = train(cfg)
-    assert result.status == STATUS_FINISHED
+    assert result.state is RunState.FINISHED
     rows = read_run(result.run_dir).metrics
     assert all("tokenmix_fallbacks" in r for r in rows)
     assert 0.0 <= result.summary["top1"] <= 100.0

@@ -9,7 +9,8 @@ import torch
 
 from suite.config import ConfigError, load_config
 from suite.records import read_run
-from suite.trainer import STATUS_FINISHED, train
+from suite.records import RunState
+from suite.trainer import train
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
@@ -24,7 +25,7 @@ def test_tokenmix_with_suite_teacher_reports_clean_and_occlusion_top1(
     )
     assert cfg.mix.target == "teacher_raw" and cfg.teacher.checkpoint == teacher_run / "checkpoint.pt"
     result = train(cfg)
-    assert result.status == STATUS_FINISHED
+    assert result.state is RunState.FINISHED
     summary = result.summary
     for key in ("top1", "occ25_top1", "occ50_top1", "occ75_top1"):
         assert 0.0 <= summary[key] <= 100.0
@@ -45,7 +46,7 @@ def test_teacher_from_plain_weights_file_needs_its_model_name(
         None, [*tiny_overrides, "mix.method=tokenmix", f"teacher.checkpoint={weights}", "teacher.model=cnn_micro",
                "mix.target=teacher_norm", "schedule.epochs=1"],
     )
-    assert train(cfg).status == STATUS_FINISHED
+    assert train(cfg).state is RunState.FINISHED
     bad = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher.checkpoint={weights}"])
     with pytest.raises(ValueError, match="teacher.model"):
         train(bad)

@@ -15,7 +15,7 @@ import torch
 from suite.config import load_config, run_id
 from suite.records import RunState, read_run
 from suite.signals import GracefulStop
-from suite.trainer import STATUS_FINISHED, STATUS_INTERRUPTED, train
+from suite.trainer import train
 
 COMPARED = ("top1", "top5", "val_loss", "best_top1", "occ50_top1")
 
@@ -38,9 +38,9 @@ class _StopAfter(GracefulStop):
 def test_run_directory_holds_every_record(tiny_overrides: list[str]) -> None:
     cfg = load_config(None, tiny_overrides)
     result = train(cfg)
-    assert result.status == STATUS_FINISHED
+    assert result.state is RunState.FINISHED
     record = read_run(result.run_dir)
-    assert record.state is RunState.DONE
+    assert record.state is RunState.FINISHED
     assert record.config["run_id"] == run_id(cfg) == result.run_dir.name
     assert [m["epoch"] for m in record.metrics] == [1, 2]
     for row in record.metrics:
@@ -67,10 +67,10 @@ def test_interrupted_run_resumes_to_identical_metrics(tiny_overrides: list[str],
     reference = train(load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'ref'}"]))
     cfg = load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'int'}"])
     stopped = train(cfg, stop=_StopAfter(stop_after))
-    assert stopped.status == STATUS_INTERRUPTED
-    assert read_run(stopped.run_dir).state is RunState.RESUMABLE
+    assert stopped.state is RunState.INTERRUPTED
+    assert read_run(stopped.run_dir).state is RunState.INTERRUPTED
     resumed = train(cfg)
-    assert resumed.status == STATUS_FINISHED
+    assert resumed.state is RunState.FINISHED
     for key in COMPARED:
         assert resumed.summary[key] == reference.summary[key], key
     ref_rows = read_run(reference.run_dir).metrics
@@ -110,7 +110,8 @@ def test_failed_run_records_its_error(tiny_overrides: list[str]) -> None:
         train(cfg)
     record = read_run(Path(cfg.run.output_root) / run_id(cfg))
     assert record.state is RunState.FAILED
-    assert record.failure["error"] == "FloatingPointError" and "loss is" in record.failure["message"]
+    assert record.failure["error"] == "FloatingPointError" and "non-finite training loss" in record.failure["message"]
+    assert not (record.paths.checkpoint).exists()  # no checkpoint of non-finite weights
 
 
 def test_wandb_offline_run_uses_the_run_id_and_never_writes_the_key(tiny_overrides: list[str], monkeypatch) -> None:

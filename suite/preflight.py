@@ -1,0 +1,102 @@
+"""Checks that need this machine: files exist, timm knows the model.
+
+The config schema (:mod:`suite.config`) holds only types, ranges, choices and cross-field rules,
+so a config validates the same way on a laptop and on the cluster. What depends on the machine
+is checked here, in one function that ``suite train``, ``suite sweep launch`` and the job
+worker call where the run will execute (``suite sweep plan`` shows path problems as warnings:
+planning works without the dataset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from suite.config import ConfigError, TrainConfig
+
+__all__ = ["Problem", "check_machine", "machine_problems", "resolve_checkpoint_path"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing this machine lacks for a run: a missing path or an unknown timm model."""
+
+    field: str
+    message: str
+    kind: Literal["path", "registry"]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def resolve_checkpoint_path(path: Path) -> Path:
+    """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
+    path = Path(path).expanduser()
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def _unknown_model(name: str) -> str | None:
+    import timm
+
+    import suite.models  # noqa: F401 - registers the suite's small models with timm
+
+    if timm.is_model(name):
+        return None
+    close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    return f"unknown timm model {name!r}{hint}"
+
+
+def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> list[Problem]:
+    """Everything this machine lacks for ``cfg``.
+
+    Args:
+        cfg: a validated run config.
+        produced: absolute paths that a run trained first will create (a sweep's ``@teacher.yaml``
+            prerequisites); they may be missing.
+    """
+    problems: list[Problem] = []
+
+    def missing(path: Path) -> bool:
+        return str(Path(path).expanduser().absolute()) not in produced
+
+    for field, name in (("model.name", cfg.model.name), ("teacher.model", cfg.teacher.model)):
+        if name is not None and (message := _unknown_model(name)):
+            problems.append(Problem(field, message, "registry"))
+    if cfg.model.checkpoint is not None and not cfg.model.checkpoint.is_file() and missing(cfg.model.checkpoint):
+        problems.append(Problem("model.checkpoint", f"file not found: {cfg.model.checkpoint}", "path"))
+    teacher = cfg.teacher.checkpoint
+    if teacher is not None:
+        if (teacher / "maps.json").is_file():
+            problems.append(Problem(
+                "teacher.checkpoint",
+                f"{teacher} is an offline maps directory; use teacher.maps={teacher} (or teacher=maps:{teacher})",
+                "path",
+            ))
+        elif not resolve_checkpoint_path(teacher).is_file() and missing(teacher):
+            problems.append(Problem(
+                "teacher.checkpoint", f"file not found: {teacher} (a checkpoint file or a suite run folder)", "path"
+            ))
+    maps = cfg.teacher.maps
+    if maps is not None and not (maps / "maps.json").is_file() and missing(maps):
+        problems.append(Problem(
+            "teacher.maps", f"{maps} is not a complete offline maps directory (no maps.json); run `suite maps build`",
+            "path",
+        ))
+    if cfg.data.source == "folder" and cfg.data.root is not None:
+        for split in ("train", "val"):
+            if not (Path(cfg.data.root) / split).is_dir():
+                problems.append(Problem(
+                    "data.root", f"{cfg.data.root} has no {split}/ folder (ImageNet layout expected)", "path"
+                ))
+                break
+    return problems
+
+
+def check_machine(cfg: TrainConfig, *, produced: Collection[str] = (), prefix: str = "") -> None:
+    """Raise :class:`~suite.config.ConfigError` listing every problem of :func:`machine_problems`."""
+    problems = machine_problems(cfg, produced=produced)
+    if problems:
+        raise ConfigError("\n".join(f"{prefix}{p}" for p in problems))

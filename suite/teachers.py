@@ -1,0 +1,40 @@
+"""Building TokenMix's teacher: the online CAM teacher or the offline maps, behind one interface.
+
+Both kinds answer ``maps(x, y, grid, geometry=...) -> (B, G, G)`` activation maps of the
+ground-truth classes (:class:`TeacherMaps`); the mixer needs nothing else. The online teacher
+(:class:`suite.cam.Teacher`) runs a frozen model on the augmented batch; the offline one
+(:class:`suite.offline_maps.OfflineMaps`) cuts maps computed once by ``suite maps build`` to each
+sample's crop. Weights come from checkpoint files only (no hub access).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from suite.config import TrainConfig
+from suite.online_teacher import load_teacher
+
+__all__ = ["TeacherMaps", "build_teacher", "load_teacher"]
+
+
+class TeacherMaps(Protocol):
+    """What the mixer asks of a teacher."""
+
+    def maps(
+        self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+def build_teacher(cfg: TrainConfig, *, train_set: Any, num_classes: int, device: torch.device) -> TeacherMaps | None:
+    """The configured teacher: offline maps, the online CAM teacher, or None (area targets)."""
+    if cfg.teacher.maps is not None:
+        from suite.offline_maps import OfflineMaps, training_set_fingerprint
+
+        return OfflineMaps.open(
+            cfg.teacher.maps, fingerprint=training_set_fingerprint(cfg.data, train_set), num_classes=num_classes
+        )
+    if cfg.teacher.enabled:
+        return load_teacher(cfg, num_classes=num_classes, device=device)
+    return None

@@ -1,0 +1,130 @@
+"""The one place a run's files, log and W&B run are written.
+
+The trainer never opens a file of the run directory itself: it hands rows, checkpoints and
+summaries to a :class:`RunWriter`. A data-parallel run gives rank 0 a writer and every other
+rank a silent one (``RunWriter(paths, enabled=False)``), so one run directory, one checkpoint and
+one W&B run come out however many processes train.
+
+Order of writes at the end of an epoch: checkpoint first, then ``metrics.jsonl``, then W&B, so
+the metrics never hold an epoch that the checkpoint (where a resume restarts) does not.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from suite.config import TrackingConfig
+from suite.records import (
+    RunPaths,
+    RunState,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_jsonl,
+    clear_failure,
+    write_failure,
+    write_summary,
+)
+
+__all__ = ["RunWriter"]
+
+
+def _logger(paths: RunPaths, *, to_file: bool) -> logging.Logger:
+    log = logging.getLogger(f"suite.run.{paths.root.name}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+    if to_file:
+        file_handler = logging.FileHandler(paths.log)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(file_handler)
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        log.addHandler(stream)
+    else:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+class RunWriter:
+    """Writes one run's records, checkpoints, log and W&B run (or nothing, when disabled).
+
+    Args:
+        paths: the run directory.
+        enabled: False for the non-zero ranks of a data-parallel run.
+    """
+
+    def __init__(self, paths: RunPaths, *, enabled: bool = True) -> None:
+        self.paths = paths
+        self.enabled = enabled
+        self.log = _logger(paths, to_file=False)
+        self._tracker: Any = None
+
+    def start(self, *, config: dict[str, Any], tracking: TrackingConfig, run_id: str, name: str) -> None:
+        """Open the log and the W&B run; write ``config.json`` once; forget the last failure."""
+        if not self.enabled:
+            return
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        if not self.paths.config.exists():
+            atomic_write_json(self.paths.config, config)
+        clear_failure(self.paths)
+        for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+        self.log = _logger(self.paths, to_file=True)
+        from suite.tracking import Tracker
+
+        self._tracker = Tracker(tracking, run_id=run_id, run_dir=self.paths.root, config=config, name=name)
+
+    def info(self, message: str, *args: Any) -> None:
+        self.log.info(message, *args)
+
+    def checkpoint(self, payload: dict[str, Any]) -> None:
+        """Atomically replace ``checkpoint.pt``."""
+        if not self.enabled:
+            return
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(self.paths.checkpoint, buffer.getvalue())
+
+    def metrics(self, history: Sequence[dict[str, Any]], *, new_row: dict[str, Any] | None = None) -> None:
+        """Rewrite ``metrics.jsonl`` to ``history``; send ``new_row`` to W&B."""
+        if not self.enabled:
+            return
+        atomic_write_jsonl(self.paths.metrics, history)
+        if new_row is not None and self._tracker is not None:
+            self._tracker.log(new_row, step=int(new_row["epoch"]))
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        """Commit the run as ended (finished or pruned)."""
+        if not self.enabled:
+            return
+        write_summary(self.paths, summary)
+        if self._tracker is not None:
+            self._tracker.summarize(summary)
+
+    def failure(self, err: BaseException) -> None:
+        if not self.enabled:
+            return
+        write_failure(self.paths, err)
+        self.log.error("run failed: %s: %s (see %s)", type(err).__name__, err, self.paths.failure)
+
+    def close(self, state: RunState) -> None:
+        """End the W&B run with the run's state and close the log."""
+        if self._tracker is not None:
+            self._tracker.finish(state=state)
+            self._tracker = None
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
+
+    @property
+    def root(self) -> Path:
+        return self.paths.root

@@ -1,0 +1,74 @@
+"""Machine checks apart from the schema: the same config validates everywhere; this machine's gaps are named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.config import ConfigError, load_config, run_id
+from suite.migrate import migrate
+from suite.preflight import check_machine, machine_problems
+
+SUITE = [sys.executable, "-m", "suite.cli"]
+
+
+def test_schema_never_touches_the_disk(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    cfg = load_config(None, [f"data={missing}", "mix.method=tokenmix", f"teacher={missing}/t.pt",
+                             f"model.checkpoint={missing}/m.pt"])
+    fields = {p.field for p in machine_problems(cfg)}
+    assert fields == {"data.root", "teacher.checkpoint", "model.checkpoint"}
+    with pytest.raises(ConfigError) as err:
+        check_machine(cfg)
+    assert "data.root" in str(err.value) and "no train/ folder" in str(err.value)
+
+
+def test_unknown_model_is_a_registry_problem() -> None:
+    problems = machine_problems(load_config(None, ["model.name=vit_tinyy_patch16_224"]))
+    assert [(p.field, p.kind) for p in problems] == [("model.name", "registry")]
+    assert "unknown timm model" in problems[0].message and "similar" in problems[0].message
+
+
+def test_maps_folder_given_as_checkpoint_says_how_to_fix_it(tmp_path: Path) -> None:
+    (tmp_path / "maps.json").write_text("{}")
+    cfg = load_config(None, ["mix.method=tokenmix", f"teacher={tmp_path}"])
+    (problem,) = machine_problems(cfg)
+    assert f"teacher=maps:{tmp_path}" in problem.message
+
+
+def test_paths_a_prerequisite_produces_may_be_missing(tmp_path: Path) -> None:
+    ckpt = tmp_path / "runs" / "teacher" / "checkpoint.pt"
+    cfg = load_config(None, ["mix.method=tokenmix", f"teacher={ckpt}"])
+    assert machine_problems(cfg, produced={str(ckpt.absolute())}) == []
+
+
+def _legacy_run(root: Path, overrides: list[str]) -> tuple[Path, str]:
+    """A finished run folder as the previous id rule (v1) left it."""
+    cfg = load_config(None, [*overrides, f"run.output_root={root}"])
+    old = root / f"{cfg.mix.method}-0123456789ab"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text(json.dumps({**json.loads(cfg.model_dump_json()), "run_id": old.name}))
+    (old / "summary.json").write_text(json.dumps({"run_id": old.name, "status": "finished", "top1": 42.0}))
+    return old, run_id(cfg)
+
+
+def test_old_run_folders_are_refused_until_migrated_and_never_retrained(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    overrides = ["mix.method=cutmix", "schedule.epochs=1", "tracking.mode=disabled"]
+    old, new_id = _legacy_run(root, overrides)
+    cmd = [*SUITE, "train", *overrides, f"run.output_root={root}"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "suite runs migrate" in refused.stderr
+    assert not (root / new_id).exists()
+
+    moves, problems = migrate(root)
+    assert moves == [(old, root / new_id)] and problems == []
+    summary = json.loads((root / new_id / "summary.json").read_text())
+    assert summary["run_id"] == new_id and summary["legacy_id"] == old.name
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "42.00" in done.stdout  # the old summary, not a new training
+    assert migrate(root) == ([], [])  # idempotent

@@ -1,0 +1,73 @@
+"""The one run-state vocabulary, read from a run's files alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from suite.records import (
+    RunBusyError,
+    RunPaths,
+    RunState,
+    read_run,
+    run_lock,
+    run_state,
+    write_failure,
+    write_summary,
+)
+
+
+def _paths(tmp_path: Path) -> RunPaths:
+    paths = RunPaths(tmp_path / "none-000000000000")
+    paths.root.mkdir()
+    paths.config.write_text("{}")
+    return paths
+
+
+def test_states_follow_the_files(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    assert run_state(paths) is RunState.NEW
+    paths.checkpoint.write_bytes(b"x")
+    assert run_state(paths) is RunState.INTERRUPTED
+    write_failure(paths, RuntimeError("boom"))
+    assert run_state(paths) is RunState.FAILED  # no mtime comparison: the failure file decides
+    write_summary(paths, {"run_id": paths.root.name, "status": "finished", "top1": 50.0})
+    assert run_state(paths) is RunState.FINISHED and not paths.failure.exists()
+    write_summary(paths, {"run_id": paths.root.name, "status": "pruned", "top1": None})
+    assert run_state(paths) is RunState.PRUNED
+
+
+def test_a_held_lock_means_running_and_refuses_a_second_trainer(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    with run_lock(paths):
+        assert run_state(paths) is RunState.RUNNING
+        with pytest.raises(RunBusyError, match="being trained by another process"):
+            with run_lock(paths):
+                pass
+    assert run_state(paths) is RunState.NEW
+
+
+@pytest.mark.parametrize("content", ["{not json", "", "{}", "[1, 2]", '{"run_id": "x"}'])
+def test_unreadable_summary_is_corrupt_never_finished(tmp_path: Path, content: str) -> None:
+    paths = _paths(tmp_path)
+    paths.summary.write_text(content)
+    assert run_state(paths) is RunState.CORRUPT
+    record = read_run(paths.root)
+    assert record.state is RunState.CORRUPT and record.summary is None
+    assert str(paths.summary) in record.problem and "delete" in record.problem
+
+
+def test_summary_status_must_be_an_ending(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="finished or pruned"):
+        write_summary(_paths(tmp_path), {"run_id": "x", "status": "interrupted"})
+
+
+def test_read_run_reports_a_malformed_metrics_line(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.metrics.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    record = read_run(paths.root)
+    assert record.metrics == [] and "metrics.jsonl" in record.problem
+    paths.metrics.write_text(json.dumps({"epoch": 1}) + "\n" + '{"epo')  # torn last line: tolerated
+    assert read_run(paths.root).metrics == [{"epoch": 1}]
