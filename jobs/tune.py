@@ -31,7 +31,6 @@ when the study has ``n_trials`` finished trials.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import json
 import os
 import signal
@@ -61,6 +60,7 @@ from sweeps.study import (
     make_pruner,
     make_sampler,
     objective_value,
+    output_fields,
     report_metric,
 )
 
@@ -219,20 +219,6 @@ class PruneCallback:
         return None
 
 
-def _train_accepts_callbacks() -> bool:
-    from suite.trainer import train
-
-    return "callbacks" in inspect.signature(train).parameters
-
-
-def _outcome(result: Any) -> str:
-    """``finished``, ``pruned`` or ``interrupted`` from a TrainResult (``state`` enum or ``status`` text)."""
-    state = getattr(result, "state", None) or getattr(result, "status", None)
-    value = getattr(state, "value", state)
-    summary_status = (result.summary or {}).get("status")
-    return str(summary_status or value)
-
-
 @dataclass
 class TrialOutcome:
     number: int
@@ -339,6 +325,7 @@ class TuneWorker(submitit.helpers.Checkpointable):
         from optuna.trial import TrialState
 
         from suite.config import ConfigError, run_id, validate_config
+        from suite.preflight import check_machine
         from suite.trainer import train
 
         study = self.study
@@ -348,6 +335,7 @@ class TuneWorker(submitit.helpers.Checkpointable):
             config.setdefault("run", {})["threads"] = self.threads  # output-only
         try:
             cfg = validate_config(config, prefix=f"trial {trial.number}: ")
+            check_machine(cfg, prefix=f"trial {trial.number}: ")  # files and models as this node sees them
         except ConfigError as err:
             trial.set_user_attr("error", str(err))
             ostudy.tell(trial, state=TrialState.FAIL)
@@ -368,15 +356,12 @@ class TuneWorker(submitit.helpers.Checkpointable):
                 storage, trial._trial_id, study.spec.heartbeat_s, lambda: self._beat("training", trial.number)
             ), stop:
                 callback.backfill()
-                kwargs: dict[str, Any] = {"stop": stop, "progress": False}
-                if _train_accepts_callbacks():
-                    kwargs["callbacks"] = [callback]
-                result = train(cfg, **kwargs)
+                result = train(cfg, callbacks=[callback], stop=stop, progress=False)
         except Exception as err:  # noqa: BLE001 - recorded in the trial and in the run's failure.json
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             self._tell(ostudy, trial, state=TrialState.FAIL)
             return TrialOutcome(trial.number, "fail", run_id=rid)
-        outcome = _outcome(result)
+        outcome = result.state.value  # finished | pruned | interrupted
         if outcome in ("finished", "pruned"):
             callback.backfill()  # epochs the trainer did not report (a run finished before this trial)
         if outcome == "pruned":
@@ -460,12 +445,25 @@ def _check_slurm(study: Study, workers: int) -> Any:
     return executor
 
 
+def _check_machine(study: Study) -> None:
+    """The base config's files and models as this machine sees them (the space's values are schema-checked)."""
+    from suite.config import ConfigError, validate_config
+    from suite.preflight import check_machine
+
+    try:
+        check_machine(validate_config(output_fields(study, dict(study.base))))
+    except ConfigError as err:
+        lines = [f"{study.path}: base: {line}" for line in str(err).splitlines()]
+        raise StudyError("\n".join(lines) + "\n(--no-check-paths leaves this check to each trial)") from None
+
+
 def tune(
     study: Study,
     *,
     executor: str | None = None,
     workers: int | None = None,
     wait: bool = True,
+    check_paths: bool = True,
     echo: Echo | None = None,
 ) -> TuneReport:
     """Create (or load) the study and run its workers until it has ``n_trials`` finished trials.
@@ -475,6 +473,8 @@ def tune(
         executor: ``auto``, ``slurm``, ``local`` or ``debug`` (default: the file's).
         workers: worker jobs (default: the file's ``workers``; ``debug`` always runs one).
         wait: SLURM: poll until every worker has ended (local and debug always wait).
+        check_paths: refuse a base config whose data, checkpoints or model this machine lacks
+            (turn off when only the compute nodes see them; each trial then checks on its node).
         echo: where progress lines go.
 
     Raises:
@@ -489,6 +489,8 @@ def tune(
     count = 1 if kind == "debug" else (workers or study.spec.workers)
     if count < 1:
         raise StudyError(f"--workers must be >= 1, but got {count}")
+    if check_paths:
+        _check_machine(study)
     slurm_exec = _check_slurm(study, count) if kind == "slurm" else None
     ostudy = open_study(study, create=True)
     ostudy.set_user_attr("study_file", str(study.path))

@@ -14,18 +14,13 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, console, err_console
+
 __all__ = ["register"]
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_INTERRUPTED = 75
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class _DefaultRun(TyperGroup):
@@ -76,6 +71,9 @@ def run_command(
                                                  help="auto | slurm | local | debug (default: the file's)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="Worker jobs (default: the file's).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="SLURM: return once the workers are submitted.")] = False,
+    no_check_paths: Annotated[bool, typer.Option(
+        "--no-check-paths", help="Do not check the base config's data and checkpoints here (only the nodes see them)."
+    )] = False,
     output_root: OutputOpt = None,
 ) -> None:
     """Run (or resume, or extend) a study until it has n_trials finished trials."""
@@ -84,7 +82,7 @@ def run_command(
 
     study = _load(file, overrides, output_root)
     try:
-        report = tune(study, executor=executor, workers=workers, wait=not no_wait,
+        report = tune(study, executor=executor, workers=workers, wait=not no_wait, check_paths=not no_check_paths,
                       echo=lambda line: console.print(line, highlight=False))
     except StudyError as err:
         err_console.print(f"[bold red]invalid study[/]\n{err}", highlight=False, soft_wrap=True)
