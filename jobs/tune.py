@@ -48,7 +48,7 @@ import submitit
 
 from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
 from jobs.study_storage import open_storage, storage_exists, storage_label
-from suite.records import RunPaths, atomic_write_json, read_json, read_jsonl
+from suite.records import RunPaths, atomic_write_json, clear_failure, read_json, read_jsonl
 from suite.signals import GracefulStop
 from sweeps.study import (
     CategoricalParam,
@@ -352,16 +352,22 @@ class TuneWorker(submitit.helpers.Checkpointable):
         self._beat("training", trial.number)
         storage = ostudy._storage
         try:
-            with _file_lock(study.output_root / LOCKS_DIR / f"{rid}.lock"), _Heartbeat(
+            # Heartbeat first: waiting for another trial of the same run still counts as alive.
+            with _Heartbeat(
                 storage, trial._trial_id, study.spec.heartbeat_s, lambda: self._beat("training", trial.number)
-            ), stop:
+            ), _file_lock(study.output_root / LOCKS_DIR / f"{rid}.lock"), stop:
                 callback.backfill()
                 result = train(cfg, callbacks=[callback], stop=stop, progress=False)
+            outcome = result.state.value  # finished | pruned | interrupted
         except Exception as err:  # noqa: BLE001 - recorded in the trial and in the run's failure.json
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-            self._tell(ostudy, trial, state=TrialState.FAIL)
-            return TrialOutcome(trial.number, "fail", run_id=rid)
-        outcome = result.state.value  # finished | pruned | interrupted
+            if not stop.requested:
+                trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+                self._tell(ostudy, trial, state=TrialState.FAIL)
+                return TrialOutcome(trial.number, "fail", run_id=rid)
+            # A stop signal also ends W&B's service process on SLURM, whose next call then raises:
+            # not a training failure, the checkpoint is on disk (as jobs.worker does for sweep runs).
+            clear_failure(paths)
+            outcome, result = "interrupted", None
         if outcome in ("finished", "pruned"):
             callback.backfill()  # epochs the trainer did not report (a run finished before this trial)
         if outcome == "pruned":

@@ -70,8 +70,12 @@ EXECUTORS: tuple[str, ...] = ("auto", "slurm", "local", "debug")
 # Objective metrics the run records write. Per-epoch ones are in every metrics.jsonl row;
 # ``best_*`` are running maxima of a per-epoch metric; the rest are only in summary.json.
 PER_EPOCH = ("top1", "top5", "val_loss", "ema_top1", "ema_top5")
-RUNNING_MAX = {"best_top1": ("top1",), "best_top5": ("top5",), "best_ema_top1": ("ema_top1",),
-               "best_top1_max": ("top1", "ema_top1")}
+RUNNING_MAX = {
+    "best_top1": ("top1",),
+    "best_top5": ("top5",),
+    "best_ema_top1": ("ema_top1",),
+    "best_top1_max": ("top1", "ema_top1"),
+}
 OCCLUSION = re.compile(r"^occ(\d+)_top1$")
 MINIMIZED = ("val_loss",)
 
@@ -589,8 +593,6 @@ def load_study(path: Path | str, overrides: list[str] | None = None, *, output_r
         problem = metric and _recorded_problem(metric, resolved, per_epoch=per_epoch)
         if problem:
             problems.append(f"{path}: {field}: {problem}")
-    if spec.sampler.name == "grid" and spec.n_trials is None and problems == []:
-        pass
     if spec.n_trials is None and spec.sampler.name != "grid":
         problems.append(f"{path}: n_trials: required (only sampler grid defaults it to the grid size)")
     if problems:
@@ -600,6 +602,4 @@ def load_study(path: Path | str, overrides: list[str] | None = None, *, output_r
             factory(spec)
         except StudyError as err:
             raise StudyError(f"{path}: {err}") from None
-    if spec.pruner.name == "hyperband" and "max_resource" not in spec.pruner.params:
-        pass  # "auto": Optuna takes the largest step reported by the first finished trial
     return study
