@@ -392,8 +392,12 @@ class TuneWorker(submitit.helpers.Checkpointable):
     def _tell(self, ostudy: Any, trial: Any, **kwargs: Any) -> None:
         try:
             ostudy.tell(trial, **kwargs)
-        except (ValueError, RuntimeError) as err:  # failed as stale meanwhile: its retry will find the run done
-            print(f"trial {trial.number}: could not record its result ({err})", file=sys.stderr)
+        except (ValueError, RuntimeError) as err:
+            # GridSampler calls Study.stop() after the last grid point, which raises outside
+            # Study.optimize once the state is stored; a trial failed as stale meanwhile raises too
+            # (its retry will find the run done).
+            if "Study.stop" not in str(err):
+                print(f"trial {trial.number}: could not record its result ({err})", file=sys.stderr)
 
     def _give_back(self, ostudy: Any, trial: Any) -> None:
         """A stopped worker's trial: fail it and enqueue its retry at once (resumes from the checkpoint)."""

@@ -423,7 +423,7 @@ def _construct(cls: Any, params: dict[str, Any], field: str) -> Any:
 
 
 def make_sampler(spec: StudySpec, *, worker: int = 0) -> Any:
-    """The Optuna sampler of a study; worker ``k`` is seeded with ``seed + k`` so workers differ."""
+    """The Optuna sampler of a study; worker ``k`` is seeded with ``seed + k`` so workers differ (grid: ``seed``)."""
     import optuna
 
     s = spec.sampler
@@ -437,7 +437,9 @@ def make_sampler(spec: StudySpec, *, worker: int = 0) -> Any:
     if s.name == "random":
         return _construct(optuna.samplers.RandomSampler, {"seed": seed, **params}, "sampler")
     if s.name == "grid":
-        return _construct(optuna.samplers.GridSampler, {"search_space": grid_space(spec), "seed": seed, **params},
+        # Every worker needs the same seed: a grid id indexes the sampler's own shuffled grid, so
+        # workers with different orders would give one id different points (and repeat others).
+        return _construct(optuna.samplers.GridSampler, {"search_space": grid_space(spec), "seed": s.seed, **params},
                           "sampler")
     if s.name == "cmaes":
         if importlib.util.find_spec("cmaes") is None:

@@ -122,3 +122,32 @@ def test_objective_values_from_records() -> None:
     assert intermediate_value("top1", [{"epoch": 1}]) is None  # not evaluated that epoch
     assert objective_value("best_top1", {"best_top1": 36.0}, rows) == 36.0
     assert objective_value("best_top1", {}, rows) == 35.0
+
+
+def test_grid_workers_share_one_order_so_each_point_runs_once(tmp_path: Path) -> None:
+    import warnings
+
+    import optuna
+
+    space = {"optim.lr": [1.0e-3, 3.0e-3, 1.0e-2], "mix.prob": {"type": "float", "low": 0.5, "high": 1.0, "step": 0.5}}
+    study = load_study(write_study(tmp_path, space=space, sampler="grid", n_trials=None, workers=2))
+    storage = optuna.storages.InMemoryStorage()
+    workers = [
+        optuna.create_study(study_name="g", storage=storage, sampler=make_sampler(study.spec, worker=k),
+                            load_if_exists=True, direction="maximize")
+        for k in (0, 1)
+    ]
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(study.n_trials):
+            worker = workers[i % 2]
+            trial = worker.ask()
+            point = (trial.suggest_categorical("optim.lr", [1.0e-3, 3.0e-3, 1.0e-2]),
+                     trial.suggest_float("mix.prob", 0.5, 1.0, step=0.5))
+            seen.append(point)
+            try:
+                worker.tell(trial, 0.0)
+            except RuntimeError as err:  # GridSampler stops the study after its last point
+                assert "Study.stop" in str(err) and i == study.n_trials - 1
+    assert len(set(seen)) == study.n_trials == 6
