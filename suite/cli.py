@@ -1,5 +1,5 @@
 """The ``suite`` command line: one root for train, config, maps, runs, and the command groups of
-the other packages (sweep, report, tune), which attach through the ``suite.commands`` entry
+the other packages (sweep, tune, report, demo), which attach through the ``suite.commands`` entry
 points so this bottom package never names them.
 
 Exit codes (``suite.console``): 0 success, 1 the run failed (see the run's failure.json), 2
@@ -206,9 +206,6 @@ def register_command_groups(root: typer.Typer) -> None:
     """Attach the command groups that other packages declare under the ``suite.commands`` entry points."""
     from importlib.metadata import entry_points
 
-    from suite import demo
-
-    demo.register(root)
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         entry.load()(root)
 
