@@ -41,6 +41,7 @@ __all__ = [
     "load_config",
     "ID_VERSION",
     "run_id",
+    "teacher_identity",
     "validate_config",
 ]
 
@@ -354,11 +355,69 @@ class TrainConfig(_Strict):
         """
         defaults = _leaves(json.loads(type(self)().model_dump_json()))
         values = _leaves(json.loads(self.model_dump_json()))
+        if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
+            values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
         return {
             key: value
             for key, value in sorted(values.items())
             if not _output_only(key) and (key not in defaults or defaults[key] != value)
         }
+
+
+RUN_ID_PATTERN = re.compile(r"^[a-z]+-[0-9a-f]{12}$")  # <method>-<12 hex>
+_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def teacher_run_folder(path: Path | str) -> Path | None:
+    """The suite run folder a teacher path names (``<root>/<run_id>`` or its ``checkpoint.pt``), else None.
+
+    Read from the spelling alone, so every machine agrees.
+    """
+    path = Path(path)
+    if path.name == "checkpoint.pt" and RUN_ID_PATTERN.match(path.parent.name):
+        return path.parent
+    if RUN_ID_PATTERN.match(path.name):
+        return path
+    return None
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's content (cached per path, inode, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def teacher_identity(path: Path | str) -> str:
+    """What a teacher *is*, for the run id: ``run:<run_id>`` for a suite run folder (or its
+    ``checkpoint.pt``), else ``sha256:<hex>`` of the file's content.
+
+    A run folder's id already names what it computed (and a finished run never changes), so it
+    needs no disk access; any other file is hashed, so replacing it at the same path gives the
+    student a new id instead of silently reusing the old student's records.
+
+    Raises:
+        ConfigError: a teacher file that cannot be read here (its content is its identity).
+    """
+    folder = teacher_run_folder(path)
+    if folder is not None:
+        return f"run:{folder.name}"
+    file = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
+    try:
+        return f"sha256:{file_sha256(file)}"
+    except OSError as err:
+        raise ConfigError(
+            f"teacher.checkpoint: cannot read {file} ({err.strerror or err}); a teacher file is identified by its "
+            "content, so it must be readable where the run id is computed (plan, launch, train), or give a suite "
+            "run folder (<output_root>/<run_id>)"
+        ) from None
 
 
 # Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was

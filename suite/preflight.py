@@ -14,18 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from suite.config import ConfigError, TrainConfig
+from suite.config import ConfigError, TrainConfig, teacher_run_folder
 
 __all__ = ["Problem", "check_machine", "machine_problems", "resolve_checkpoint_path"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing this machine lacks for a run: a missing path or an unknown timm model."""
+    """One thing this machine lacks for a run: a missing path, an unknown timm model, or a teacher
+    that cannot be used (unfinished run, a file that does not fit)."""
 
     field: str
     message: str
-    kind: Literal["path", "registry"]
+    kind: Literal["path", "registry", "teacher"]
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -35,6 +36,25 @@ def resolve_checkpoint_path(path: Path) -> Path:
     """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
     path = Path(path).expanduser()
     return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def _unfinished_teacher(teacher: Path) -> str | None:
+    """Why a teacher that is a suite run folder cannot be used yet (None: it finished)."""
+    from suite.records import RunState, read_run
+
+    folder = teacher_run_folder(Path(teacher).expanduser())
+    if folder is None:
+        return None
+    record = read_run(folder)
+    if record.state is RunState.FINISHED:
+        return None
+    if record.state is RunState.CORRUPT:
+        return f"teacher run {folder.name} has an unreadable record: {record.problem}"
+    return (
+        f"teacher run {folder} is {record.state.value}, not finished (no summary.json): a student of it would "
+        "learn from a half-trained teacher; finish the teacher first (rerunning its `suite train` command "
+        "resumes it; a sweep's @teacher.yaml prerequisite waits for it)"
+    )
 
 
 def _unknown_model(name: str) -> str | None:
@@ -79,6 +99,8 @@ def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> lis
             problems.append(Problem(
                 "teacher.checkpoint", f"file not found: {teacher} (a checkpoint file or a suite run folder)", "path"
             ))
+        elif missing(teacher) and (message := _unfinished_teacher(teacher)):
+            problems.append(Problem("teacher.checkpoint", message, "teacher"))
     maps = cfg.teacher.maps
     if maps is not None and not (maps / "maps.json").is_file() and missing(maps):
         problems.append(Problem(

@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.config import ID_VERSION, TrainConfig, run_id
+from suite.config import ID_VERSION, ConfigError, TrainConfig, file_sha256, run_id, teacher_identity
 from suite.data import DataBundle, build_data, derive_seed, eval_loader, seed_everything, steps_per_epoch, train_loader
 from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
-from suite.records import RunPaths, RunState, read_summary, run_lock
+from suite.records import RunPaths, RunState, read_json, read_summary, run_lock
 from suite.signals import GracefulStop
 from suite.teachers import build_teacher
 from suite.writer import RunWriter
@@ -250,8 +250,9 @@ class Trainer:
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with run_lock(self.paths):
             resolved = json.loads(self.cfg.model_dump_json())
+            teacher = self._teacher_record()
             self.writer.start(
-                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION},
+                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, **teacher},
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
             ended = RunState.FAILED
@@ -270,6 +271,32 @@ class Trainer:
                 raise
             finally:
                 self.writer.close(ended)
+
+    def _teacher_record(self) -> dict[str, Any]:
+        """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.
+
+        A resumed run refuses a teacher file whose content changed since the run started (a
+        teacher run folder that was deleted and retrained, for example): the run would otherwise
+        continue against another teacher.
+        """
+        if self.cfg.teacher.checkpoint is None:
+            return {}
+        from suite.preflight import resolve_checkpoint_path
+
+        file = resolve_checkpoint_path(self.cfg.teacher.checkpoint)
+        record = {"teacher_identity": teacher_identity(self.cfg.teacher.checkpoint), "teacher_sha256": file_sha256(file)}
+        try:
+            saved = read_json(self.paths.config)
+        except (ValueError, UnicodeDecodeError):
+            saved = None
+        earlier = saved.get("teacher_sha256") if isinstance(saved, dict) else None
+        if earlier is not None and earlier != record["teacher_sha256"]:
+            raise ConfigError(
+                f"teacher.checkpoint: {file} changed since run {self.run_id} started (sha256 {earlier[:12]} then, "
+                f"{record['teacher_sha256'][:12]} now); resuming would continue against another teacher. Restore "
+                f"the teacher, or delete {self.paths.root} to retrain the student"
+            )
+        return record
 
     def _fit(self, stop: GracefulStop, resolved: dict[str, Any]) -> TrainResult:
         self._resolved = resolved

@@ -202,7 +202,7 @@ def _validate(
     cfg = validate_config(data, prefix=prefix)
     errors = []
     for problem in machine_problems(cfg, produced=produced):
-        if problem.kind == "path" and not check_paths:
+        if problem.kind in ("path", "teacher") and not check_paths:
             warnings.append(
                 f"{problem} (fine for plan; launch refuses it): set {problem.field}=<path> on the command line "
                 "or in base.overrides"

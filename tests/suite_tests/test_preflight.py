@@ -72,3 +72,17 @@ def test_old_run_folders_are_refused_until_migrated_and_never_retrained(tmp_path
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "42.00" in done.stdout  # the old summary, not a new training
     assert migrate(root) == ([], [])  # idempotent
+
+
+def test_an_unfinished_teacher_run_is_refused(tmp_path: Path) -> None:
+    """Defect 1: a teacher run interrupted at epoch 2 (no summary.json) was accepted without a word."""
+    teacher = tmp_path / "runs" / "none-0123456789ab"
+    teacher.mkdir(parents=True)
+    (teacher / "config.json").write_text("{}")
+    (teacher / "checkpoint.pt").write_bytes(b"not finished")
+    cfg = load_config(None, ["mix.method=tokenmix", f"teacher={teacher}"])
+    (problem,) = machine_problems(cfg)
+    assert problem.field == "teacher.checkpoint" and "interrupted, not finished" in problem.message
+    assert machine_problems(cfg, produced={str(teacher.absolute())}) == []  # a sweep prerequisite waits for it
+    (teacher / "summary.json").write_text(json.dumps({"run_id": teacher.name, "status": "finished", "top1": 1.0}))
+    assert machine_problems(cfg) == []
