@@ -196,26 +196,33 @@ def launch(
     before submitting anything. Launching again reruns failed and missing runs and resumes
     interrupted ones from their checkpoints.
     """
-    from jobs.launch import SubmissionError
+    from jobs.launch import LaunchInterrupted, SubmissionError, stop_signals_interrupt
     from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
     sweep = _load(file, overrides, output_root)
     try:
-        report = run_launch(
-            sweep,
-            executor=executor,
-            max_parallel=max_parallel,
-            wait=wait,
-            poll_s=poll,
-            check_paths=check_paths,
-            echo=lambda line: console.print(line, highlight=False),
-        )
+        with stop_signals_interrupt():
+            report = run_launch(
+                sweep,
+                executor=executor,
+                max_parallel=max_parallel,
+                wait=wait,
+                poll_s=poll,
+                check_paths=check_paths,
+                echo=lambda line: console.print(line, highlight=False),
+            )
     except SweepError as err:
         raise _invalid(err) from None
     except SubmissionError as err:
         err_console.print(f"[bold red]submission failed[/]\n{err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
+    except LaunchInterrupted as err:
+        err_console.print(
+            f"[yellow]interrupted[/] ({err}): every started run checkpointed; launch the same sweep again to resume",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None

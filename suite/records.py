@@ -45,6 +45,7 @@ __all__ = [
     "atomic_write_jsonl",
     "clear_failure",
     "iter_runs",
+    "keep_previous",
     "read_json",
     "read_jsonl",
     "read_run",
@@ -118,6 +119,11 @@ class RunPaths:
         return self.root / "checkpoint.pt"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        """The checkpoint before ``checkpoint.pt``, kept as a fallback for a damaged one."""
+        return self.root / "checkpoint.prev.pt"
+
+    @property
     def failure(self) -> Path:
         return self.root / "failure.json"
 
@@ -134,12 +140,25 @@ class RunPaths:
         return self.root
 
 
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    """The process umask (read once: reading it means setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues may read a sweep's results
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -148,6 +167,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` the current content of ``path`` (hard link and rename: atomic, no copy)."""
+    if not path.is_file():
+        return
+    tmp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a filesystem without hard links: copy
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -283,7 +317,7 @@ def run_state(paths: RunPaths) -> RunState:
         return RunState.RUNNING
     if paths.failure.is_file():
         return RunState.FAILED
-    if paths.checkpoint.is_file():
+    if paths.checkpoint.is_file() or paths.previous_checkpoint.is_file():
         return RunState.INTERRUPTED
     return RunState.NEW
 

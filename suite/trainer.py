@@ -52,7 +52,7 @@ from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
-from suite.records import RunPaths, RunState, read_json, read_summary, run_lock
+from suite.records import RunPaths, RunState, read_json, read_summary, run_lock, run_state
 from suite.signals import GracefulStop
 from suite.teachers import build_teacher
 from suite.writer import RunWriter
@@ -239,6 +239,7 @@ class Trainer:
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.writer = writer or RunWriter(self.paths)
         self.state = TrainState()
+        self._saved = (0, 0)  # (epoch, step) of the last checkpoint written or read
 
     # -- the recipe ------------------------------------------------------------------------
 
@@ -266,6 +267,17 @@ class Trainer:
                     result = self._fit(stop, resolved)
                 ended = result.state
                 return result
+            except KeyboardInterrupt:
+                # A second Ctrl-C: stop now, without a new checkpoint. Every file is replaced
+                # atomically, so the last good checkpoint stays where a resume restarts.
+                ended = run_state(self.paths)
+                if not ended.is_finished():
+                    ended = RunState.INTERRUPTED
+                    self.writer.info("second interrupt: stopped at once; resume restarts from the last checkpoint "
+                                     "(epoch %d step %d)", *self._saved)
+                    return TrainResult(self.run_id, self.paths.root, ended,
+                                       {"epoch": self._saved[0], "step": self._saved[1]})
+                return TrainResult(self.run_id, self.paths.root, ended, read_summary(self.paths) or {})
             except Exception as err:
                 self.writer.failure(err)
                 raise
@@ -305,7 +317,7 @@ class Trainer:
         self._session_start = time.perf_counter()
         for epoch in range(self.state.epoch, self.cfg.schedule.epochs):
             if not self._train_epoch(epoch, stop):
-                self.writer.checkpoint(self._payload())
+                self._checkpoint()
                 self.writer.info(
                     "signal %s: checkpoint at epoch %d step %d; rerun to resume", stop.signum, epoch, self.state.step
                 )
@@ -368,16 +380,43 @@ class Trainer:
             )
             self.writer.metrics([])
             return
-        ckpt = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        ckpt = self._read_checkpoint()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt.get("model_ema") is not None:
             self.ema.module.load_state_dict(ckpt["model_ema"])
         self.state = TrainState.from_checkpoint(ckpt)
+        self._saved = (self.state.epoch, self.state.step)
         _set_rng_state(ckpt["rng"])
         self.writer.metrics(self.state.history)  # drop rows past the checkpoint, if any
         self.writer.info(
             "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
+        )
+
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """``checkpoint.pt``, or the one before it (``checkpoint.prev.pt``) when it is unreadable.
+
+        Raises:
+            RuntimeError: neither can be read; the message names the files and the fix.
+        """
+        errors = []
+        for path in (self.paths.checkpoint, self.paths.previous_checkpoint):
+            if not path.is_file():
+                continue
+            try:
+                ckpt = torch.load(path, map_location=self.device, weights_only=True)
+                if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
+                    raise ValueError("not a suite training checkpoint")
+            except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+                errors.append(f"{path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            if errors:
+                self.writer.info("unreadable %s; resuming from the previous checkpoint %s", errors[0], path.name)
+            return ckpt
+        raise RuntimeError(
+            f"corrupt checkpoint: {'; '.join(errors)}. Delete {self.paths.checkpoint}"
+            f"{' and ' + self.paths.previous_checkpoint.name if self.paths.previous_checkpoint.exists() else ''} "
+            "to retrain the run from the start"
         )
 
     # -- one epoch ------------------------------------------------------------------------
@@ -457,7 +496,7 @@ class Trainer:
         row["wall_time"] = time.time()
         state.history.append(row)
         state.epoch, state.step, state.meter = epoch + 1, 0, _empty_meter()
-        self.writer.checkpoint(self._payload())
+        self._checkpoint()
         self.writer.metrics(state.history, new_row=row)
         self.writer.info(
             "epoch %d/%d  loss %.4f  top1 %s  lr %.2e  %.0f img/s",
@@ -502,6 +541,10 @@ class Trainer:
             "rng": _rng_state(),
             "config": self._resolved,
         }
+
+    def _checkpoint(self) -> None:
+        self.writer.checkpoint(self._payload())
+        self._saved = (self.state.epoch, self.state.step)
 
     def _interrupted(self) -> TrainResult:
         where = {"epoch": self.state.epoch, "step": self.state.step}

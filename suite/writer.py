@@ -28,6 +28,7 @@ from suite.records import (
     atomic_write_json,
     atomic_write_jsonl,
     clear_failure,
+    keep_previous,
     write_failure,
     write_summary,
 )
@@ -87,11 +88,16 @@ class RunWriter:
         self.log.info(message, *args)
 
     def checkpoint(self, payload: dict[str, Any]) -> None:
-        """Atomically replace ``checkpoint.pt``."""
+        """Atomically replace ``checkpoint.pt``, keeping the one before as ``checkpoint.prev.pt``.
+
+        The previous checkpoint is hard-linked to its new name first, so at every instant
+        ``checkpoint.pt`` is a complete file, and a damaged one can fall back to the one before.
+        """
         if not self.enabled:
             return
         buffer = io.BytesIO()
         torch.save(payload, buffer)
+        keep_previous(self.paths.checkpoint, self.paths.previous_checkpoint)
         atomic_write_bytes(self.paths.checkpoint, buffer.getvalue())
 
     def metrics(self, history: Sequence[dict[str, Any]], *, new_row: dict[str, Any] | None = None) -> None:
