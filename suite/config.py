@@ -298,6 +298,7 @@ class TrackingConfig(_Strict):
     entity: str | None = Field(None, description="W&B entity")
     group: str | None = Field(None, description="W&B group (sweeps set the sweep name)")
     tags: list[str] = Field(default_factory=list, description="W&B tags")
+    system_metrics: bool = Field(True, description="W&B system metrics (GPU/CPU utilisation, memory)")
 
 
 class TrainConfig(_Strict):

@@ -128,6 +128,11 @@ class RunPaths:
         return self.root / "failure.json"
 
     @property
+    def wandb_record(self) -> Path:
+        """``wandb.json``: the last epoch W&B confirmed (its run ended cleanly), for a resume's backfill."""
+        return self.root / "wandb.json"
+
+    @property
     def log(self) -> Path:
         return self.root / "train.log"
 
