@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, OverridesArg, console, err_console, invalid, styled_state
-from suite.records import RunState
+from suite.records import RunState, read_run
 
 __all__ = ["register"]
 
@@ -159,6 +159,10 @@ def plan(
         console.print(f"  throughput {model}: {source}", highlight=False)
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
+    for run in runs:
+        if states[run.run_id] == RunState.CORRUPT.value:
+            problem = read_run(run.paths.root).problem
+            console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
 
 
 @sweep_app.command()
@@ -252,15 +256,19 @@ def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
     """The state file (or None) and the sweep (None for a directory target)."""
     from jobs.state import STATE_FILE_NAME, SweepState
 
+    def warn(line: str) -> None:
+        err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
+
     if target.is_dir():
         path = target / STATE_FILE_NAME
         if not path.is_file():
             raise _invalid(
                 f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first"
             )
-        return SweepState.read(path), None
+        state = SweepState.read_or_set_aside(path, warn)
+        return (state if state is not None else SweepState.from_run_folders(path)), None
     sweep = _load(target, None, output_root)
-    return SweepState.read(sweep.state_file), sweep
+    return SweepState.read_or_set_aside(sweep.state_file, warn), sweep
 
 
 @sweep_app.command()
@@ -352,7 +360,9 @@ def status(
             table.add_row(index, r.run_id, styled_state(r.state.value), r.entry.job_id or "-", r.entry.label)
         console.print(table)
     for r in report.runs:
-        if r.error or r.log_tail:
+        if r.state is RunState.CORRUPT:
+            console.print(f"[red]corrupt[/] {r.run_id} ({r.entry.label}): {r.error}", highlight=False, soft_wrap=True)
+        elif r.error or r.log_tail:
             console.print(
                 f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}",
                 highlight=False,

@@ -38,7 +38,7 @@ from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
 from jobs.status import observe
 from jobs.worker import RunJob
-from suite.records import RunPaths, run_state
+from suite.records import RunPaths, read_run, run_state
 from sweeps.expand import Plan, PlannedRun, expand
 from sweeps.spec import Sweep, SweepError
 
@@ -168,8 +168,8 @@ def _launch_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _state_for(sweep: Sweep, plan: Plan) -> SweepState:
-    state = SweepState.read(sweep.state_file)
+def _state_for(sweep: Sweep, plan: Plan, say: Echo = lambda line: None) -> SweepState:
+    state = SweepState.read_or_set_aside(sweep.state_file, lambda line: say(f"warning {line}"))
     if state is None:
         state = SweepState(
             path=sweep.state_file,
@@ -229,7 +229,7 @@ def launch(
     report = LaunchReport(kind, plan, sweep.state_file, check_seconds=checked.seconds)
     start = time.perf_counter()
     with _launch_lock(sweep.output_root):
-        state = _state_for(sweep, plan)
+        state = _state_for(sweep, plan, say)
         observed, accounting_ok = observe(state, [run.run_id for run in plan.all_runs()])
         if not accounting_ok:
             raise SweepError(
@@ -238,6 +238,9 @@ def launch(
             )
         todo = [run for run in plan.all_runs() if observed[run.run_id].state.needs_launch()]
         report.skipped = {rid: obs.state for rid, obs in observed.items() if not obs.state.needs_launch()}
+        for rid, skipped in report.skipped.items():
+            if skipped is RunState.CORRUPT:
+                say(f"corrupt     {rid}  {read_run(RunPaths.of(sweep.output_root, rid).root).problem}")
         for rid, obs in observed.items():
             state.runs[rid].state = obs.state.value
         if not todo:

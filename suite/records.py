@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CorruptRecordError",
     "RunBusyError",
     "RunPaths",
     "RunRecord",
@@ -86,6 +87,10 @@ class RunState(str, enum.Enum):
     def needs_launch(self) -> bool:
         """A launch submits it: never run, interrupted, failed or cancelled."""
         return self in (RunState.NEW, RunState.INTERRUPTED, RunState.FAILED, RunState.CANCELLED)
+
+
+class CorruptRecordError(ValueError):
+    """A run record cannot be read; the message names the file and the fix."""
 
 
 class RunBusyError(RuntimeError):

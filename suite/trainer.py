@@ -52,7 +52,7 @@ from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
-from suite.records import RunPaths, RunState, read_json, read_summary, run_lock, run_state
+from suite.records import CorruptRecordError, RunPaths, RunState, read_json, read_summary, run_lock, run_state
 from suite.signals import GracefulStop
 from suite.teachers import build_teacher
 from suite.writer import RunWriter
@@ -245,7 +245,13 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Run the recipe to the end, to a stop signal, or to a callback's stop."""
-        summary = read_summary(self.paths)  # a corrupt summary raises ValueError naming the file
+        try:
+            summary = read_summary(self.paths)
+        except ValueError as err:  # never counts as done, never silently retrained over
+            raise CorruptRecordError(
+                f"{err}: run {self.run_id} does not count as finished; delete {self.paths.summary} to resume it from "
+                f"its checkpoint, or delete {self.paths.root} to retrain it"
+            ) from None
         if summary is not None:
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
@@ -621,7 +627,7 @@ def train(
 
     Raises:
         RunBusyError: another process is training this run.
-        ValueError: the run's ``summary.json`` is unreadable (the message names the file).
+        CorruptRecordError: the run's ``summary.json`` is unreadable (the message names the file and the fix).
         Exception: whatever training raised; ``failure.json`` records it and the run is ``failed``.
     """
     return Trainer(cfg, callbacks=callbacks, stop=stop, progress=progress).fit()

@@ -76,7 +76,11 @@ class RunWriter:
         if not self.enabled:
             return
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        if not self.paths.config.exists():
+        try:
+            readable = isinstance(read_json(self.paths.config), dict)
+        except (ValueError, UnicodeDecodeError, OSError):
+            readable = False  # damaged: rewritten from the run's config, which fixes it
+        if not readable:
             atomic_write_json(self.paths.config, config)
         clear_failure(self.paths)
         for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write

@@ -301,11 +301,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                     check_paths=check_paths,
                     warnings=warnings,
                 )
+                rid = run_id(cfg)  # a teacher file is identified by its content: it must be readable here
             except ConfigError as err:
-                errors.extend(str(err).splitlines())
+                errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
                 invalid += 1
                 continue
-            rid = run_id(cfg)
             if rid in seen_ids:
                 duplicates += 1
                 continue
@@ -388,11 +388,11 @@ def _prerequisites(
             tracking["tags"] = [*(tracking.get("tags") or []), "prerequisite"]
         try:
             cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, warnings=warnings)
+            rid = run_id(cfg)
         except ConfigError as err:
-            errors.extend(str(err).splitlines())
+            errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
             invalid += 1
             continue
-        rid = run_id(cfg)
         table[reference] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
         if all(run.run_id != rid for run in runs):  # two spellings of one file train once
             runs.append(PlannedRun(len(runs), rid, {}, {}, cfg, prerequisite=True, source=relative))
