@@ -125,9 +125,11 @@ def test_each_command_names_a_corrupt_record(
     source = load_sweep(finished_sweep).output_root
     root = tmp_path / "runs"
     shutil.copytree(source, root)
+    state_file = root / "sweep-state.json"
+    state_file.write_text(state_file.read_text().replace(str(source), str(root)))  # the copy is the sweep now
     (run_dir,) = [p.parent for p in root.glob("*/summary.json")]
     target = root / record if record == "sweep-state.json" else run_dir / record
-    target.write_bytes(CORRUPTIONS[corruption](target.read_bytes()))
+    damaged = CORRUPTIONS[corruption](target.read_bytes())
     config = json.loads((source / run_dir.name / "config.json").read_text())
     overrides = [f"{k}={json.dumps(v)}" for k, v in _flat(config).items()]
     commands = {
@@ -137,6 +139,7 @@ def test_each_command_names_a_corrupt_record(
         "train": ["train", *overrides, f"run.output_root={root}"],
     }
     for command, (code, words) in _expected(record).items():
+        target.write_bytes(damaged)  # each command meets the damage (status sets a bad state file aside)
         exit_code, output = _cli(*commands[command])
         assert exit_code == code, f"{command}: {output}"
         for word in words:
