@@ -303,11 +303,16 @@ def _launcher(sweep_file: Path, delay_s: float) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def _stop_launcher(sweep_file: Path, how: str) -> str:
-    proc = _launcher(sweep_file, 0.25)
+def _stop_launcher(sweep_file: Path, how: str, run_ids: list[str]) -> str:
     runs = load_sweep(sweep_file).output_root
+    before = {rid: _log_size(runs / rid) for rid in run_ids}
+    proc = _launcher(sweep_file, 0.15)
     deadline = time.monotonic() + 120
-    while len(list(runs.glob("*/checkpoint.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        any(_log_size(runs / rid) <= size for rid, size in before.items())  # until both runs (re)started
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     time.sleep(0.6)  # into a step
     if how == "ctrl-c":
@@ -327,10 +332,12 @@ def test_stopped_local_sweep_resumes_to_identical_metrics(tmp_path: Path) -> Non
     """Defect 2: Ctrl-C killed runs after 1 s (no checkpoint, failed); SIGTERM left orphans."""
     axes = {"mix.method": ["none", "mixup"]}
     overrides = {"schedule.epochs": 2, "data.train_size": 320}
+    for name in ("ref", "int"):
+        (tmp_path / name).mkdir()
     reference = launch(load_sweep(write_sweep(tmp_path / "ref", "s", overrides=overrides, axes=axes)), executor="debug")
     sweep_file = write_sweep(tmp_path / "int", "s", overrides=overrides, axes=axes)
     for how in ("ctrl-c", "sigterm"):
-        _stop_launcher(sweep_file, how)
+        _stop_launcher(sweep_file, how, list(reference.final))
     final = _launcher(sweep_file, 0.0)
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out
