@@ -221,6 +221,13 @@ def launch(
     except SubmissionError as err:
         err_console.print(f"[bold red]submission failed[/]\n{err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
+    except OSError as err:  # e.g. a read-only --output-root
+        err_console.print(
+            f"[bold red]cannot write[/] {err.filename or sweep.output_root}: {err.strerror or err}; "
+            "choose a writable output_root (--output-root)",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
     except LaunchInterrupted as err:
         err_console.print(
             f"[yellow]interrupted[/] ({err}): every started run checkpointed; launch the same sweep again to resume",

@@ -94,6 +94,10 @@ def train(
     except RunBusyError as err:
         err_console.print(f"[bold red]busy[/]: {err}")
         raise typer.Exit(EXIT_FAILED) from None
+    except OSError as err:  # the run folder cannot be written (read-only output root, full disk)
+        err_console.print(f"[bold red]cannot write[/] {err.filename or cfg.run.output_root}: {err.strerror or err}; "
+                          "choose a writable run.output_root", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
     except CorruptRecordError as err:
         err_console.print(f"[bold red]corrupt[/]: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None

@@ -62,8 +62,31 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the dotted field(s)."""
 
 
+def _numeric(annotation: Any) -> bool:
+    """An int/float field (or one of them or None): where YAML's true/false must not pass as 1/0."""
+    import types
+    import typing
+
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """``schedule.epochs=true`` is a mistake, not 1: a boolean in a number field fails as text."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and _numeric(field.annotation):
+                    data = {**data, name: str(data[name]).lower()}
+        return data
 
 
 def _expand_user(value: Path | None) -> Path | None:
@@ -83,6 +106,17 @@ class ModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
 
     _ckpt = field_validator("checkpoint")(classmethod(lambda cls, v: _expand_user(v)))
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        width, heads = self.embed_dim, self.num_heads
+        if self.name == "vit_micro_patch4_32":  # the suite's own ViT: embed_dim 96, 3 heads
+            width, heads = width or 96, heads or 3
+        if width is not None and heads is not None and width % heads:
+            raise ValueError(
+                f"model.embed_dim must be divisible by model.num_heads, but got embed_dim={width}, num_heads={heads}"
+            )
+        return self
 
     def resolved_patch_size(self) -> int | None:
         """Patch size from the override or the timm name (``..._patch16_...``)."""
@@ -544,9 +578,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

@@ -235,6 +235,8 @@ def read_summary(paths: RunPaths) -> dict[str, Any] | None:
     """The run's summary, None when there is none; ValueError (naming the file) when unreadable."""
     try:
         summary = read_json(paths.summary)
+    except NotADirectoryError:
+        return None  # the run folder cannot exist there; writing it will say so
     except (ValueError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"{paths.summary}: unreadable summary ({err})") from None
     if summary is None:

@@ -155,14 +155,23 @@ def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
         return combos, 0
     base_flat = _flatten(sweep.base)
     kept = []
+    used: set[int] = set()
     for combo in combos:
         assignment = {**base_flat, **combo}
-        if any(
-            all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items())
-            for rule in spec.exclude
-        ):
-            continue
-        kept.append(combo)
+        hits = [
+            i
+            for i, rule in enumerate(spec.exclude)
+            if all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items())
+        ]
+        used.update(hits)
+        if not hits:
+            kept.append(combo)
+    unused = [f"exclude[{i}] {describe(rule)}" for i, rule in enumerate(spec.exclude) if i not in used]
+    if unused:
+        raise SweepError(
+            f"{sweep.path}: {', '.join(unused)} matches no run (a typo in a key or value?); the axes are "
+            f"{', '.join(keys) or '(none)'}. Remove the entry or fix it"
+        )
     return kept, len(combos) - len(kept)
 
 
