@@ -74,7 +74,7 @@ def train(
     summary.json, checkpoint.pt and train.log. SIGTERM/SIGUSR1/Ctrl-C stop at the next
     step with a checkpoint (exit code 75); running the same command again resumes.
     """
-    from suite.config import run_id
+    from suite.config import ConfigError, run_id
     from suite.migrate import legacy_match
     from suite.records import CorruptRecordError, RunBusyError, RunState
     from suite.trainer import train as run_training
@@ -94,6 +94,8 @@ def train(
     except RunBusyError as err:
         err_console.print(f"[bold red]busy[/]: {err}")
         raise typer.Exit(EXIT_FAILED) from None
+    except ConfigError as err:  # e.g. the teacher file changed since the run started
+        raise invalid("invalid config", err) from None
     except OSError as err:  # the run folder cannot be written (read-only output root, full disk)
         err_console.print(f"[bold red]cannot write[/] {err.filename or cfg.run.output_root}: {err.strerror or err}; "
                           "choose a writable run.output_root", highlight=False, soft_wrap=True)

@@ -431,28 +431,17 @@ def file_sha256(path: Path | str) -> str:
 
 
 def teacher_identity(path: Path | str) -> str:
-    """What a teacher *is*, for the run id: ``run:<run_id>`` for a suite run folder (or its
-    ``checkpoint.pt``), else ``sha256:<hex>`` of the file's content.
+    """What the run id records of a teacher: ``run:<run_id>`` for a suite run folder (or its
+    ``checkpoint.pt``), else the path as given.
 
-    A run folder's id already names what it computed (and a finished run never changes), so it
-    needs no disk access; any other file is hashed, so replacing it at the same path gives the
-    student a new id instead of silently reusing the old student's records.
-
-    Raises:
-        ConfigError: a teacher file that cannot be read here (its content is its identity).
+    Read from the spelling alone, so a laptop and a cluster node agree. A run folder's id names
+    what that run computed, wherever the folder lies. Any other file is named by its path, and
+    its content is pinned another way: the trainer records the file's SHA-256 in ``config.json``
+    when the run starts and refuses to resume, or to report a finished student, against a file
+    whose content changed (see ``suite.trainer.Trainer``).
     """
     folder = teacher_run_folder(path)
-    if folder is not None:
-        return f"run:{folder.name}"
-    file = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
-    try:
-        return f"sha256:{file_sha256(file)}"
-    except OSError as err:
-        raise ConfigError(
-            f"teacher.checkpoint: cannot read {file} ({err.strerror or err}); a teacher file is identified by its "
-            "content, so it must be readable where the run id is computed (plan, launch, train), or give a suite "
-            "run folder (<output_root>/<run_id>)"
-        ) from None
+    return f"run:{folder.name}" if folder is not None else str(path)
 
 
 # Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was

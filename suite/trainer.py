@@ -253,6 +253,7 @@ class Trainer:
                 f"its checkpoint, or delete {self.paths.root} to retrain it"
             ) from None
         if summary is not None:
+            self._teacher_record(required=False)  # a finished student of a replaced teacher is not reused silently
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with run_lock(self.paths):
@@ -290,18 +291,22 @@ class Trainer:
             finally:
                 self.writer.close(ended)
 
-    def _teacher_record(self) -> dict[str, Any]:
+    def _teacher_record(self, *, required: bool = True) -> dict[str, Any]:
         """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.
 
-        A resumed run refuses a teacher file whose content changed since the run started (a
-        teacher run folder that was deleted and retrained, for example): the run would otherwise
-        continue against another teacher.
+        The run id names a teacher file by its path (a suite run folder by its run id), so the
+        file's content is pinned here: a run refuses to resume, and a finished run refuses to be
+        reported again, against a teacher whose content changed since the run started. The
+        student would otherwise continue against, or pass off as trained with, another teacher.
+        ``required=False`` skips the check when the file is not on this machine.
         """
         if self.cfg.teacher.checkpoint is None:
             return {}
         from suite.preflight import resolve_checkpoint_path
 
         file = resolve_checkpoint_path(self.cfg.teacher.checkpoint)
+        if not required and not file.is_file():
+            return {}
         record = {"teacher_identity": teacher_identity(self.cfg.teacher.checkpoint), "teacher_sha256": file_sha256(file)}
         try:
             saved = read_json(self.paths.config)
@@ -311,8 +316,8 @@ class Trainer:
         if earlier is not None and earlier != record["teacher_sha256"]:
             raise ConfigError(
                 f"teacher.checkpoint: {file} changed since run {self.run_id} started (sha256 {earlier[:12]} then, "
-                f"{record['teacher_sha256'][:12]} now); resuming would continue against another teacher. Restore "
-                f"the teacher, or delete {self.paths.root} to retrain the student"
+                f"{record['teacher_sha256'][:12]} now); its records belong to the old teacher. Restore the teacher "
+                f"file, or delete {self.paths.root} to train the student against the new one"
             )
         return record
 
