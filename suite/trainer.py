@@ -20,7 +20,9 @@ of the epoch. A non-finite loss stops the run at most ``log_every`` steps late, 
 checkpoint of the bad weights is written.
 
 Stops. SIGTERM/SIGUSR1/SIGINT (and any signal the caller adds) end the loop at the next step
-boundary with a checkpoint: the run is then ``interrupted``. A callback may stop the run after
+boundary with a checkpoint: the run is then ``interrupted``. A second Ctrl-C stops at once and
+the run is ``interrupted`` at its last checkpoint (``checkpoint.prev.pt`` keeps the one before, the
+fallback for a damaged ``checkpoint.pt``). A callback may stop the run after
 an epoch with a reason: it ends ``pruned`` and is never resumed. A run that ended (``finished``
 or ``pruned``) is never retrained: :func:`train` returns its summary at once.
 
