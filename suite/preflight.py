@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from suite.config import ConfigError, TrainConfig, teacher_run_folder
+from suite.weights import resolve_checkpoint_path
 
 __all__ = ["Problem", "check_machine", "machine_problems", "resolve_checkpoint_path"]
 
@@ -30,12 +31,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-def resolve_checkpoint_path(path: Path) -> Path:
-    """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
-    path = Path(path).expanduser()
-    return path / "checkpoint.pt" if path.is_dir() else path
 
 
 def _unfinished_teacher(teacher: Path) -> str | None:
