@@ -24,7 +24,7 @@ from suite.console import (
     invalid,
     styled_state,
 )
-from suite.records import RunState
+from suite.records import RunState, read_run
 
 __all__ = ["register"]
 
@@ -188,6 +188,10 @@ def _plan_one(
         console.print(f"  throughput {model}: {source}", highlight=False)
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
+    for run in runs:
+        if states[run.run_id] == RunState.CORRUPT.value:
+            problem = read_run(run.paths.root).problem
+            console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
 
 
 @sweep_app.command()
@@ -225,26 +229,40 @@ def launch(
     before submitting anything. Launching again reruns failed and missing runs and resumes
     interrupted ones from their checkpoints.
     """
-    from jobs.launch import SubmissionError
+    from jobs.launch import LaunchInterrupted, SubmissionError, stop_signals_interrupt
     from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
     sweep = _load(file, overrides, output_root)
     try:
-        report = run_launch(
-            sweep,
-            executor=executor,
-            max_parallel=max_parallel,
-            wait=wait,
-            poll_s=poll,
-            check_paths=check_paths,
-            echo=lambda line: console.print(line, highlight=False),
-        )
+        with stop_signals_interrupt():
+            report = run_launch(
+                sweep,
+                executor=executor,
+                max_parallel=max_parallel,
+                wait=wait,
+                poll_s=poll,
+                check_paths=check_paths,
+                echo=lambda line: console.print(line, highlight=False),
+            )
     except SweepError as err:
         raise _invalid(err) from None
     except SubmissionError as err:
         err_console.print(f"[bold red]submission failed[/]\n{err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
+    except OSError as err:  # e.g. a read-only --output-root
+        err_console.print(
+            f"[bold red]cannot write[/] {err.filename or sweep.output_root}: {err.strerror or err}; "
+            "choose a writable output_root (--output-root)",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    except LaunchInterrupted as err:
+        err_console.print(
+            f"[yellow]interrupted[/] ({err}): every started run checkpointed; launch the same sweep again to resume",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -274,15 +292,19 @@ def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
     """The state file (or None) and the sweep (None for a directory target)."""
     from jobs.state import STATE_FILE_NAME, SweepState
 
+    def warn(line: str) -> None:
+        err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
+
     if target.is_dir():
         path = target / STATE_FILE_NAME
         if not path.is_file():
             raise _invalid(
                 f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first"
             )
-        return SweepState.read(path), None
+        state = SweepState.read_or_set_aside(path, warn)
+        return (state if state is not None else SweepState.from_run_folders(path)), None
     sweep = _load(target, None, output_root)
-    return SweepState.read(sweep.state_file), sweep
+    return SweepState.read_or_set_aside(sweep.state_file, warn), sweep
 
 
 @sweep_app.command()
@@ -374,7 +396,9 @@ def status(
             table.add_row(index, r.run_id, styled_state(r.state.value), r.entry.job_id or "-", r.entry.label)
         console.print(table)
     for r in report.runs:
-        if r.error or r.log_tail:
+        if r.state is RunState.CORRUPT:
+            console.print(f"[red]corrupt[/] {r.run_id} ({r.entry.label}): {r.error}", highlight=False, soft_wrap=True)
+        elif r.error or r.log_tail:
             console.print(
                 f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}",
                 highlight=False,

@@ -74,9 +74,9 @@ def train(
     summary.json, checkpoint.pt and train.log. SIGTERM/SIGUSR1/Ctrl-C stop at the next
     step with a checkpoint (exit code 75); running the same command again resumes.
     """
-    from suite.config import run_id
+    from suite.config import ConfigError, run_id
     from suite.migrate import legacy_match
-    from suite.records import RunBusyError, RunState
+    from suite.records import CorruptRecordError, RunBusyError, RunState
     from suite.trainer import train as run_training
 
     cfg = _load(config, overrides, machine=True)
@@ -93,6 +93,15 @@ def train(
         result = run_training(cfg, progress=progress)
     except RunBusyError as err:
         err_console.print(f"[bold red]busy[/]: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
+    except ConfigError as err:  # e.g. the teacher file changed since the run started
+        raise invalid("invalid config", err) from None
+    except OSError as err:  # the run folder cannot be written (read-only output root, full disk)
+        err_console.print(f"[bold red]cannot write[/] {err.filename or cfg.run.output_root}: {err.strerror or err}; "
+                          "choose a writable run.output_root", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except CorruptRecordError as err:
+        err_console.print(f"[bold red]corrupt[/]: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as err:  # noqa: BLE001 - summarised for the user; traceback kept in failure.json
         err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {err}")
@@ -127,12 +136,18 @@ def config_show(
 
     from suite.config import run_id
 
+    from suite.config import ConfigError
+
     cfg = _load(config, overrides)
     data = json.loads(cfg.model_dump_json())
+    try:
+        rid = run_id(cfg)
+    except ConfigError as err:  # a teacher file that cannot be read here
+        raise invalid("invalid config", err) from None
     if as_json:
-        print(json.dumps({"run_id": run_id(cfg), "config": data}, indent=2))
+        print(json.dumps({"run_id": rid, "config": data}, indent=2))
         return
-    print(f"# run_id: {run_id(cfg)}")
+    print(f"# run_id: {rid}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "load_config",
     "ID_VERSION",
     "run_id",
+    "teacher_identity",
     "validate_config",
 ]
 
@@ -61,8 +62,31 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the dotted field(s)."""
 
 
+def _numeric(annotation: Any) -> bool:
+    """An int/float field (or one of them or None): where YAML's true/false must not pass as 1/0."""
+    import types
+    import typing
+
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """``schedule.epochs=true`` is a mistake, not 1: a boolean in a number field fails as text."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and _numeric(field.annotation):
+                    data = {**data, name: str(data[name]).lower()}
+        return data
 
 
 def _expand_user(value: Path | None) -> Path | None:
@@ -82,6 +106,17 @@ class ModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
 
     _ckpt = field_validator("checkpoint")(classmethod(lambda cls, v: _expand_user(v)))
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        width, heads = self.embed_dim, self.num_heads
+        if self.name == "vit_micro_patch4_32":  # the suite's own ViT: embed_dim 96, 3 heads
+            width, heads = width or 96, heads or 3
+        if width is not None and heads is not None and width % heads:
+            raise ValueError(
+                f"model.embed_dim must be divisible by model.num_heads, but got embed_dim={width}, num_heads={heads}"
+            )
+        return self
 
     def resolved_patch_size(self) -> int | None:
         """Patch size from the override or the timm name (``..._patch16_...``)."""
@@ -317,6 +352,7 @@ class TrackingConfig(_Strict):
     entity: str | None = Field(None, description="W&B entity")
     group: str | None = Field(None, description="W&B group (sweeps set the sweep name)")
     tags: list[str] = Field(default_factory=list, description="W&B tags")
+    system_metrics: bool = Field(True, description="W&B system metrics (GPU/CPU utilisation, memory)")
 
 
 class TrainConfig(_Strict):
@@ -394,11 +430,58 @@ class TrainConfig(_Strict):
         """
         defaults = _leaves(json.loads(type(self)().model_dump_json()))
         values = _leaves(json.loads(self.model_dump_json()))
+        if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
+            values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
         return {
             key: value
             for key, value in sorted(values.items())
             if not _output_only(key) and (key not in defaults or defaults[key] != value)
         }
+
+
+RUN_ID_PATTERN = re.compile(r"^[a-z]+-[0-9a-f]{12}$")  # <method>-<12 hex>
+_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def teacher_run_folder(path: Path | str) -> Path | None:
+    """The suite run folder a teacher path names (``<root>/<run_id>`` or its ``checkpoint.pt``), else None.
+
+    Read from the spelling alone, so every machine agrees.
+    """
+    path = Path(path)
+    if path.name == "checkpoint.pt" and RUN_ID_PATTERN.match(path.parent.name):
+        return path.parent
+    if RUN_ID_PATTERN.match(path.name):
+        return path
+    return None
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's content (cached per path, inode, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def teacher_identity(path: Path | str) -> str:
+    """What the run id records of a teacher: ``run:<run_id>`` for a suite run folder (or its
+    ``checkpoint.pt``), else the path as given.
+
+    Read from the spelling alone, so a laptop and a cluster node agree. A run folder's id names
+    what that run computed, wherever the folder lies. Any other file is named by its path, and
+    its content is pinned another way: the trainer records the file's SHA-256 in ``config.json``
+    when the run starts and refuses to resume, or to report a finished student, against a file
+    whose content changed (see ``suite.trainer.Trainer``).
+    """
+    folder = teacher_run_folder(path)
+    return f"run:{folder.name}" if folder is not None else str(path)
 
 
 # Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was
@@ -524,9 +607,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

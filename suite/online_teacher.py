@@ -8,8 +8,7 @@ import torch
 
 from suite.config import TrainConfig
 from suite.models import build_model
-from suite.preflight import resolve_checkpoint_path
-from suite.weights import read_weights
+from suite.weights import read_weights, resolve_checkpoint_path
 
 __all__ = ["load_teacher"]
 

@@ -172,3 +172,11 @@ def test_presets_plan_without_the_dataset(tmp_path: Path, file: str, runs: int, 
         assert sorted({run.config.run.seed for run in plan.runs}) == [0, 1, 2]
     else:
         assert not plan.warnings and all(run.config.data.source == "builtin" for run in plan.runs)
+
+
+def test_an_exclude_entry_matching_nothing_is_refused(tmp_path: Path) -> None:
+    """Defect 5: a typo'd exclude key was silently ignored, while a typo in include is refused."""
+    sweep = load_sweep(write_sweep(tmp_path, axes={"mix.method": ["none", "mixup"]},
+                                   exclude=[{"mix.methd": "mixup"}]))
+    with pytest.raises(SweepError, match=r"exclude\[0\] mix.methd=mixup matches no run"):
+        expand(sweep, check_paths=False)
