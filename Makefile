@@ -11,7 +11,7 @@ PIP_FLAGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: demo test install slurm-up slurm-down clean
+.PHONY: demo test install slurm-up slurm-down latex clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,18 +25,34 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard constraints-cpu.txt)
 
 install: $(STAMP)
 
+# The miniature paper ablation: five sweeps/demo/ sweeps (teacher first), 2 seeds, local
+# executor, then the report in reports/demo/. Rerunning reuses every finished run.
 demo: $(STAMP)
-	$(BIN)/suite demo
+	$(BIN)/python -m jobs.demo
 
 # The SLURM dispatch tests run against a real local cluster, brought up here when this
 # machine allows it (root + apt); elsewhere they are skipped with the reason, and on CI
 # (CI=true) a cluster that cannot start is an error.
 test: $(STAMP)
+	@$(MAKE) --no-print-directory latex || { [ "$${CI:-}" != "true" ] || exit 1; }
 	@status=0; jobs/slurm/local-cluster up || status=$$?; \
 	if [ $$status -eq 0 ]; then export SUITE_SLURM=1; \
 	elif [ "$${CI:-}" = "true" ]; then echo "local SLURM cluster failed to start (exit $$status)" >&2; exit 1; \
 	else export SUITE_SLURM_SKIP_REASON="local SLURM cluster unavailable (exit $$status)"; fi; \
 	$(BIN)/python -m pytest -q
+
+# pdflatex + booktabs for the test that compiles the report's LaTeX tables (Debian's texlive,
+# 17 packages, ~40 s), installed where this machine allows it (root + apt), like the SLURM
+# cluster. Elsewhere that test is skipped with the reason; on CI (CI=true) it fails.
+TEX_PACKAGES := texlive-latex-base texlive-latex-recommended
+latex:
+	@if command -v pdflatex >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "pdflatex not installed and this machine cannot install it (needs root + apt-get)" >&2; exit 3; fi; \
+	echo "installing pdflatex ($(TEX_PACKAGES))"; \
+	apt-get update -qq >/tmp/suite-latex-apt.log 2>&1 && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) \
+		>>/tmp/suite-latex-apt.log 2>&1 || { tail -n 20 /tmp/suite-latex-apt.log >&2; exit 1; }
 
 slurm-up:
 	jobs/slurm/local-cluster up

@@ -14,8 +14,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, OverridesArg, console, err_console, invalid, styled_state
-from suite.records import RunState
+from suite.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    OverridesArg,
+    console,
+    err_console,
+    invalid,
+    styled_state,
+)
+from suite.records import RunState, read_run
 
 __all__ = ["register"]
 
@@ -73,9 +82,29 @@ def plan(
 ) -> None:
     """Show the runs of a sweep, their state and a GPU-hour estimate; submits nothing.
 
+    Several sweep files may be given (`suite sweep plan sweeps/paper/*.yaml`): each is planned in
+    turn, and any invalid one makes the command exit 2. Arguments with `=` are overrides for all.
     Paths that do not exist here (data.root of an ImageNet sweep, teacher checkpoints) are
     warnings: plan works on a laptop; launch refuses them.
     """
+    files = [file, *(Path(a) for a in overrides or [] if "=" not in a)]
+    settings = [a for a in overrides or [] if "=" in a]
+    if len(files) > 1:
+        failed = 0
+        for path in files:
+            try:
+                _plan_one(path, settings, output_root, show_all, as_json)
+            except typer.Exit as exit_:
+                failed += exit_.exit_code != 0
+        if failed:
+            raise typer.Exit(EXIT_INVALID)
+        return
+    _plan_one(file, settings, output_root, show_all, as_json)
+
+
+def _plan_one(
+    file: Path, overrides: list[str], output_root: Path | None, show_all: bool, as_json: bool
+) -> None:
     from sweeps.estimate import estimate
     from sweeps.expand import expand
     from sweeps.spec import SweepError
@@ -159,6 +188,10 @@ def plan(
         console.print(f"  throughput {model}: {source}", highlight=False)
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
+    for run in runs:
+        if states[run.run_id] == RunState.CORRUPT.value:
+            problem = read_run(run.paths.root).problem
+            console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
 
 
 @sweep_app.command()
@@ -196,26 +229,40 @@ def launch(
     before submitting anything. Launching again reruns failed and missing runs and resumes
     interrupted ones from their checkpoints.
     """
-    from jobs.launch import SubmissionError
+    from jobs.launch import LaunchInterrupted, SubmissionError, stop_signals_interrupt
     from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
     sweep = _load(file, overrides, output_root)
     try:
-        report = run_launch(
-            sweep,
-            executor=executor,
-            max_parallel=max_parallel,
-            wait=wait,
-            poll_s=poll,
-            check_paths=check_paths,
-            echo=lambda line: console.print(line, highlight=False),
-        )
+        with stop_signals_interrupt():
+            report = run_launch(
+                sweep,
+                executor=executor,
+                max_parallel=max_parallel,
+                wait=wait,
+                poll_s=poll,
+                check_paths=check_paths,
+                echo=lambda line: console.print(line, highlight=False),
+            )
     except SweepError as err:
         raise _invalid(err) from None
     except SubmissionError as err:
         err_console.print(f"[bold red]submission failed[/]\n{err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
+    except OSError as err:  # e.g. a read-only --output-root
+        err_console.print(
+            f"[bold red]cannot write[/] {err.filename or sweep.output_root}: {err.strerror or err}; "
+            "choose a writable output_root (--output-root)",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    except LaunchInterrupted as err:
+        err_console.print(
+            f"[yellow]interrupted[/] ({err}): every started run checkpointed; launch the same sweep again to resume",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -245,15 +292,19 @@ def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
     """The state file (or None) and the sweep (None for a directory target)."""
     from jobs.state import STATE_FILE_NAME, SweepState
 
+    def warn(line: str) -> None:
+        err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
+
     if target.is_dir():
         path = target / STATE_FILE_NAME
         if not path.is_file():
             raise _invalid(
                 f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first"
             )
-        return SweepState.read(path), None
+        state = SweepState.read_or_set_aside(path, warn)
+        return (state if state is not None else SweepState.from_run_folders(path)), None
     sweep = _load(target, None, output_root)
-    return SweepState.read(sweep.state_file), sweep
+    return SweepState.read_or_set_aside(sweep.state_file, warn), sweep
 
 
 @sweep_app.command()
@@ -345,7 +396,9 @@ def status(
             table.add_row(index, r.run_id, styled_state(r.state.value), r.entry.job_id or "-", r.entry.label)
         console.print(table)
     for r in report.runs:
-        if r.error or r.log_tail:
+        if r.state is RunState.CORRUPT:
+            console.print(f"[red]corrupt[/] {r.run_id} ({r.entry.label}): {r.error}", highlight=False, soft_wrap=True)
+        elif r.error or r.log_tail:
             console.print(
                 f"[red]failed[/] {r.run_id} ({r.entry.label}): {r.error or 'no error recorded'}",
                 highlight=False,

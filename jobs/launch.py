@@ -38,11 +38,11 @@ from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
 from jobs.status import observe
 from jobs.worker import RunJob
-from suite.records import RunPaths, run_state
+from suite.records import RunPaths, read_run, run_state
 from sweeps.expand import Plan, PlannedRun, expand
 from sweeps.spec import Sweep, SweepError
 
-__all__ = ["LaunchReport", "SubmissionError", "check", "launch", "wait_for"]
+__all__ = ["LaunchInterrupted", "LaunchReport", "STOP_GRACE_S", "SubmissionError", "check", "launch", "wait_for"]
 
 Echo = Callable[[str], None]
 
@@ -168,8 +168,8 @@ def _launch_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _state_for(sweep: Sweep, plan: Plan) -> SweepState:
-    state = SweepState.read(sweep.state_file)
+def _state_for(sweep: Sweep, plan: Plan, say: Echo = lambda line: None) -> SweepState:
+    state = SweepState.read_or_set_aside(sweep.state_file, lambda line: say(f"warning {line}"))
     if state is None:
         state = SweepState(
             path=sweep.state_file,
@@ -229,7 +229,7 @@ def launch(
     report = LaunchReport(kind, plan, sweep.state_file, check_seconds=checked.seconds)
     start = time.perf_counter()
     with _launch_lock(sweep.output_root):
-        state = _state_for(sweep, plan)
+        state = _state_for(sweep, plan, say)
         observed, accounting_ok = observe(state, [run.run_id for run in plan.all_runs()])
         if not accounting_ok:
             raise SweepError(
@@ -238,6 +238,9 @@ def launch(
             )
         todo = [run for run in plan.all_runs() if observed[run.run_id].state.needs_launch()]
         report.skipped = {rid: obs.state for rid, obs in observed.items() if not obs.state.needs_launch()}
+        for rid, skipped in report.skipped.items():
+            if skipped is RunState.CORRUPT:
+                say(f"corrupt     {rid}  {read_run(RunPaths.of(sweep.output_root, rid).root).problem}")
         for rid, obs in observed.items():
             state.runs[rid].state = obs.state.value
         if not todo:
@@ -401,9 +404,9 @@ def _run_here(
     failed_prerequisites: set[str] = set()
     folder = sweep.output_root / ".submitit"
 
-    def finish(run: PlannedRun, ok: bool, error: str | None) -> None:
+    def finish(run: PlannedRun, ok: bool, error: str | None, stopped: bool = False) -> None:
         files = run_state(RunPaths.of(sweep.output_root, run.run_id))
-        final = classify(files, "FINISHED")
+        final = classify(files, None if stopped else "FINISHED")  # a stopped run that never began stays new
         if not ok and final is not RunState.FINISHED:
             final = RunState.FAILED
         state.runs[run.run_id].state = final.value
@@ -503,39 +506,222 @@ def _local(
     parallel: int,
     threads: int,
     slots: _GpuSlots,
-    finish: Callable[[PlannedRun, bool, str | None], None],
+    finish: Callable[..., None],
     say: Echo,
 ) -> None:
+    """Run ``runs`` as local processes, at most ``parallel`` at once, in the foreground.
+
+    Stopping (Ctrl-C, or SIGTERM to the launcher) goes through :class:`_LocalStop`: the stop
+    is forwarded to every run, each run checkpoints at its next step boundary and ends
+    ``interrupted``, and the launcher waits for them (``STOP_GRACE_S``) before it raises
+    :class:`LaunchInterrupted`. No run is left behind.
+    """
     queue = list(runs)
     running: dict[str, tuple[PlannedRun, Any]] = {}
 
-    def reap() -> None:
+    def reap(stopping: bool = False) -> None:
         for rid, (run, job) in list(running.items()):
             if job.done():
                 del running[rid]
                 slots.give_back(rid)
-                _collect(run, job, finish)
+                if stopping:
+                    finish(run, True, None, True)  # the records say interrupted (or finished)
+                else:
+                    _collect(run, job, finish)
 
+    with _LocalStop() as stop:
+        try:
+            while (queue or running) and not stop.requested:
+                while queue and len(running) < parallel and not stop.requested:
+                    run = queue.pop(0)
+                    slots.take(run.run_id, executor)
+                    with _controller_ignores_sigint():
+                        job = executor.submit(RunJob(_job_config(run, threads), run.run_id))
+                    running[run.run_id] = (run, job)
+                    _mark_submitted(state, report, run, "local", str(job.job_id))
+                    say(f"started     {run.run_id}  {run.label()}  (pid {job.job_id}, {threads} threads)")
+                stop.sleep(0.5)
+                reap()
+        finally:
+            if stop.requested or running:
+                _stop_local(running, stop, reap, say)
+        if stop.requested:
+            raise LaunchInterrupted(stop.describe(), list(running))
+
+
+class LaunchInterrupted(RuntimeError):
+    """A local launch was stopped by a signal; its runs checkpointed and are resumable."""
+
+    def __init__(self, reason: str, left: list[str]) -> None:
+        super().__init__(reason)
+        self.left = left
+
+
+def _stop_grace_s() -> float:
+    """How long a stopped local launch waits for its runs to checkpoint (``SUITE_STOP_GRACE_S``)."""
     try:
-        while queue or running:
-            while queue and len(running) < parallel:
-                run = queue.pop(0)
-                slots.take(run.run_id, executor)
-                job = executor.submit(RunJob(_job_config(run, threads), run.run_id))
-                running[run.run_id] = (run, job)
-                _mark_submitted(state, report, run, "local", str(job.job_id))
-                say(f"started     {run.run_id}  {run.label()}  (pid {job.job_id}, {threads} threads)")
-            time.sleep(0.5)
-            reap()
-    except KeyboardInterrupt:
-        say("interrupted: running jobs checkpoint at their next step; launch again to resume them")
-        for _, job in running.values():
-            job.cancel()  # SIGINT: the trainer stops at the next step boundary with a checkpoint
-        deadline = time.monotonic() + 120
-        while running and time.monotonic() < deadline:
-            time.sleep(0.5)
-            reap()
-        raise
+        return float(os.environ.get("SUITE_STOP_GRACE_S", STOP_GRACE_S))
+    except ValueError:
+        return STOP_GRACE_S
+
+
+STOP_GRACE_S = 600.0  # a step plus the write of a large checkpoint; SUITE_STOP_GRACE_S overrides it
+HURRY_GRACE_S = 30.0  # after a second Ctrl-C: runs stop at once, keeping their last checkpoint
+
+
+class _LocalStop:
+    """Turns SIGINT/SIGTERM to the launcher into a stop request (and a second one into "hurry")."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signals)
+
+    @property
+    def hurry(self) -> bool:
+        return len(self.signals) > 1
+
+    def describe(self) -> str:
+        import signal
+
+        return signal.Signals(self.signals[0]).name if self.signals else "stop"
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        count = len(self.signals)
+        while time.monotonic() < deadline and len(self.signals) == count:
+            time.sleep(0.05)
+
+    def __enter__(self) -> _LocalStop:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            # After a stop the launcher only reports and exits: further Ctrl-Cs change nothing.
+            signal.signal(sig, signal.SIG_IGN if self.requested else handler)
+        self._previous.clear()
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While launching, SIGTERM (like Ctrl-C) raises KeyboardInterrupt once, then both are ignored.
+
+    So ``kill <launcher>`` before any run started ends with the launcher's own message instead
+    of a silent exit 143; once runs are started, :class:`_LocalStop` takes over.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is interrupt:
+                signal.signal(sig, handler)
+
+
+@contextmanager
+def _controller_ignores_sigint() -> Iterator[None]:
+    """Start submitit's local controller with SIGINT ignored.
+
+    A terminal's Ctrl-C reaches every process of the foreground group; submitit's controller
+    answers SIGINT by sending SIGINT and, one second later, SIGKILL to the run, which then dies
+    mid-step without a checkpoint. Ignored at start, SIGINT leaves the controller alone (Python
+    keeps an inherited SIG_IGN), and the run itself installs its own handler. The launcher
+    forwards stops to the controller as SIGTERM, which the controller passes on to the run.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), deepest last."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as handle:
+                children = [int(c) for c in handle.read().split()]
+        except OSError:
+            children = []
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop_local(running: dict[str, tuple[PlannedRun, Any]], stop: _LocalStop, reap: Callable[..., None], say: Echo) -> None:
+    """Forward the stop to every running run, wait for their checkpoints, leave no process behind."""
+    import signal
+
+    if not running:
+        return
+    grace = _stop_grace_s()
+    say(
+        f"stopping: {len(running)} run(s) checkpoint at their next step (waiting up to {grace:.0f} s; "
+        "Ctrl-C again to stop at once, keeping the last checkpoint)"
+    )
+    controllers = {rid: int(job.job_id) for rid, (_, job) in running.items()}
+    _signal(list(controllers.values()), signal.SIGTERM)  # the controller passes SIGTERM on to the run
+    hurried = False
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        if stop.hurry and not hurried:
+            hurried = True
+            deadline = min(deadline, time.monotonic() + HURRY_GRACE_S)
+            runs = [pid for rid in running for pid in _descendants(controllers[rid])[:1]]
+            _signal(runs, signal.SIGINT)  # a run's second interrupt: stop now, last checkpoint kept
+            _signal(runs, signal.SIGINT)
+        stop.sleep(0.2)
+        reap(stopping=True)
+    if running:
+        say(f"{len(running)} run(s) did not stop within the grace period; killing them (last checkpoints kept)")
+        for rid in list(running):
+            pids = [controllers[rid], *_descendants(controllers[rid])]
+            _signal(pids, signal.SIGKILL)
+        time.sleep(0.5)
+        reap(stopping=True)
 
 
 def _collect(run: PlannedRun, job: Any, finish: Callable[[PlannedRun, bool, str | None], None]) -> None:

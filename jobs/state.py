@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from suite.records import RunState, atomic_write_json, read_json
@@ -112,23 +113,68 @@ class SweepState:
 
     @classmethod
     def read(cls, path: Path) -> SweepState | None:
-        """Read a state file, or None when there is none."""
-        data = read_json(path)
+        """Read a state file, or None when there is none.
+
+        Raises:
+            ValueError: the file is unreadable (the message names it); see :meth:`read_or_set_aside`.
+        """
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError, OSError) as err:
+            raise ValueError(f"{path}: unreadable state file ({err})") from None
         if data is None:
             return None
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"{path}: state file version {data.get('version')} is not {STATE_VERSION}")
-        runs = {rid: RunEntry(**entry) for rid, entry in data["runs"].items()}
-        return cls(
-            path=Path(path),
-            sweep=data["sweep"],
-            sweep_file=data["sweep_file"],
-            output_root=data["output_root"],
-            submitit_folder=data["submitit_folder"],
-            runs=runs,
-            launches=list(data.get("launches", [])),
-            host=data.get("host", ""),
-        )
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ValueError(f"{path}: state file version {version} is not {STATE_VERSION}")
+        try:
+            runs = {rid: RunEntry(**entry) for rid, entry in data["runs"].items()}
+            return cls(
+                path=Path(path),
+                sweep=data["sweep"],
+                sweep_file=data["sweep_file"],
+                output_root=data["output_root"],
+                submitit_folder=data["submitit_folder"],
+                runs=runs,
+                launches=list(data.get("launches", [])),
+                host=data.get("host", ""),
+            )
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: not a sweep state file ({type(err).__name__}: {err})") from None
+
+    @classmethod
+    def read_or_set_aside(cls, path: Path, warn: Callable[[str], None]) -> SweepState | None:
+        """Read a state file; an unreadable one is renamed aside (``.corrupt-<time>``) and None returned.
+
+        The run folders are the source of truth, so the caller rebuilds the state from them;
+        only the job ids of earlier launches are lost (``warn`` says so).
+        """
+        try:
+            return cls.read(path)
+        except ValueError as err:
+            aside = Path(path).with_name(f"{Path(path).name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                os.replace(path, aside)
+                moved = f"moved to {aside.name}"
+            except OSError:
+                moved = "left in place"
+            warn(
+                f"{err}; {moved}. Rebuilt from the run folders (their records are the source of truth); "
+                "job ids of earlier launches are forgotten: check `squeue --me` before relaunching on SLURM"
+            )
+            return None
+
+    @classmethod
+    def from_run_folders(cls, path: Path) -> SweepState:
+        """A state rebuilt from the run folders next to ``path`` (when the file itself was unreadable)."""
+        root = Path(path).parent
+        state = cls(path=Path(path), sweep=root.name, sweep_file="", output_root=str(root),
+                    submitit_folder=str(root / ".submitit" / "%j"))
+        folders = sorted(p.parent for p in root.glob("*/config.json"))
+        folders += sorted(p.parent for p in root.glob("*/summary.json") if p.parent not in folders)
+        for index, folder in enumerate(folders):
+            state.runs[folder.name] = RunEntry(index=index, values={}, label="(rebuilt from the run folder)")
+        return state
 
     def write(self) -> None:
         """Atomically rewrite the file."""

@@ -22,7 +22,7 @@ from submitit.core.utils import JobPaths
 from jobs import slurm
 from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
-from suite.records import RunPaths, read_json, run_state
+from suite.records import RunPaths, read_json, read_run, run_state
 
 __all__ = ["Observation", "RunStatus", "SweepStatus", "collect", "observe"]
 
@@ -138,7 +138,12 @@ def _job_log(state: SweepState, entry: RunEntry) -> Path | None:
 
 
 def _error(paths: RunPaths, observation: Observation) -> str | None:
-    failure = read_json(paths.failure)
+    try:
+        failure = read_json(paths.failure)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        return f"{paths.failure}: unreadable ({err}); delete it and relaunch the run"
+    if failure and not isinstance(failure, dict):
+        return f"{paths.failure}: not a failure record; delete it and relaunch the run"
     if failure:
         return f"{failure.get('error', 'Error')}: {failure.get('message', '')}".strip()
     if observation.scheduler:
@@ -162,6 +167,8 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
     for rid, entry in sorted(state.runs.items(), key=lambda kv: (not kv[1].prerequisite, kv[1].index)):
         obs = observations[rid]
         status = RunStatus(rid, entry, obs)
+        if obs.state is RunState.CORRUPT:
+            status.error = read_run(RunPaths.of(root, rid).root).problem
         if obs.state is RunState.FAILED:
             paths = RunPaths.of(root, rid)
             status.error = _error(paths, obs)
@@ -176,7 +183,7 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
     if slurm_seconds and accounting_ok:
         gpu_hours, source = sum(slurm_seconds) / 3600, "sacct AllocTRES gres/gpu x Elapsed"
     else:
-        summaries: list[dict[str, Any]] = [read_json(RunPaths.of(root, r.run_id).summary) or {} for r in runs]
-        gpu_hours, source = sum(float(s.get("gpu_hours", 0.0)) for s in summaries), "run summaries"
+        summaries = [read_run(RunPaths.of(root, r.run_id).root).summary or {} for r in runs]
+        gpu_hours, source = sum(float(s.get("gpu_hours") or 0.0) for s in summaries), "run summaries"
     shown = {s: counts[s] for s in RunState if counts.get(s)}
     return SweepStatus(state, runs, shown, gpu_hours, source, accounting_ok)

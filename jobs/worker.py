@@ -129,6 +129,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 result.state is RunState.INTERRUPTED
                 and preempt not in stop.received
                 and signal.SIGTERM in stop.received
+                and os.environ.get("SUBMITIT_EXECUTOR") != "local"  # a local stop sends no preemption signal
             ):
                 _wait_for(stop, preempt, TERM_GRACE_S)
         if result.state is RunState.INTERRUPTED and preempt in stop.received and callable(submitit_handler):

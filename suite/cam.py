@@ -15,24 +15,39 @@ the classifier applied at every location of the last feature map before pooling.
   ``Identity``, then the head on every patch token; the result is reshaped to the patch grid.
   Distilled models with two heads use the mean of both, as their eval-mode forward does.
 
+Top-k gating (``topk``, the reference's 5): the classifier is applied for *all* classes at every
+location, and the ground-truth class's value is kept only where that class is among the ``topk``
+highest logits of the location (fewer than ``topk`` classes score strictly higher; ties keep it),
+else it is 0. This is what the reference's maps hold: raw 1x1-conv logits (no softmax) of only
+the top-5 classes per location, so the ground-truth channel is zero wherever the teacher sees
+another class there. Gated maps are sparser than dense CAMs and move the teacher weights further
+from area weights. ``topk=None`` keeps the dense ground-truth map (one dot product per location
+instead of one per class). Gating happens at the teacher's own resolution, before resizing, as the
+reference gates its stored maps before cropping them.
+
 The map is then resized to the token grid G x G: adaptive average pooling when the feature map is
 an integer multiple of G (each token gets the mean of its feature cells), else bilinear
 interpolation (antialiased when shrinking). Negatives are clamped to 0 and each map is normalised
 to sum 1; a map with no positive mass stays all-zero, and the targets fall back to area for it.
 
-Deliberate differences from the reference: the reference reads offline per-location top-5 class
-probabilities of an NFNet-F6 at 576 px (softmax space), cropped with the image by ``roi_align``;
-here the map is computed online from any timm model in logit space, on the same augmented batch
-that is mixed, so no crop bookkeeping is needed (and the reference's x/y swap of the crop box does
-not arise). Offline maps, computed once on whole images and cut to each crop, are in
-``suite.offline_maps``. CAMs of models whose head is not linear after pooling (e.g. a norm after pooling, as in
-ConvNeXt, or with ``global_pool='avg'`` ViTs, whose ``fc_norm`` is then applied per token) are an
-approximation of what the classifier sees.
+Which teachers give a faithful CAM: CNNs whose head is global average pooling followed by one
+linear layer (ResNets, RegNets, EfficientNets, NFNets such as the reference's NFNet-F6); there
+the CAM averaged over locations is exactly the logit the classifier sees. CAMs of models whose
+head is not linear after pooling (a norm after pooling, as in ConvNeXt, or ``global_pool='avg'``
+ViTs, whose ``fc_norm`` is then applied per token) are an approximation, and class-token ViTs
+(e.g. DeiT) are the weakest one: their head was trained on the class token only, never on patch
+tokens, so applying it per patch token gives a map the classifier never produced.
+
+Deliberate differences from the reference: the reference reads offline maps of an NFNet-F6 at
+576 px, cropped with the image by ``roi_align``; here the map is computed online from any timm
+model on the same augmented batch that is mixed, so no crop bookkeeping is needed (and the
+reference's x/y swap of the crop box does not arise). Offline maps, computed once on whole
+images and cut to each crop, are in ``suite.offline_maps``.
 
 Example:
     >>> import torch, suite, timm
     >>> from suite.cam import Teacher
-    >>> teacher = Teacher.from_module(timm.create_model("resnet18", num_classes=10))
+    >>> teacher = Teacher.from_module(timm.create_model("resnet18", num_classes=10), topk=5)
     >>> teacher.maps(torch.randn(2, 3, 64, 64), torch.tensor([1, 2]), grid=2).shape
     torch.Size([2, 2, 2])
 """
@@ -45,11 +60,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Teacher", "class_activation_maps"]
+__all__ = [
+    "Teacher",
+    "class_activation_maps",
+    "class_logit_maps",
+    "class_rank",
+    "normalise_maps",
+    "raw_activation_maps",
+    "topk_gate",
+]
 
 
-def _classifier_rows(model: nn.Module, y: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight rows ``(B, C)`` and biases ``(B,)`` of the ground-truth classes, in float32."""
+def _classifier(model: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(K, C)`` and biases ``(K,)`` of the classifier (mean of the heads), in float32."""
     get = getattr(model, "get_classifier", None)
     if get is None:
         raise ValueError(f"model must be a timm model with get_classifier(), but got {type(model).__name__}")
@@ -71,13 +94,9 @@ def _classifier_rows(model: nn.Module, y: torch.Tensor, channels: int) -> tuple[
                 f"model's classifier expects {weight.shape[1]} input features but the last feature map has "
                 f"{channels} channels; layers between pooling and the classifier are not supported"
             )
-        weights.append(weight.float()[y])
-        bias = (
-            head.bias.float()[y]
-            if head.bias is not None
-            else weight.new_zeros(y.shape[0], dtype=torch.float32)
-        )
-        biases.append(bias)
+        weights.append(weight.float())
+        bias = head.bias if head.bias is not None else weight.new_zeros(weight.shape[0])
+        biases.append(bias.float())
     return torch.stack(weights).mean(0), torch.stack(biases).mean(0)
 
 
@@ -107,12 +126,63 @@ def _resize(cam: torch.Tensor, grid: int) -> torch.Tensor:
     ).squeeze(1)
 
 
-def class_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int) -> torch.Tensor:
+def class_activation_maps(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int, *, topk: int | None = None
+) -> torch.Tensor:
     """Ground-truth class maps on the token grid, normalised (``raw_activation_maps`` resized to G x G,
     then ``normalise_maps``)."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
-    return normalise_maps(_resize(raw_activation_maps(model, x, y), grid))
+    return normalise_maps(_resize(raw_activation_maps(model, x, y, topk=topk), grid))
+
+
+def _check_topk(topk: int | None) -> int | None:
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+        raise ValueError(f"topk must be a positive integer or None (dense), but got topk={topk!r}")
+    return topk
+
+
+def class_rank(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Rank of the ground-truth class at every location: how many classes score strictly higher.
+
+    Args:
+        logits: Per-location class scores ``(B, K, h, w)``.
+        y: Ground-truth class indices ``(B,)``.
+
+    Returns:
+        Long tensor ``(B, h, w)``; 0 where the ground-truth class is the location's top class.
+    """
+    gt = logits.gather(1, y.long().view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))
+    return (logits > gt).sum(1)
+
+
+def topk_gate(logits: torch.Tensor, y: torch.Tensor, topk: int | None) -> torch.Tensor:
+    """The ground-truth channel of per-location class scores, zero where it is not in the top k.
+
+    Args:
+        logits: Per-location class scores ``(B, K, h, w)`` (raw logits, as the reference keeps).
+        y: Ground-truth class indices ``(B,)``.
+        topk: Classes kept per location; ``None`` keeps the ground-truth channel everywhere.
+
+    Returns:
+        ``(B, h, w)``: the ground-truth score where fewer than ``topk`` classes score strictly
+        higher, else 0.
+
+    Example:
+        >>> logits = torch.tensor([[[[3.0]], [[2.0]], [[1.0]]]])  # 3 classes at one location
+        >>> topk_gate(logits, torch.tensor([1]), 1).item(), topk_gate(logits, torch.tensor([1]), 2).item()
+        (0.0, 2.0)
+    """
+    _check_topk(topk)
+    if logits.dim() != 4 or y.shape != (logits.shape[0],):
+        raise ValueError(
+            "logits must have shape (B, K, h, w) and y shape (B,), "
+            f"but got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
+    gt = logits.gather(1, y.long().view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
+    if topk is None:
+        return gt
+    return torch.where(class_rank(logits, y) < topk, gt, torch.zeros_like(gt))
 
 
 def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
@@ -122,8 +192,59 @@ def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
 
 
-def raw_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Dense class-activation maps of the ground-truth classes at the teacher's own resolution.
+def _feature_grid(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's input at every location, float32 ``(B, C, h, w)`` (under no_grad)."""
+    forward_features = getattr(model, "forward_features", None)
+    if forward_features is None:
+        raise ValueError(f"model must have forward_features() (a timm model), but got {type(model).__name__}")
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        feats = forward_features(x)
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"model.forward_features must return a tensor, but got {type(feats).__name__}")
+    feats = feats.float()
+    if feats.dim() == 4:
+        if getattr(model, "output_fmt", "NCHW") == "NHWC":
+            feats = feats.permute(0, 3, 1, 2)
+        return feats
+    if feats.dim() == 3:
+        if getattr(model, "attn_pool", None) is not None:
+            raise ValueError(f"model {type(model).__name__} pools with attention; its CAM is not supported")
+        tokens = feats[:, int(getattr(model, "num_prefix_tokens", 0)) :]
+        fc_norm = getattr(model, "fc_norm", None)
+        if fc_norm is not None and not isinstance(fc_norm, nn.Identity):
+            tokens = _apply_float(fc_norm, tokens)
+        gh, gw = _patch_grid(model, x, tokens.shape[1])
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], gh, gw)
+    raise ValueError(
+        "model.forward_features must return NCHW/NHWC feature maps (CNN) or NLC tokens (ViT), "
+        f"but got a tensor of shape {tuple(feats.shape)}"
+    )
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape ({x.shape[0]},), but got y.shape={tuple(y.shape)}")
+
+
+def class_logit_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of every class at every location, float32 ``(B, K, h, w)``: the classifier as a 1x1 conv.
+
+    Runs under ``torch.no_grad()`` (bfloat16 autocast on CUDA for the features, float32 classifier).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
+    with torch.no_grad():
+        feats = _feature_grid(model, x)
+        weight, bias = _classifier(model, feats.shape[1])
+        return torch.einsum("bchw,kc->bkhw", feats, weight) + bias.view(1, -1, 1, 1)
+
+
+def raw_activation_maps(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, topk: int | None = None
+) -> torch.Tensor:
+    """Class-activation maps of the ground-truth classes at the teacher's own resolution.
 
     The model is used as it is (put it in eval mode first; ``Teacher`` does). Runs under
     ``torch.no_grad()``, and under bfloat16 autocast when ``x`` is on CUDA; the classifier is
@@ -134,6 +255,8 @@ def raw_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
             (``forward_features`` gives ``NLC`` tokens), with a classification head.
         x: Images ``(B, 3, H, W)``.
         y: Ground-truth class indices ``(B,)``.
+        topk: Keep the ground-truth value only where the class is among the location's ``topk``
+            highest logits (see ``topk_gate``; the reference's 5); ``None`` = dense.
 
     Returns:
         Float32 tensor ``(B, h, w)`` in logit space (the classifier applied at every location of
@@ -143,44 +266,15 @@ def raw_activation_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
         ValueError: For invalid arguments, or a model whose features are neither ``NCHW``/``NHWC``
             maps nor ``NLC`` tokens, or whose classifier is not linear.
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},), but got y.shape={tuple(y.shape)}")
-    forward_features = getattr(model, "forward_features", None)
-    if forward_features is None:
-        raise ValueError(f"model must have forward_features() (a timm model), but got {type(model).__name__}")
+    _check_batch(x, y)
+    _check_topk(topk)
+    if topk is not None:
+        return topk_gate(class_logit_maps(model, x), y, topk)
     y = y.long()
     with torch.no_grad():
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            feats = forward_features(x)
-        if not isinstance(feats, torch.Tensor):
-            raise ValueError(f"model.forward_features must return a tensor, but got {type(feats).__name__}")
-        feats = feats.float()
-        if feats.dim() == 4:
-            if getattr(model, "output_fmt", "NCHW") == "NHWC":
-                feats = feats.permute(0, 3, 1, 2)
-            weight, bias = _classifier_rows(model, y, feats.shape[1])
-            cam = torch.einsum("bchw,bc->bhw", feats, weight) + bias.view(-1, 1, 1)
-        elif feats.dim() == 3:
-            if getattr(model, "attn_pool", None) is not None:
-                raise ValueError(
-                    f"model {type(model).__name__} pools with attention; its CAM is not supported"
-                )
-            tokens = feats[:, int(getattr(model, "num_prefix_tokens", 0)) :]
-            fc_norm = getattr(model, "fc_norm", None)
-            if fc_norm is not None and not isinstance(fc_norm, nn.Identity):
-                tokens = _apply_float(fc_norm, tokens)
-            weight, bias = _classifier_rows(model, y, tokens.shape[-1])
-            cam = torch.einsum("blc,bc->bl", tokens, weight) + bias.view(-1, 1)
-            gh, gw = _patch_grid(model, x, tokens.shape[1])
-            cam = cam.view(-1, gh, gw)
-        else:
-            raise ValueError(
-                "model.forward_features must return NCHW/NHWC feature maps (CNN) or NLC tokens (ViT), "
-                f"but got a tensor of shape {tuple(feats.shape)}"
-            )
-        return cam
+        feats = _feature_grid(model, x)
+        weight, bias = _classifier(model, feats.shape[1])
+        return torch.einsum("bchw,bc->bhw", feats, weight[y]) + bias[y].view(-1, 1, 1)
 
 
 def _apply_float(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -197,6 +291,11 @@ class Teacher:
     The wrapped module is put in eval mode with gradients off. It must live on the device of the
     batches passed to ``maps``.
 
+    Args:
+        model: The teacher, built and loaded.
+        topk: Classes kept per location before the ground-truth channel is taken (the
+            reference's 5; see the module docstring); ``None`` keeps the dense ground-truth map.
+
     Example:
         >>> import torch, suite, timm
         >>> teacher = Teacher.from_module(timm.create_model("resnet18", num_classes=10))
@@ -205,16 +304,17 @@ class Teacher:
         torch.Size([4, 4, 4])
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, topk: int | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, but got {type(model).__name__}")
         self.model = model.eval()
         self.model.requires_grad_(False)
+        self.topk = _check_topk(topk)
 
     @classmethod
-    def from_module(cls, model: nn.Module) -> Teacher:
-        """Wrap an already built (and loaded) model."""
-        return cls(model)
+    def from_module(cls, model: nn.Module, *, topk: int | None = None) -> Teacher:
+        """Wrap an already built (and loaded) model; ``topk`` gates its maps (``None`` = dense)."""
+        return cls(model, topk=topk)
 
     def maps(
         self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None
@@ -226,4 +326,4 @@ class Teacher:
         """
         if self.model.training:
             self.model.eval()
-        return class_activation_maps(self.model, x, y, grid)
+        return class_activation_maps(self.model, x, y, grid, topk=self.topk)

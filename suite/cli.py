@@ -1,5 +1,5 @@
 """The ``suite`` command line: one root for train, config, maps, runs, and the command groups of
-the other packages (sweep, report, tune), which attach through the ``suite.commands`` entry
+the other packages (sweep, tune, report, demo), which attach through the ``suite.commands`` entry
 points so this bottom package never names them.
 
 Exit codes (``suite.console``): 0 success, 1 the run failed (see the run's failure.json), 2
@@ -78,9 +78,9 @@ def train(
     step with a checkpoint (exit code 75); running the same command again resumes.
     With --nproc N, N processes train the run together (data.batch_size is the global batch).
     """
-    from suite.config import run_id
+    from suite.config import ConfigError, run_id
     from suite.migrate import legacy_match
-    from suite.records import RunBusyError, RunState
+    from suite.records import CorruptRecordError, RunBusyError, RunState
     from suite.trainer import train as run_training
 
     cfg = _load(config, overrides, machine=True)
@@ -108,6 +108,15 @@ def train(
         result = run_training(cfg, progress=progress if main_rank else False)
     except RunBusyError as err:
         err_console.print(f"[bold red]busy[/]: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
+    except ConfigError as err:  # e.g. the teacher file changed since the run started
+        raise invalid("invalid config", err) from None
+    except OSError as err:  # the run folder cannot be written (read-only output root, full disk)
+        err_console.print(f"[bold red]cannot write[/] {err.filename or cfg.run.output_root}: {err.strerror or err}; "
+                          "choose a writable run.output_root", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except CorruptRecordError as err:
+        err_console.print(f"[bold red]corrupt[/]: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as err:  # noqa: BLE001 - summarised for the user; traceback kept in failure.json
         err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {err}")
@@ -146,12 +155,18 @@ def config_show(
 
     from suite.config import run_id
 
+    from suite.config import ConfigError
+
     cfg = _load(config, overrides)
     data = json.loads(cfg.model_dump_json())
+    try:
+        rid = run_id(cfg)
+    except ConfigError as err:  # a teacher file that cannot be read here
+        raise invalid("invalid config", err) from None
     if as_json:
-        print(json.dumps({"run_id": run_id(cfg), "config": data}, indent=2))
+        print(json.dumps({"run_id": rid, "config": data}, indent=2))
         return
-    print(f"# run_id: {run_id(cfg)}")
+    print(f"# run_id: {rid}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
@@ -169,7 +184,7 @@ def maps_build(
 
     Give the data and the teacher as for `suite train`, e.g. `suite maps build teacher=runs/<id>
     data=/path/to/imagenet --out maps/r50 --img-size 448`. Then train with
-    `teacher.maps=maps/r50` (or `teacher=maps/r50`): each step cuts the stored maps to the
+    `teacher.maps=maps/r50` (or `teacher=maps:maps/r50`): each step cuts the stored maps to the
     samples' crops instead of running the teacher. Rerunning with the same inputs does nothing.
     """
     from rich.progress import Progress
@@ -225,9 +240,6 @@ def register_command_groups(root: typer.Typer) -> None:
     """Attach the command groups that other packages declare under the ``suite.commands`` entry points."""
     from importlib.metadata import entry_points
 
-    from suite import demo
-
-    demo.register(root)
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         entry.load()(root)
 

@@ -41,6 +41,7 @@ __all__ = [
     "load_config",
     "ID_VERSION",
     "run_id",
+    "teacher_identity",
     "validate_config",
 ]
 
@@ -61,8 +62,31 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the dotted field(s)."""
 
 
+def _numeric(annotation: Any) -> bool:
+    """An int/float field (or one of them or None): where YAML's true/false must not pass as 1/0."""
+    import types
+    import typing
+
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """``schedule.epochs=true`` is a mistake, not 1: a boolean in a number field fails as text."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and _numeric(field.annotation):
+                    data = {**data, name: str(data[name]).lower()}
+        return data
 
 
 def _expand_user(value: Path | None) -> Path | None:
@@ -82,6 +106,17 @@ class ModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
 
     _ckpt = field_validator("checkpoint")(classmethod(lambda cls, v: _expand_user(v)))
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        width, heads = self.embed_dim, self.num_heads
+        if self.name == "vit_micro_patch4_32":  # the suite's own ViT: embed_dim 96, 3 heads
+            width, heads = width or 96, heads or 3
+        if width is not None and heads is not None and width % heads:
+            raise ValueError(
+                f"model.embed_dim must be divisible by model.num_heads, but got embed_dim={width}, num_heads={heads}"
+            )
+        return self
 
     def resolved_patch_size(self) -> int | None:
         """Patch size from the override or the timm name (``..._patch16_...``)."""
@@ -167,6 +202,12 @@ class MixConfig(_Strict):
     token_grid: int | None = Field(None, gt=0, description="TokenMix grid G (default: the model's patch grid)")
     min_aspect: float = Field(0.3, gt=0.0, le=1.0, description="block masks: minimum rectangle aspect ratio")
     per_sample: bool = Field(False, description="TokenMix: one mask per sample instead of per batch")
+    groups: int | None = Field(
+        None,
+        ge=1,
+        description="one switch, lam and mask per group of G images, partners inside it (reference: 128); "
+        "null = whole batch",
+    )
     target: Literal["auto", "area", "teacher_raw", "teacher_norm", "mixed"] = Field(
         "auto", description="TokenMix label: auto = teacher_raw with a teacher, else area"
     )
@@ -198,6 +239,12 @@ class TeacherConfig(_Strict):
     checkpoint: Path | None = Field(None, description="teacher weights: suite run dir/checkpoint.pt, safetensors, torch")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     maps: Path | None = Field(None, description="offline maps directory from `suite maps build` (no teacher forward)")
+    topk: int | None = Field(
+        None,
+        ge=1,
+        description="keep the GT map only where GT is among the top-k classes per location (reference: 5); "
+        "null = dense",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -242,7 +289,9 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     clip_grad: float | None = Field(None, gt=0.0, description="gradient norm clip")
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of weights (evaluated too)")
-    loss: Literal["soft_ce", "bce"] = Field("soft_ce", description="soft-target cross-entropy or BCE-with-logits")
+    loss: Literal["auto", "soft_ce", "bce"] = Field(
+        "auto", description="soft_ce, bce (BCE-with-logits), or auto: bce for mix.target=teacher_raw, else soft_ce"
+    )
     lr_scale: Literal["none", "linear"] = Field(
         "none", description="linear: DeiT's scaling, peak lr = optim.lr x data.batch_size (global) / 512"
     )
@@ -259,6 +308,12 @@ class ScheduleConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0.0, description="linear warmup epochs")
     warmup_lr: float = Field(1e-6, ge=0.0, description="learning rate at step 0")
     min_lr: float = Field(1e-5, ge=0.0, description="final learning rate")
+    cooldown_epochs: int = Field(0, ge=0, description="epochs at min_lr after the cosine (reference: 300 + 10)")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs trained: the cosine schedule's ``epochs`` plus ``cooldown_epochs`` at ``min_lr``."""
+        return self.epochs + self.cooldown_epochs
 
 
 class EvalConfig(_Strict):
@@ -306,6 +361,7 @@ class TrackingConfig(_Strict):
     entity: str | None = Field(None, description="W&B entity")
     group: str | None = Field(None, description="W&B group (sweeps set the sweep name)")
     tags: list[str] = Field(default_factory=list, description="W&B tags")
+    system_metrics: bool = Field(True, description="W&B system metrics (GPU/CPU utilisation, memory)")
 
 
 class TrainConfig(_Strict):
@@ -332,6 +388,16 @@ class TrainConfig(_Strict):
             )
         if self.mix.method != "none" and self.data.batch_size % 2:
             raise ValueError(f"data.batch_size must be even when mixing, but got {self.data.batch_size}")
+        groups = self.mix.groups
+        if groups is not None and (groups % 2 or self.data.batch_size % groups):
+            raise ValueError(
+                f"mix.groups must be even and divide data.batch_size={self.data.batch_size} (partners pair inside "
+                f"a group), but got mix.groups={groups}"
+            )
+        if groups is not None and self.mix.method == "tokenmix" and self.mix.mode != "batch":
+            raise ValueError(
+                f"mix.groups draws one Mixup lam per group: it needs mix.mode=batch, but got {self.mix.mode}"
+            )
         if self.mix.method == "tokenmix":
             grid = self.mix.token_grid or (self.data.img_size // patch if patch else None)
             if grid is None:
@@ -352,6 +418,16 @@ class TrainConfig(_Strict):
                 )
         elif self.teacher.enabled:
             raise ValueError(f"teacher is only used by mix.method=tokenmix, but mix.method={self.mix.method}")
+        # teacher_raw targets do not sum to 1 and can be negative: only BCE reads them as meant
+        raw = self.mix.method == "tokenmix" and self.mix.target == "teacher_raw"
+        if self.optim.loss == "auto":
+            object.__setattr__(self.optim, "loss", "bce" if raw else "soft_ce")
+        elif raw and self.optim.loss == "soft_ce":
+            raise ValueError(
+                "mix.target=teacher_raw needs optim.loss=bce (or auto), but got optim.loss=soft_ce: its rows sum "
+                "to w_own + w_partner and can be negative, which soft-target cross-entropy turns into a per-sample "
+                "loss weight (use mix.target=teacher_norm with soft_ce)"
+            )
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -363,11 +439,58 @@ class TrainConfig(_Strict):
         """
         defaults = _leaves(json.loads(type(self)().model_dump_json()))
         values = _leaves(json.loads(self.model_dump_json()))
+        if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
+            values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
         return {
             key: value
             for key, value in sorted(values.items())
             if not _output_only(key) and (key not in defaults or defaults[key] != value)
         }
+
+
+RUN_ID_PATTERN = re.compile(r"^[a-z]+-[0-9a-f]{12}$")  # <method>-<12 hex>
+_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def teacher_run_folder(path: Path | str) -> Path | None:
+    """The suite run folder a teacher path names (``<root>/<run_id>`` or its ``checkpoint.pt``), else None.
+
+    Read from the spelling alone, so every machine agrees.
+    """
+    path = Path(path)
+    if path.name == "checkpoint.pt" and RUN_ID_PATTERN.match(path.parent.name):
+        return path.parent
+    if RUN_ID_PATTERN.match(path.name):
+        return path
+    return None
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's content (cached per path, inode, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def teacher_identity(path: Path | str) -> str:
+    """What the run id records of a teacher: ``run:<run_id>`` for a suite run folder (or its
+    ``checkpoint.pt``), else the path as given.
+
+    Read from the spelling alone, so a laptop and a cluster node agree. A run folder's id names
+    what that run computed, wherever the folder lies. Any other file is named by its path, and
+    its content is pinned another way: the trainer records the file's SHA-256 in ``config.json``
+    when the run starts and refuses to resume, or to report a finished student, against a file
+    whose content changed (see ``suite.trainer.Trainer``).
+    """
+    folder = teacher_run_folder(path)
+    return f"run:{folder.name}" if folder is not None else str(path)
 
 
 # Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was
@@ -493,9 +616,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

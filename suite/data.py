@@ -91,8 +91,9 @@ class SeededDataset(Dataset):
     """Wraps ``(image, label)`` sources; ``dataset[(index, seed)]`` seeds, then transforms.
 
     With ``geometry`` (the ``CropFlip`` inside ``transform``) an item is ``(image, label, where)``:
-    ``where`` is float64 ``[index, x0, y0, x1, y1, flipped]``, the sample's index and where its
-    crop came from, for offline teacher maps.
+    ``where`` is float64 ``[index, x0, y0, x1, y1, flipped, a, b, c, d, e, f]``, the sample's
+    index, where its crop came from, and the affine of the geometric RandAugment ops the crop then
+    underwent (``CropFlip.record``), for offline teacher maps.
     """
 
     def __init__(self, source: Any, transform: Any, geometry: CropFlip | None = None) -> None:
@@ -108,7 +109,7 @@ class SeededDataset(Dataset):
         out = self.transform(image)
         if self.geometry is None:
             return out, int(label)
-        return out, int(label), torch.tensor([index, *self.geometry.last], dtype=torch.float64)
+        return out, int(label), torch.tensor([index, *self.geometry.record], dtype=torch.float64)
 
 
 class _TensorSource:
@@ -166,11 +167,13 @@ def _tensor_transforms(
 
 
 def _track_geometry(transform: Any, cfg: DataConfig) -> CropFlip:
-    """Swap timm's crop + flip at the head of ``transform`` for a ``CropFlip``, in place."""
+    """Swap timm's crop + flip at the head of ``transform`` for a ``CropFlip``, in place, and make
+    the geometric ops of its RandAugment report their affine to it."""
+    from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment
     from timm.data.transforms import RandomResizedCropAndInterpolation
     from torchvision.transforms import RandomHorizontalFlip
 
-    from suite.geometry import CropFlip
+    from suite.geometry import CropFlip, follow_augment_ops
 
     steps = transform.transforms
     if not isinstance(steps[0], RandomResizedCropAndInterpolation):
@@ -179,6 +182,9 @@ def _track_geometry(transform: Any, cfg: DataConfig) -> CropFlip:
     geometry = CropFlip(cfg.img_size, scale=crop.scale, ratio=crop.ratio, hflip=cfg.hflip, interpolation="bicubic")
     flips = 1 if cfg.hflip and len(steps) > 1 and isinstance(steps[1], RandomHorizontalFlip) else 0
     steps[: 1 + flips] = [geometry]
+    for step in steps[1:]:
+        if isinstance(step, (RandAugment, AutoAugment, AugMixAugment)):
+            follow_augment_ops(step, geometry)
     return geometry
 
 

@@ -35,7 +35,7 @@ def legacy_folders(output_root: Path | str) -> dict[str, Path | str]:
             continue  # a corrupt record is reported by status/report, not a migration matter
         if not isinstance(data, dict) or data.get("id_version", 1) >= ID_VERSION:
             continue
-        stored = {k: v for k, v in data.items() if k not in ("run_id", "id_version")}
+        stored = {k: v for k, v in data.items() if k not in ("run_id", "id_version", "teacher_identity", "teacher_sha256")}
         try:
             cfg = validate_config(stored)
         except ConfigError as err:

@@ -6,22 +6,32 @@ maps move that cost to one pass over the training set:
 
 1. ``suite maps build teacher=<run dir or checkpoint> ... --out DIR`` resizes every *whole*
    training image to ``img_size`` x ``img_size`` (no crop, so the map covers the full image), runs
-   the teacher and stores the ground-truth class's raw activation map at the teacher's own
-   resolution (``DIR/maps.npy``, float16 ``(N, h, w)``) and what it was built from
-   (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint; written last, so a
-   directory with ``maps.json`` is complete).
-2. A run with ``teacher.maps=DIR`` loads the array memory-mapped. Its training items carry the crop
+   the teacher and stores, at the teacher's own resolution, the ground-truth class's raw
+   activation map (``DIR/maps.npy``, float16 ``(N, h, w)``, logits as the reference keeps them)
+   and the ground-truth class's rank among all classes at each location (``DIR/ranks.npy``,
+   uint8 ``(N, h, w)``: how many classes score strictly higher, capped at 255), plus what it was
+   built from (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint, rank cap;
+   written last, so a directory with ``maps.json`` is complete).
+2. A run with ``teacher.maps=DIR`` loads the arrays memory-mapped. With ``topk`` (the reference's
+   5) a location's value is kept only where its rank is below ``topk``, which is exactly the
+   reference's top-5 gating; one build serves every ``topk`` up to the cap, and ``topk=None``
+   (dense) ignores the ranks. Its training items carry the crop
    box and flip of their augmentation (``suite.geometry.CropFlip``). Each step gathers the
    batch's maps, cuts every map to its sample's box and mirrors it where the image was mirrored.
    This is one ``affine_grid`` / ``grid_sample`` call for the batch, on the training device,
    sampled 4x finer than the token grid and average-pooled. The result is normalised like the
    online maps.
 
-Differences from the online teacher: the map is computed on the unaugmented whole image; later
-geometric augmentations (RandAugment's rotate, shear, translate) are not followed, as in the
-reference; only the ground-truth class's map is stored (the reference keeps top-5 classes per
-location), which is all TokenMix's targets use. The reference's x/y swap of the crop box is not
-reproduced.
+RandAugment's geometric ops (rotate, shear-x/y, translate-x/y) are followed as the reference's
+label pipeline follows them: each sample also carries the affine those ops applied, with the
+magnitudes it drew (``suite.geometry``), and the same ``grid_sample`` composes it with the crop
+(timm's order, crop then RandAugment; the map lands where the image content went either way).
+
+Differences from the online teacher: the map is computed on the unaugmented whole image.
+Differences from the reference: only the ground-truth class's map and its rank are stored (the
+reference keeps the top-5 classes' logits and indices per location): that is all TokenMix's
+targets use, and gating it with ``topk=5`` gives the same ground-truth channel. The reference's
+x/y swap of the crop box is not reproduced.
 
 Example:
     >>> import torch
@@ -48,45 +58,69 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite.cam import normalise_maps, raw_activation_maps
+from suite.cam import class_logit_maps, class_rank, normalise_maps
 from suite.config import DataConfig, TrainConfig
 from suite.hardware import host_to_device
 from suite.records import atomic_write_json
 from suite.preflight import resolve_checkpoint_path
 
-__all__ = ["MAPS_FILE", "META_FILE", "OfflineMaps", "build_offline_maps", "crop_maps", "training_set_fingerprint"]
+__all__ = [
+    "MAPS_FILE",
+    "META_FILE",
+    "RANKS_FILE",
+    "OfflineMaps",
+    "build_offline_maps",
+    "crop_maps",
+    "training_set_fingerprint",
+]
 
 MAPS_FILE = "maps.npy"
+RANKS_FILE = "ranks.npy"
 META_FILE = "maps.json"
-FORMAT = 1
+FORMAT = 2  # 2 added ranks.npy (top-k gating); format-1 directories serve dense maps only
+RANK_CAP = 255  # ranks are stored as uint8; any topk <= RANK_CAP can be applied at training time
 _SUPERSAMPLE = 4  # samples per token cell and side before average pooling
 
 
 def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor:
-    """Cut whole-image maps to crop boxes, mirror them as the images were, and normalise.
+    """Cut whole-image maps to crop boxes, mirror and move them as the images were, and normalise.
 
     Args:
         raw: Maps ``(B, h, w)`` of whole images (any float dtype, any device).
-        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` from ``SeededDataset`` (box in
-            ``[0, 1]`` image coordinates).
+        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` or ``(B, 12)`` rows with the
+            affine ``a, b, c, d, e, f`` of the later geometric ops appended, from ``SeededDataset``
+            (box in ``[0, 1]`` image coordinates; affine from output to crop coordinates in
+            ``[-1, 1]``, see ``suite.geometry.CropFlip.record``).
         grid: Token grid size G.
 
     Returns:
         Float32 maps ``(B, G, G)`` on ``raw``'s device, non-negative and summing to 1 (all zero
-        where the crop holds no positive activation).
+        where the crop holds no positive activation). Where an op moved content in from outside
+        the crop (RandAugment's fill) the map is 0.
     """
     b = raw.shape[0]
+    if where.dim() != 2 or where.shape[1] not in (6, 12) or where.shape[0] != b:
+        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got {tuple(where.shape)}")
     geo = where.to(device=raw.device, dtype=torch.float32)
     x0, y0, x1, y1, flipped = geo[:, 1], geo[:, 2], geo[:, 3], geo[:, 4], geo[:, 5]
     mirror = 1.0 - 2.0 * flipped  # -1 where the image was flipped: read the box right to left
-    theta = torch.zeros(b, 2, 3, device=raw.device)
+    theta = torch.zeros(b, 3, 3, device=raw.device)
     theta[:, 0, 0] = (x1 - x0) * mirror
     theta[:, 0, 2] = x0 + x1 - 1.0
     theta[:, 1, 1] = y1 - y0
     theta[:, 1, 2] = y0 + y1 - 1.0
+    theta[:, 2, 2] = 1.0
     side = grid * _SUPERSAMPLE
-    points = F.affine_grid(theta, [b, 1, side, side], align_corners=False)
+    inside = None
+    if where.shape[1] == 12:
+        affine = torch.cat([geo[:, 6:12].view(b, 2, 3), theta[:, 2:]], 1)
+        moved = F.affine_grid(affine[:, :2], [b, 1, side, side], align_corners=False)
+        inside = (moved.abs() <= 1.0).all(-1).unsqueeze(1)  # the output point shows the crop, not fill
+        theta = theta @ affine
+    points = F.affine_grid(theta[:, :2], [b, 1, side, side], align_corners=False)
     cut = F.grid_sample(raw.float().unsqueeze(1), points, mode="bilinear", padding_mode="border", align_corners=False)
+    if inside is not None:
+        cut = cut * inside
     return normalise_maps(F.avg_pool2d(cut, _SUPERSAMPLE).squeeze(1))
 
 
@@ -126,17 +160,33 @@ class OfflineMaps:
             training set or number of classes.
     """
 
-    def __init__(self, directory: Path, maps: np.ndarray, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        maps: np.ndarray,
+        meta: dict[str, Any],
+        *,
+        ranks: np.ndarray | None = None,
+        topk: int | None = None,
+    ) -> None:
+        if topk is not None and ranks is None:
+            raise ValueError("topk needs the ranks stored by `suite maps build`; rebuild the maps")
         self.directory, self.array, self.meta = directory, maps, meta
+        self.ranks, self.topk = ranks, topk
 
     @classmethod
-    def open(cls, directory: str | Path, *, fingerprint: str, num_classes: int) -> OfflineMaps:
+    def open(
+        cls, directory: str | Path, *, fingerprint: str, num_classes: int, topk: int | None = None
+    ) -> OfflineMaps:
+        """Open a built directory for a training set; ``topk`` gates the maps (``None`` = dense)."""
         directory = Path(directory)
+        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+            raise ValueError(f"teacher.topk must be a positive integer or null (dense), but got {topk!r}")
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise ValueError(f"teacher.maps: {directory} has no {META_FILE}; build it with `suite maps build`")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (1, FORMAT):
             raise ValueError(f"teacher.maps: {directory} has format {meta.get('format')}, expected {FORMAT}")
         if meta.get("fingerprint") != fingerprint:
             raise ValueError(
@@ -147,10 +197,23 @@ class OfflineMaps:
             raise ValueError(
                 f"teacher.maps: {directory} has maps for {meta.get('num_classes')} classes, the data has {num_classes}"
             )
+        ranks = None
+        if topk is not None:
+            cap = meta.get("rank_cap")
+            if cap is None:
+                raise ValueError(
+                    f"teacher.topk={topk}: {directory} holds dense maps only (format {meta.get('format')}); "
+                    "rebuild it with `suite maps build` or set teacher.topk=null"
+                )
+            if topk > cap:
+                raise ValueError(f"teacher.topk={topk}: {directory} stores class ranks up to {cap} only")
+            ranks = np.load(directory / RANKS_FILE, mmap_mode="r")
         maps = np.load(directory / MAPS_FILE, mmap_mode="r")
         if maps.shape[0] != meta.get("count"):
             raise ValueError(f"teacher.maps: {directory / MAPS_FILE} holds {maps.shape[0]} maps, expected {meta.get('count')}")
-        return cls(directory, maps, meta)
+        if ranks is not None and ranks.shape != maps.shape:
+            raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, not {maps.shape}")
+        return cls(directory, maps, meta, ranks=ranks, topk=topk)
 
     def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index)."""
@@ -158,6 +221,9 @@ class OfflineMaps:
             raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
         index = geometry[:, 0].long().numpy()
         raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
+        if self.topk is not None:
+            ranks = host_to_device(torch.from_numpy(np.ascontiguousarray(self.ranks[index])), x.device)
+            raw = torch.where(ranks < self.topk, raw, torch.zeros_like(raw))
         return crop_maps(raw, geometry, grid)
 
 
@@ -214,7 +280,7 @@ def build_offline_maps(
                  "train_size": cfg.data.train_size, "data_seed": cfg.data.data_seed},
     }
     existing = out / META_FILE
-    if existing.is_file() and (out / MAPS_FILE).is_file():
+    if existing.is_file() and (out / MAPS_FILE).is_file() and (out / RANKS_FILE).is_file():
         old = json.loads(existing.read_text())
         if all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher")):
             return old
@@ -231,21 +297,29 @@ def build_offline_maps(
     out.mkdir(parents=True, exist_ok=True)
     existing.unlink(missing_ok=True)  # the directory is incomplete until maps.json is back
     partial = out / f".{MAPS_FILE}.partial"
-    array = None
+    partial_ranks = out / f".{RANKS_FILE}.partial"
+    array = ranks = None
     done = 0
     for x, y in eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda"):
-        cams = raw_activation_maps(teacher.model, x.to(device, non_blocking=True), y.to(device))
+        y = y.to(device)
+        logits = class_logit_maps(teacher.model, x.to(device, non_blocking=True))
+        cams = logits.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
         if array is None:
             shape = (len(images), *cams.shape[1:])
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+            ranks = np.lib.format.open_memmap(partial_ranks, mode="w+", dtype=np.uint8, shape=shape)
         array[done : done + len(y)] = cams.clamp(-6e4, 6e4).cpu().numpy().astype(np.float16)
+        ranks[done : done + len(y)] = class_rank(logits, y).clamp_max(RANK_CAP).cpu().numpy().astype(np.uint8)
         done += len(y)
         if progress is not None:
             progress(done, len(images))
-    assert array is not None and done == len(images)
+    assert array is not None and ranks is not None and done == len(images)
     meta["map_size"] = list(array.shape[1:])
-    array.flush()
-    del array
+    meta["rank_cap"] = RANK_CAP
+    for memmap in (array, ranks):
+        memmap.flush()
+    del array, ranks
+    os.replace(partial_ranks, out / RANKS_FILE)
     os.replace(partial, out / MAPS_FILE)
     atomic_write_json(existing, meta)
     return meta

@@ -8,8 +8,7 @@ import torch
 
 from suite.config import TrainConfig
 from suite.models import build_model
-from suite.preflight import resolve_checkpoint_path
-from suite.weights import read_weights
+from suite.weights import read_weights, resolve_checkpoint_path
 
 __all__ = ["load_teacher"]
 
@@ -18,6 +17,7 @@ def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) ->
     """The online CAM teacher built from ``teacher.checkpoint`` (a file or a suite run folder).
 
     A suite checkpoint carries the teacher's architecture; other files need ``teacher.model``.
+    ``teacher.topk`` gates its maps to the top-k classes per location (``None`` = dense).
 
     Raises:
         ValueError: naming ``teacher.model``/``teacher.checkpoint`` when the file does not fit.
@@ -48,4 +48,4 @@ def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) ->
             f"teacher.checkpoint: {path} does not fit {name} with {num_classes} classes "
             f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
         )
-    return Teacher.from_module(model.to(device))
+    return Teacher.from_module(model.to(device), topk=cfg.teacher.topk)

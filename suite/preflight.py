@@ -12,29 +12,90 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from suite.config import ConfigError, TrainConfig
+from suite.config import ConfigError, TrainConfig, teacher_run_folder
+from suite.weights import resolve_checkpoint_path
 
 __all__ = ["Problem", "check_machine", "machine_problems", "resolve_checkpoint_path"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing this machine lacks for a run: a missing path or an unknown timm model."""
+    """One thing this machine lacks for a run: a missing path, an unknown timm model, or a teacher
+    that cannot be used (unfinished run, a file that does not fit)."""
 
     field: str
     message: str
-    kind: Literal["path", "registry"]
+    kind: Literal["path", "registry", "teacher"]
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
 
 
-def resolve_checkpoint_path(path: Path) -> Path:
-    """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
-    path = Path(path).expanduser()
-    return path / "checkpoint.pt" if path.is_dir() else path
+def _unfinished_teacher(teacher: Path) -> str | None:
+    """Why a teacher that is a suite run folder cannot be used yet (None: it finished)."""
+    from suite.records import RunState, read_run
+
+    folder = teacher_run_folder(Path(teacher).expanduser())
+    if folder is None:
+        return None
+    record = read_run(folder)
+    if record.state is RunState.FINISHED:
+        return None
+    if record.state is RunState.CORRUPT:
+        return f"teacher run {folder.name} has an unreadable record: {record.problem}"
+    return (
+        f"teacher run {folder} is {record.state.value}, not finished (no summary.json): a student of it would "
+        "learn from a half-trained teacher; finish the teacher first (rerunning its `suite train` command "
+        "resumes it; a sweep's @teacher.yaml prerequisite waits for it)"
+    )
+
+
+_FIT_CACHE: dict[tuple[Any, ...], str | None] = {}
+
+
+def _dataset_classes(cfg: TrainConfig) -> int | None:
+    """Class count of the configured data, read cheaply (None when the data is not here)."""
+    if cfg.data.source == "builtin":
+        from suite.builtin_data import BUILTIN_CLASSES
+
+        return len(BUILTIN_CLASSES)
+    train = Path(cfg.data.root or "") / "train"
+    return sum(1 for d in train.iterdir() if d.is_dir()) if train.is_dir() else None
+
+
+def _teacher_misfit(cfg: TrainConfig) -> str | None:
+    """Why the teacher file cannot be this run's teacher: unreadable, another architecture, or
+    another class count (None: it loads). Checked before submission, not on the node."""
+    from suite.config import file_sha256
+    from suite.weights import WeightsError, read_weights
+
+    path = resolve_checkpoint_path(Path(cfg.teacher.checkpoint))
+    classes = _dataset_classes(cfg)
+    try:
+        key = (file_sha256(path), classes, cfg.teacher.model, repr(cfg.teacher.kwargs), cfg.data.img_size)
+    except OSError as err:
+        return f"cannot read {path} ({err.strerror or err})"
+    if key in _FIT_CACHE:
+        return _FIT_CACHE[key]
+    message = None
+    try:
+        read_weights(path)
+        if classes is not None:
+            import torch
+
+            from suite.online_teacher import load_teacher
+
+            load_teacher(cfg, num_classes=classes, device=torch.device("cpu"))
+    except WeightsError as err:
+        message = f"{err}; give a suite run folder, or a torch/safetensors state dict with teacher.model"
+    except (ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = (f"{path} does not fit the teacher architecture with this data's {classes} classes "
+                   f"({first[:300]})")
+    _FIT_CACHE[key] = message
+    return message
 
 
 def _unknown_model(name: str) -> str | None:
@@ -79,6 +140,8 @@ def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> lis
             problems.append(Problem(
                 "teacher.checkpoint", f"file not found: {teacher} (a checkpoint file or a suite run folder)", "path"
             ))
+        elif missing(teacher) and (message := _unfinished_teacher(teacher) or _teacher_misfit(cfg)):
+            problems.append(Problem("teacher.checkpoint", message, "teacher"))
     maps = cfg.teacher.maps
     if maps is not None and not (maps / "maps.json").is_file() and missing(maps):
         problems.append(Problem(

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CorruptRecordError",
     "RunBusyError",
     "RunPaths",
     "RunRecord",
@@ -45,6 +46,7 @@ __all__ = [
     "atomic_write_jsonl",
     "clear_failure",
     "iter_runs",
+    "keep_previous",
     "read_json",
     "read_jsonl",
     "read_run",
@@ -87,6 +89,10 @@ class RunState(str, enum.Enum):
         return self in (RunState.NEW, RunState.INTERRUPTED, RunState.FAILED, RunState.CANCELLED)
 
 
+class CorruptRecordError(ValueError):
+    """A run record cannot be read; the message names the file and the fix."""
+
+
 class RunBusyError(RuntimeError):
     """Another process holds the run's lock: it is being trained right now."""
 
@@ -118,8 +124,18 @@ class RunPaths:
         return self.root / "checkpoint.pt"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        """The checkpoint before ``checkpoint.pt``, kept as a fallback for a damaged one."""
+        return self.root / "checkpoint.prev.pt"
+
+    @property
     def failure(self) -> Path:
         return self.root / "failure.json"
+
+    @property
+    def wandb_record(self) -> Path:
+        """``wandb.json``: the last epoch W&B confirmed (its run ended cleanly), for a resume's backfill."""
+        return self.root / "wandb.json"
 
     @property
     def log(self) -> Path:
@@ -134,12 +150,25 @@ class RunPaths:
         return self.root
 
 
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    """The process umask (read once: reading it means setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues may read a sweep's results
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -148,6 +177,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` the current content of ``path`` (hard link and rename: atomic, no copy)."""
+    if not path.is_file():
+        return
+    tmp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a filesystem without hard links: copy
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -191,6 +235,8 @@ def read_summary(paths: RunPaths) -> dict[str, Any] | None:
     """The run's summary, None when there is none; ValueError (naming the file) when unreadable."""
     try:
         summary = read_json(paths.summary)
+    except NotADirectoryError:
+        return None  # the run folder cannot exist there; writing it will say so
     except (ValueError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"{paths.summary}: unreadable summary ({err})") from None
     if summary is None:
@@ -283,7 +329,7 @@ def run_state(paths: RunPaths) -> RunState:
         return RunState.RUNNING
     if paths.failure.is_file():
         return RunState.FAILED
-    if paths.checkpoint.is_file():
+    if paths.checkpoint.is_file() or paths.previous_checkpoint.is_file():
         return RunState.INTERRUPTED
     return RunState.NEW
 

@@ -4,6 +4,10 @@ SLURM sends SIGTERM before killing a job (and USR1/USR2 ahead of a time limit wh
 a training that dies inside a step loses the epoch and, with wandb, all logged data of the
 run. :class:`GracefulStop` records the signal; the training loop checks it after every
 step, writes a checkpoint and returns ``interrupted``.
+
+A second Ctrl-C raises ``KeyboardInterrupt`` at once, wherever the loop is; the trainer catches
+it and ends the run ``interrupted`` without a new checkpoint. Every record is replaced
+atomically, so the last good checkpoint is where the resume starts (never ``failed``).
 """
 
 from __future__ import annotations

@@ -61,10 +61,16 @@ def _area_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 1.0 - partner, partner
 
 
+def _partner_of(t: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
+    return t.flip(0) if partner is None else t.index_select(0, partner)
+
+
 def mix_weights(
     mask: torch.Tensor,
     maps: torch.Tensor | None,
     mode: TargetMode,
+    *,
+    partner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weights of the own and the partner label for every mixed image.
 
@@ -74,6 +80,8 @@ def mix_weights(
             scale; negatives are clamped to 0 and each map is normalised to sum 1). Required by
             the teacher modes, ignored by ``area``.
         mode: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (see the module docstring).
+        partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
+            Mixing in groups (``suite.tokenmix.group_partners``) pairs inside each group.
 
     Returns:
         ``(w_own, w_partner, fallback)``, each of shape ``(B,)`` (``(1,)`` for a shared mask in
@@ -112,9 +120,9 @@ def mix_weights(
     a = a / torch.where(has_mass, total, 1.0).view(-1, 1, 1)
     m = mask.float()
     t_own = (a * (1.0 - m)).flatten(1).sum(1)
-    t_partner = (a.flip(0) * m).flatten(1).sum(1)
+    t_partner = (_partner_of(a, partner) * m).flatten(1).sum(1)
     t_total = t_own + t_partner
-    fallback = ~(has_mass & has_mass.flip(0)) | (t_total <= 0)
+    fallback = ~(has_mass & _partner_of(has_mass, partner)) | (t_total <= 0)
     if mode == "teacher_raw":
         w_own, w_partner = t_own, t_partner
     elif mode == "teacher_norm" or mode == "mixed":
@@ -137,6 +145,7 @@ def mixed_target(
     smoothing: float,
     *,
     mode: TargetMode,
+    partner: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft target ``w_own * y_own + w_partner * y_partner`` with label smoothing.
 
@@ -162,6 +171,7 @@ def mixed_target(
         num_classes: Number of classes C.
         smoothing: Label smoothing in ``[0, 1)``.
         mode: The target mode the weights were computed for.
+        partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
 
     Returns:
         Float tensor ``(B, C)``.
@@ -177,17 +187,18 @@ def mixed_target(
         raise ValueError(f"y must have shape (B,), but got y.shape={tuple(y.shape)}")
     y = y.long()
     b = y.shape[0]
+    y_partner = _partner_of(y, partner)
     w_own = w_own.float().reshape(-1, 1).expand(b, 1)
     w_partner = w_partner.float().reshape(-1, 1).expand(b, 1)
     off = smoothing / num_classes
     if mode == "area" or mode == "teacher_norm" or mode == "mixed":
         target = (off * (w_own + w_partner)).expand(b, num_classes).contiguous()
         target.scatter_add_(1, y.view(b, 1), (1.0 - smoothing) * w_own)
-        target.scatter_add_(1, y.flip(0).view(b, 1), (1.0 - smoothing) * w_partner)
+        target.scatter_add_(1, y_partner.view(b, 1), (1.0 - smoothing) * w_partner)
     elif mode == "teacher_raw":
         target = torch.full((b, num_classes), off, device=y.device)
         target.scatter_add_(1, y.view(b, 1), w_own - 0.5 * smoothing)
-        target.scatter_add_(1, y.flip(0).view(b, 1), w_partner - 0.5 * smoothing)
+        target.scatter_add_(1, y_partner.view(b, 1), w_partner - 0.5 * smoothing)
     else:
         raise _mode_error(mode)
     return target

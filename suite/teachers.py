@@ -33,7 +33,10 @@ def build_teacher(cfg: TrainConfig, *, train_set: Any, num_classes: int, device:
         from suite.offline_maps import OfflineMaps, training_set_fingerprint
 
         return OfflineMaps.open(
-            cfg.teacher.maps, fingerprint=training_set_fingerprint(cfg.data, train_set), num_classes=num_classes
+            cfg.teacher.maps,
+            fingerprint=training_set_fingerprint(cfg.data, train_set),
+            num_classes=num_classes,
+            topk=cfg.teacher.topk,
         )
     if cfg.teacher.enabled:
         return load_teacher(cfg, num_classes=num_classes, device=device)

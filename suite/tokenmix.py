@@ -19,12 +19,16 @@ CPU the pairs are processed in chunks small enough to stay in the core's cache, 
 crosses memory about once (cheaper than timm's CutMix, which copies the whole flipped batch). On an
 accelerator all pairs form one chunk (two half-batch copies and two fused ``where`` kernels).
 
+Groups: the reference draws one mask (and one switch branch) per GPU batch of 128 images, pairing
+images inside it. ``group_partners`` and ``blend_partners_`` do the same for groups inside one
+batch, vectorised (``suite.mixing`` with ``mix.groups``); without groups the whole batch is one.
+
 Deliberate differences from the reference code: any token grid, mask ratio (fixed or a range),
-mask generator, per-sample masks and target mode can be chosen (the reference: 14 x 14, 112
-tokens, one block mask per batch, raw teacher weights); block masks have an exact token count; maps
-come from an online teacher on the same augmented batch (``suite.cam``) instead of offline crops
-(so the reference's x/y swap of the crop box does not arise); a teacher map without positive mass
-falls back to area weights and is counted.
+mask generator, per-sample masks, group size and target mode can be chosen (the reference: 14 x 14,
+112 tokens, one block mask per 128-image GPU batch, raw teacher weights); block masks have an
+exact token count; maps come from an online teacher on the same augmented batch (``suite.cam``) or
+from offline maps (``suite.offline_maps``; the reference's x/y swap of the crop box is not
+reproduced); a teacher map without positive mass falls back to area weights and is counted.
 
 Example:
     >>> import torch
@@ -45,7 +49,7 @@ import torch
 from suite.masks import _MAX_BLOCK_GRID, MASK_MODES, _check_ratio, token_masks
 from suite.targets import TARGET_MODES, mix_weights, mixed_target
 
-__all__ = ["TokenMix", "mix_tokens_"]
+__all__ = ["TokenMix", "blend_partners_", "group_partners", "mix_tokens_"]
 
 _CHUNK_BYTES = 1 << 20  # CPU: pairs per chunk so that both halves fit in about 1 MiB of cache
 
@@ -122,6 +126,51 @@ def mix_tokens_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def group_partners(batch: int, group_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Partner index of every sample when a batch is mixed in groups of ``group_size`` images.
+
+    Inside each group the partner is timm's mirror (``flip(0)`` of the group), as on one GPU of the
+    reference's data-parallel run; ``group_size == batch`` gives ``B - 1 - i``.
+
+    Example:
+        >>> group_partners(8, 4).tolist()
+        [3, 2, 1, 0, 7, 6, 5, 4]
+    """
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
+        raise ValueError(f"group_size must be an even integer >= 2, but got group_size={group_size!r}")
+    if batch % group_size:
+        raise ValueError(f"batch size must be a multiple of group_size={group_size}, but got {batch}")
+    return torch.arange(batch, device=device).view(-1, group_size).flip(1).reshape(-1)
+
+
+@torch.no_grad()
+def blend_partners_(x: torch.Tensor, coeff: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """``x[i] <- x[i] + coeff[i] * (x[partner[i]] - x[i])`` per token cell, in place, for the whole batch.
+
+    One kernel for every branch of a grouped batch: a token mask (0/1 cells, exact copies of one
+    of the two images), Mixup (``1 - lam`` in every cell) or no mixing (0).
+
+    Args:
+        x: Batch ``(B, C, H, W)``; H and W divisible by G; overwritten.
+        coeff: Partner share per token cell ``(B, G, G)`` in ``[0, 1]``.
+        partner: Partner index ``(B,)`` (e.g. ``group_partners``).
+
+    Returns:
+        ``x`` itself.
+    """
+    b, _, height, width = x.shape
+    g = coeff.shape[-1]
+    if coeff.shape != (b, g, g) or height % g or width % g:
+        raise ValueError(
+            f"coeff must have shape ({b}, G, G), G dividing {height}x{width}, but got {tuple(coeff.shape)}"
+        )
+    other = x.index_select(0, partner.to(x.device)).unflatten(2, (g, height // g))
+    weight = coeff.to(device=x.device, dtype=x.dtype).repeat_interleave(width // g, dim=2)
+    weight = weight.view(b, 1, g, 1, width)
+    x.unflatten(2, (g, height // g)).lerp_(other, weight)
+    return x
+
+
 class TokenMix:
     """TokenMix as a callable ``(x, y) -> (x_mixed, soft_target, stats)``.
 
@@ -135,7 +184,7 @@ class TokenMix:
         token_grid: Token grid size G; image height and width must be multiples of it (14 for
             224 px and patch 16; coarser or finer grids are an ablation).
         min_aspect: Minimum rectangle aspect ratio of ``block`` and ``box`` masks, in ``(0, 1]``.
-        per_sample: One mask per sample instead of one per batch (the reference's choice).
+        per_sample: One mask per sample instead of one per batch (the reference: one per batch).
         target_mode: ``teacher_raw`` (the reference's), ``teacher_norm``, ``mixed`` or ``area``
             (see ``suite.targets``). The teacher modes need ``maps`` in every call.
         label_smoothing: Label smoothing in ``[0, 1)``.

@@ -42,7 +42,7 @@ class Tracker:
             mode=cfg.mode,
             dir=str(run_dir),
             config=config,
-            settings=wandb.Settings(console="off", x_disable_stats=True, quiet=True),
+            settings=wandb.Settings(console="off", x_disable_stats=not cfg.system_metrics, quiet=True),
         )
 
     @property
@@ -72,11 +72,19 @@ class Tracker:
 
         self._guard("summary", write)
 
-    def finish(self, *, state: RunState) -> None:
+    @property
+    def active(self) -> bool:
+        """A W&B run is open (tracking is on and its service has not failed)."""
+        return self._run is not None
+
+    def finish(self, *, state: RunState) -> bool:
         """End the W&B run so that W&B shows what the records say.
 
         Finished and pruned runs exit 0; an interrupted run is marked preempting first (W&B then
         shows it as preempted, and the resumed job continues it); a failed run exits 1.
+
+        Returns:
+            True when W&B confirmed the end of the run: everything logged before was written.
         """
 
         def end() -> None:
@@ -84,5 +92,9 @@ class Tracker:
                 self._run.mark_preempting()
             self._run.finish(exit_code=0 if state.is_finished() else 1)
 
+        if self._run is None:
+            return False
         self._guard("finish", end)
+        ok = self._run is not None  # _guard drops the run when wandb failed
         self._run = None
+        return ok

@@ -20,7 +20,9 @@ of the epoch. A non-finite loss stops the run at most ``log_every`` steps late, 
 checkpoint of the bad weights is written.
 
 Stops. SIGTERM/SIGUSR1/SIGINT (and any signal the caller adds) end the loop at the next step
-boundary with a checkpoint: the run is then ``interrupted``. A callback may stop the run after
+boundary with a checkpoint: the run is then ``interrupted``. A second Ctrl-C stops at once and
+the run is ``interrupted`` at its last checkpoint (``checkpoint.prev.pt`` keeps the one before, the
+fallback for a damaged ``checkpoint.pt``). A callback may stop the run after
 an epoch with a reason: it ends ``pruned`` and is never resumed. A run that ended (``finished``
 or ``pruned``) is never retrained: :func:`train` returns its summary at once.
 
@@ -47,13 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite import distributed
-from suite.config import ID_VERSION, TrainConfig, run_id
+from suite.config import ID_VERSION, ConfigError, TrainConfig, file_sha256, run_id, teacher_identity
 from suite.data import DataBundle, build_data, derive_seed, eval_loader, seed_everything, steps_per_epoch, train_loader
 from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
-from suite.records import RunPaths, RunState, read_summary, run_lock
+from suite.records import CorruptRecordError, RunPaths, RunState, read_json, read_summary, run_lock, run_state
 from suite.signals import GracefulStop
 from suite.teachers import build_teacher
 from suite.writer import RunWriter
@@ -193,7 +195,7 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -> Any:
     from timm.scheduler import CosineLRScheduler
 
-    total = cfg.schedule.epochs * steps
+    total = cfg.schedule.epochs * steps  # the cosine; cooldown epochs after it stay at min_lr
     warmup = int(round(cfg.schedule.warmup_epochs * steps))
     return CosineLRScheduler(
         optimizer,
@@ -242,21 +244,30 @@ class Trainer:
         self.dist = distributed.context(cfg.run.device)  # one process: rank 0 of 1, no-op collectives
         self.writer = writer or RunWriter(self.paths, enabled=self.dist.is_main)
         self.state = TrainState()
+        self._saved = (0, 0)  # (epoch, step) of the last checkpoint written or read
 
     # -- the recipe ------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
         """Run the recipe to the end, to a stop signal, or to a callback's stop."""
-        summary = read_summary(self.paths)  # a corrupt summary raises ValueError naming the file
+        try:
+            summary = read_summary(self.paths)
+        except ValueError as err:  # never counts as done, never silently retrained over
+            raise CorruptRecordError(
+                f"{err}: run {self.run_id} does not count as finished; delete {self.paths.summary} to resume it from "
+                f"its checkpoint, or delete {self.paths.root} to retrain it"
+            ) from None
         if summary is not None:
+            self._teacher_record(required=False)  # a finished student of a replaced teacher is not reused silently
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with self.dist.lock(lambda: run_lock(self.paths)):
             resolved = json.loads(self.cfg.model_dump_json())
+            teacher = self._teacher_record()
             batch = self.cfg.data.batch_size  # global, whatever the process count
             effective = {"global_batch": batch, "lr": self.cfg.optim.effective_lr(batch)}
             self.writer.start(
-                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective},
+                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective, **teacher},
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
             ended = RunState.FAILED
@@ -270,20 +281,61 @@ class Trainer:
                     result = self._fit(stop, resolved)
                 ended = result.state
                 return result
+            except KeyboardInterrupt:
+                # A second Ctrl-C: stop now, without a new checkpoint. Every file is replaced
+                # atomically, so the last good checkpoint stays where a resume restarts.
+                ended = run_state(self.paths)
+                if not ended.is_finished():
+                    ended = RunState.INTERRUPTED
+                    self.writer.info("second interrupt: stopped at once; resume restarts from the last checkpoint "
+                                     "(epoch %d step %d)", *self._saved)
+                    return TrainResult(self.run_id, self.paths.root, ended,
+                                       {"epoch": self._saved[0], "step": self._saved[1]})
+                return TrainResult(self.run_id, self.paths.root, ended, read_summary(self.paths) or {})
             except Exception as err:
                 self.writer.failure(err)
                 raise
             finally:
                 self.writer.close(ended)
 
+    def _teacher_record(self, *, required: bool = True) -> dict[str, Any]:
+        """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.
+
+        The run id names a teacher file by its path (a suite run folder by its run id), so the
+        file's content is pinned here: a run refuses to resume, and a finished run refuses to be
+        reported again, against a teacher whose content changed since the run started. The
+        student would otherwise continue against, or pass off as trained with, another teacher.
+        ``required=False`` skips the check when the file is not on this machine.
+        """
+        if self.cfg.teacher.checkpoint is None:
+            return {}
+        from suite.preflight import resolve_checkpoint_path
+
+        file = resolve_checkpoint_path(self.cfg.teacher.checkpoint)
+        if not required and not file.is_file():
+            return {}
+        record = {"teacher_identity": teacher_identity(self.cfg.teacher.checkpoint), "teacher_sha256": file_sha256(file)}
+        try:
+            saved = read_json(self.paths.config)
+        except (ValueError, UnicodeDecodeError):
+            saved = None
+        earlier = saved.get("teacher_sha256") if isinstance(saved, dict) else None
+        if earlier is not None and earlier != record["teacher_sha256"]:
+            raise ConfigError(
+                f"teacher.checkpoint: {file} changed since run {self.run_id} started (sha256 {earlier[:12]} then, "
+                f"{record['teacher_sha256'][:12]} now); its records belong to the old teacher. Restore the teacher "
+                f"file, or delete {self.paths.root} to train the student against the new one"
+            )
+        return record
+
     def _fit(self, stop: GracefulStop, resolved: dict[str, Any]) -> TrainResult:
         self._resolved = resolved
         self._build()
         self._resume()
         self._session_start = time.perf_counter()
-        for epoch in range(self.state.epoch, self.cfg.schedule.epochs):
+        for epoch in range(self.state.epoch, self.cfg.schedule.total_epochs):
             if not self._train_epoch(epoch, stop):
-                self.writer.checkpoint(self._payload())
+                self._checkpoint()
                 self.writer.info(
                     "signal %s: checkpoint at epoch %d step %d; rerun to resume", stop.signum, epoch, self.state.step
                 )
@@ -292,7 +344,7 @@ class Trainer:
             reason = self.dist.broadcast(self._callbacks(row) if self.dist.is_main else None)
             if reason is not None:
                 return self._end(RunState.PRUNED, reason)
-            if self.dist.any(stop.requested, self.device) and epoch + 1 < self.cfg.schedule.epochs:
+            if self.dist.any(stop.requested, self.device) and epoch + 1 < self.cfg.schedule.total_epochs:
                 self.writer.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
                 return self._interrupted()
         return self._end(RunState.FINISHED)
@@ -350,16 +402,43 @@ class Trainer:
             )
             self.writer.metrics([])
             return
-        ckpt = torch.load(self.paths.checkpoint, map_location=self.device, weights_only=True)
+        ckpt = self._read_checkpoint()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt.get("model_ema") is not None:
             self.ema.module.load_state_dict(ckpt["model_ema"])
         self.state = TrainState.from_checkpoint(ckpt)
+        self._saved = (self.state.epoch, self.state.step)
         _set_rng_state(ckpt["rng"])
         self.writer.metrics(self.state.history)  # drop rows past the checkpoint, if any
         self.writer.info(
             "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
+        )
+
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """``checkpoint.pt``, or the one before it (``checkpoint.prev.pt``) when it is unreadable.
+
+        Raises:
+            RuntimeError: neither can be read; the message names the files and the fix.
+        """
+        errors = []
+        for path in (self.paths.checkpoint, self.paths.previous_checkpoint):
+            if not path.is_file():
+                continue
+            try:
+                ckpt = torch.load(path, map_location=self.device, weights_only=True)
+                if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
+                    raise ValueError("not a suite training checkpoint")
+            except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+                errors.append(f"{path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            if errors:
+                self.writer.info("unreadable %s; resuming from the previous checkpoint %s", errors[0], path.name)
+            return ckpt
+        raise RuntimeError(
+            f"corrupt checkpoint: {'; '.join(errors)}. Delete {self.paths.checkpoint}"
+            f"{' and ' + self.paths.previous_checkpoint.name if self.paths.previous_checkpoint.exists() else ''} "
+            "to retrain the run from the start"
         )
 
     # -- one epoch ------------------------------------------------------------------------
@@ -374,7 +453,7 @@ class Trainer:
         meter = _DeviceMeter(self.dist.own_meter(state.meter, _empty_meter()), device)
         loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda",
                               rank=self.dist.rank, world_size=self.dist.world_size)
-        bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
+        bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.total_epochs}",
                    disable=not self.show_progress, leave=False)
         self.model.train()
         tick = time.perf_counter()
@@ -442,16 +521,16 @@ class Trainer:
             "epoch_seconds": s["seconds"],
             "tokenmix_fallbacks": int(s["fallbacks"]),
         }
-        if epoch + 1 == cfg.schedule.epochs or (epoch + 1) % cfg.eval.every == 0:
+        if epoch + 1 == cfg.schedule.total_epochs or (epoch + 1) % cfg.eval.every == 0:
             row.update(self._evaluate(epoch))
         row["wall_time"] = time.time()
         state.history.append(row)
         state.epoch, state.step, state.meter = epoch + 1, 0, _empty_meter()
-        self.writer.checkpoint(self._payload())
+        self._checkpoint()
         self.writer.metrics(state.history, new_row=row)
         self.writer.info(
             "epoch %d/%d  loss %.4f  top1 %s  lr %.2e  %.0f img/s",
-            epoch + 1, cfg.schedule.epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-",
+            epoch + 1, cfg.schedule.total_epochs, row["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-",
             row["lr"], row["images_per_s"],
         )
         return row
@@ -492,6 +571,10 @@ class Trainer:
             "rng": _rng_state(),
             "config": self._resolved,
         }
+
+    def _checkpoint(self) -> None:
+        self.writer.checkpoint(self._payload())
+        self._saved = (self.state.epoch, self.state.step)
 
     def _interrupted(self) -> TrainResult:
         self.dist.barrier()  # no rank leaves (and is requeued) before rank 0's checkpoint is on disk
@@ -570,7 +653,7 @@ def train(
 
     Raises:
         RunBusyError: another process is training this run.
-        ValueError: the run's ``summary.json`` is unreadable (the message names the file).
+        CorruptRecordError: the run's ``summary.json`` is unreadable (the message names the file and the fix).
         Exception: whatever training raised; ``failure.json`` records it and the run is ``failed``.
     """
     return Trainer(cfg, callbacks=callbacks, stop=stop, progress=progress).fit()

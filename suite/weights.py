@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["WeightsError", "read_weights"]
+__all__ = ["WeightsError", "read_weights", "resolve_checkpoint_path"]
 
 
 class WeightsError(ValueError):
@@ -37,6 +37,12 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
+
+
+def resolve_checkpoint_path(path: Path | str) -> Path:
+    """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
+    path = Path(path).expanduser()
+    return path / "checkpoint.pt" if path.is_dir() else path
 
 
 def read_weights(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

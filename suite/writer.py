@@ -28,6 +28,8 @@ from suite.records import (
     atomic_write_json,
     atomic_write_jsonl,
     clear_failure,
+    keep_previous,
+    read_json,
     write_failure,
     write_summary,
 )
@@ -67,13 +69,18 @@ class RunWriter:
         self.enabled = enabled
         self.log = _logger(paths, to_file=False)
         self._tracker: Any = None
+        self._sent = 0  # last epoch handed to W&B
 
     def start(self, *, config: dict[str, Any], tracking: TrackingConfig, run_id: str, name: str) -> None:
         """Open the log and the W&B run; write ``config.json`` once; forget the last failure."""
         if not self.enabled:
             return
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        if not self.paths.config.exists():
+        try:
+            readable = isinstance(read_json(self.paths.config), dict)
+        except (ValueError, UnicodeDecodeError, OSError):
+            readable = False  # damaged: rewritten from the run's config, which fixes it
+        if not readable:
             atomic_write_json(self.paths.config, config)
         clear_failure(self.paths)
         for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write
@@ -82,16 +89,31 @@ class RunWriter:
         from suite.tracking import Tracker
 
         self._tracker = Tracker(tracking, run_id=run_id, run_dir=self.paths.root, config=config, name=name)
+        self._sent = self._wandb_epochs() if self._tracker.active else 0
+
+    def _wandb_epochs(self) -> int:
+        """Epochs W&B confirmed in earlier sessions of this run (``wandb.json``; 0 when unknown)."""
+        try:
+            record = read_json(self.paths.wandb_record)
+        except (ValueError, UnicodeDecodeError, OSError):
+            record = None  # unreadable: send every epoch again (W&B keeps one row per step)
+        value = record.get("logged_epochs") if isinstance(record, dict) else None
+        return value if isinstance(value, int) and value >= 0 else 0
 
     def info(self, message: str, *args: Any) -> None:
         self.log.info(message, *args)
 
     def checkpoint(self, payload: dict[str, Any]) -> None:
-        """Atomically replace ``checkpoint.pt``."""
+        """Atomically replace ``checkpoint.pt``, keeping the one before as ``checkpoint.prev.pt``.
+
+        The previous checkpoint is hard-linked to its new name first, so at every instant
+        ``checkpoint.pt`` is a complete file, and a damaged one can fall back to the one before.
+        """
         if not self.enabled:
             return
         buffer = io.BytesIO()
         torch.save(payload, buffer)
+        keep_previous(self.paths.checkpoint, self.paths.previous_checkpoint)
         atomic_write_bytes(self.paths.checkpoint, buffer.getvalue())
 
     def metrics(self, history: Sequence[dict[str, Any]], *, new_row: dict[str, Any] | None = None) -> None:
@@ -99,8 +121,16 @@ class RunWriter:
         if not self.enabled:
             return
         atomic_write_jsonl(self.paths.metrics, history)
-        if new_row is not None and self._tracker is not None:
-            self._tracker.log(new_row, step=int(new_row["epoch"]))
+        if self._tracker is None:
+            return
+        # W&B gets every row it has not confirmed yet (after a resume: the epochs whose W&B data
+        # was lost with a killed process or service), so its history equals metrics.jsonl.
+        rows = [row for row in history if int(row["epoch"]) > self._sent]
+        if new_row is not None and new_row not in rows:
+            rows.append(new_row)
+        for row in rows:
+            self._tracker.log(row, step=int(row["epoch"]))
+            self._sent = max(self._sent, int(row["epoch"]))
 
     def summary(self, summary: dict[str, Any]) -> None:
         """Commit the run as ended (finished or pruned)."""
@@ -119,7 +149,9 @@ class RunWriter:
     def close(self, state: RunState) -> None:
         """End the W&B run with the run's state and close the log."""
         if self._tracker is not None:
-            self._tracker.finish(state=state)
+            if self._tracker.finish(state=state):
+                # W&B confirmed every row so far; a resume sends only the epochs after these.
+                atomic_write_json(self.paths.wandb_record, {"logged_epochs": self._sent})
             self._tracker = None
         for handler in list(self.log.handlers):
             handler.close()

@@ -156,7 +156,7 @@ def estimate(plan: Plan) -> Estimate:
             unknown += 1
             continue
         train, val = train_images(run)
-        seconds = run.config.schedule.epochs * (train + EVAL_COST * val) / rate
+        seconds = run.config.schedule.total_epochs * (train + EVAL_COST * val) / rate  # with cooldown
         hours[run.run_id] = seconds / 3600 * max(1, gpus)
     total = sum(h for h in hours.values() if h is not None)
     return Estimate(hours, total, device.upper(), sources, unknown)

@@ -155,14 +155,23 @@ def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
         return combos, 0
     base_flat = _flatten(sweep.base)
     kept = []
+    used: set[int] = set()
     for combo in combos:
         assignment = {**base_flat, **combo}
-        if any(
-            all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items())
-            for rule in spec.exclude
-        ):
-            continue
-        kept.append(combo)
+        hits = [
+            i
+            for i, rule in enumerate(spec.exclude)
+            if all(k in assignment and _normal(assignment[k]) == _normal(v) for k, v in rule.items())
+        ]
+        used.update(hits)
+        if not hits:
+            kept.append(combo)
+    unused = [f"exclude[{i}] {describe(rule)}" for i, rule in enumerate(spec.exclude) if i not in used]
+    if unused:
+        raise SweepError(
+            f"{sweep.path}: {', '.join(unused)} matches no run (a typo in a key or value?); the axes are "
+            f"{', '.join(keys) or '(none)'}. Remove the entry or fix it"
+        )
     return kept, len(combos) - len(kept)
 
 
@@ -202,7 +211,7 @@ def _validate(
     cfg = validate_config(data, prefix=prefix)
     errors = []
     for problem in machine_problems(cfg, produced=produced):
-        if problem.kind == "path" and not check_paths:
+        if problem.kind in ("path", "teacher") and not check_paths:
             warnings.append(
                 f"{problem} (fine for plan; launch refuses it): set {problem.field}=<path> on the command line "
                 "or in base.overrides"
@@ -301,11 +310,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                     check_paths=check_paths,
                     warnings=warnings,
                 )
+                rid = run_id(cfg)  # a teacher file is identified by its content: it must be readable here
             except ConfigError as err:
-                errors.extend(str(err).splitlines())
+                errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
                 invalid += 1
                 continue
-            rid = run_id(cfg)
             if rid in seen_ids:
                 duplicates += 1
                 continue
@@ -388,11 +397,11 @@ def _prerequisites(
             tracking["tags"] = [*(tracking.get("tags") or []), "prerequisite"]
         try:
             cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, warnings=warnings)
+            rid = run_id(cfg)
         except ConfigError as err:
-            errors.extend(str(err).splitlines())
+            errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
             invalid += 1
             continue
-        rid = run_id(cfg)
         table[reference] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
         if all(run.run_id != rid for run in runs):  # two spellings of one file train once
             runs.append(PlannedRun(len(runs), rid, {}, {}, cfg, prerequisite=True, source=relative))

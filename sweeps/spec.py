@@ -43,6 +43,7 @@ __all__ = [
     "TrackingSpec",
     "format_value",
     "load_sweep",
+    "resolve_base",
     "to_override",
 ]
 
@@ -301,6 +302,37 @@ def _format_error(err: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
+def resolve_base(path: Path, spec: BaseSpec, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The base run config of a sweep or study file: its ``base.config`` plus overrides (a nested dict).
+
+    Args:
+        path: the absolute path of the sweep or study file (``base.config`` is relative to its folder).
+        spec: its ``base`` block.
+        overrides: command-line ``key=value`` overrides, applied after ``base.overrides``.
+
+    Raises:
+        SweepError: the config file is missing or malformed, or an override is; the message names
+            the file and the field.
+    """
+    base: dict[str, Any] = {}
+    if spec.config is not None:
+        config_path = spec.config if spec.config.is_absolute() else path.parent / spec.config
+        try:
+            base = read_yaml(config_path)
+        except ConfigError as err:
+            raise SweepError(f"{path}: base.config: {err}") from None
+    items = [to_override(key, value) for key, value in spec.overrides.items()]
+    try:
+        base = apply_overrides(base, items)
+    except ConfigError as err:
+        raise SweepError(f"{path}: base.overrides: {err}") from None
+    try:
+        base = apply_overrides(base, list(overrides or []))
+    except ConfigError as err:
+        raise SweepError(f"{path}: command-line override: {err}") from None
+    return base
+
+
 def _default_output_root(name: str) -> Path:
     return Path("runs") / name
 
@@ -337,22 +369,7 @@ def load_sweep(
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SweepError(_format_error(err, path)) from None
-    base: dict[str, Any] = {}
-    if spec.base.config is not None:
-        config_path = spec.base.config if spec.base.config.is_absolute() else path.parent / spec.base.config
-        try:
-            base = read_yaml(config_path)
-        except ConfigError as err:
-            raise SweepError(f"{path}: base.config: {err}") from None
-    items = [to_override(key, value) for key, value in spec.base.overrides.items()]
-    try:
-        base = apply_overrides(base, items)
-    except ConfigError as err:
-        raise SweepError(f"{path}: base.overrides: {err}") from None
-    try:
-        base = apply_overrides(base, list(overrides or []))
-    except ConfigError as err:
-        raise SweepError(f"{path}: command-line override: {err}") from None
+    base = resolve_base(path, spec.base, overrides)
     root = output_root or spec.output_root or _default_output_root(spec.name)
     root = Path(os.path.abspath(Path(root).expanduser()))
     return Sweep(spec=spec, path=path, base=base, output_root=root)

@@ -111,3 +111,15 @@ def test_resources_the_partition_cannot_satisfy(tmp_path: Path, resources: dict,
         launch(load_sweep(path), executor="slurm")
     assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
     _assert_nothing_written(tmp_path)
+
+
+def test_plan_takes_several_sweep_files(tmp_path: Path, cli) -> None:
+    runner = CliRunner()
+    one = write_sweep(tmp_path, "one", axes={"optim.lr": [1e-3, 5e-4]})
+    two = write_sweep(tmp_path, "two", axes={"mix.method": ["none", "cutmix", "mixup"]})
+    result = runner.invoke(cli, ["sweep", "plan", str(one), str(two), "schedule.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert "2 runs" in result.output and "3 runs" in result.output
+    bad = write_sweep(tmp_path, "bad", axes={"mix.mask_ratio": [2.0]}, overrides={"mix.method": "tokenmix"})
+    result = runner.invoke(cli, ["sweep", "plan", str(one), str(bad)])
+    assert result.exit_code == 2 and "2 runs" in result.output and "mask_ratio must be in (0, 1)" in result.output

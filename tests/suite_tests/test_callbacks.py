@@ -55,3 +55,12 @@ def test_callbacks_see_every_epoch_of_a_finished_run(tiny_overrides: list[str]) 
     assert result.state is RunState.FINISHED
     assert [epoch for epoch, _ in callback.seen] == [1, 2]
     assert callback.seen[-1][1] == result.summary["top1"]
+
+
+def test_cooldown_epochs_train_at_min_lr_after_the_cosine(tiny_overrides: list[str]) -> None:
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "schedule.cooldown_epochs=1",
+                             "schedule.min_lr=1e-5"])
+    result = train(cfg)
+    rows = read_run(result.run_dir).metrics
+    assert result.summary["epochs"] == 2 and [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["lr"] == 1e-5  # the cooldown epoch runs at min_lr

@@ -177,3 +177,74 @@ def test_teacher_is_frozen_and_stays_in_eval_mode() -> None:
     assert not teacher.model.training
     assert maps.shape == (2, 4, 4)
     assert not maps.requires_grad
+
+
+# Three classes on a 2 x 2 map; at each location the classes rank differently.
+#   location (0,0): logits 3, 2, 1   -> class 1 is 2nd
+#   location (0,1): logits 1, 2, 3   -> class 1 is 2nd
+#   location (1,0): logits 2, 1, 3   -> class 1 is 3rd
+#   location (1,1): logits 0, 5, 4   -> class 1 is 1st
+THREE_CLASS = torch.tensor(
+    [[[[3.0, 1.0], [2.0, 0.0]], [[2.0, 2.0], [1.0, 5.0]], [[1.0, 3.0], [3.0, 4.0]]]]
+)
+
+
+@pytest.mark.parametrize(
+    "k, expected",
+    [
+        (1, [[0.0, 0.0], [0.0, 5.0]]),
+        (2, [[2.0, 2.0], [0.0, 5.0]]),
+        (3, [[2.0, 2.0], [1.0, 5.0]]),
+        (None, [[2.0, 2.0], [1.0, 5.0]]),
+    ],
+)
+def test_topk_gate_keeps_the_ground_truth_only_where_it_is_among_the_top_k(k: int | None, expected: list) -> None:
+    from suite.cam import class_rank, topk_gate
+
+    y = torch.tensor([1])
+    assert class_rank(THREE_CLASS, y).tolist() == [[[1, 1], [2, 0]]]
+    assert topk_gate(THREE_CLASS, y, k).tolist() == [expected]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_teacher_topk_gates_a_hand_made_three_class_cam(k: int) -> None:
+    # features are the image: feature0 rises along the rows, feature1 falls; the three classes
+    # score f0, f1 and 0.5 (a constant), so each class is top-1 somewhere
+    x = torch.empty(1, 2, 4, 4)
+    x[0, 0] = torch.arange(16.0).view(4, 4) / 15
+    x[0, 1] = 1.0 - x[0, 0]
+    head = nn.Linear(2, 3)
+    head.weight.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    head.bias.data.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    y = torch.tensor([2])
+    by_hand = torch.zeros(4, 4)
+    for r in range(4):
+        for c in range(4):
+            f0 = (4 * r + c) / 15
+            scores = [f0, 1.0 - f0, 0.5]
+            above = sum(s > scores[2] for s in scores)  # always 1: one of f0, 1 - f0 is >= 0.5
+            by_hand[r, c] = scores[2] if above < k else 0.0
+    expected = by_hand / by_hand.sum() if by_hand.sum() > 0 else by_hand
+    maps = Teacher(TinyCNN(head), topk=k).maps(x, y, grid=4)
+    assert torch.allclose(maps, expected.view(1, 4, 4), atol=1e-6)
+    assert (maps.sum().item() == 0) == (k == 1)  # class 2 is never the top class
+
+
+def test_vit_topk_uses_the_head_on_every_patch_token() -> None:
+    model = _vit()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([1, 2])
+    with torch.no_grad():
+        logits = model.head(model.forward_features(x)[:, 1:])  # (B, 16, K)
+    gt = logits[torch.arange(2), :, y]
+    rank = (logits > gt.unsqueeze(-1)).sum(-1)
+    expected = torch.where(rank < 2, gt, 0.0).view(2, 4, 4)
+    from suite.cam import raw_activation_maps
+
+    assert torch.allclose(raw_activation_maps(model, x, y, topk=2), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("topk", [0, -1, 1.5, True])
+def test_bad_topk_is_refused(topk: object) -> None:
+    with pytest.raises(ValueError, match="topk"):
+        Teacher(TinyCNN(_linear_head()), topk=topk)

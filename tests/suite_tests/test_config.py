@@ -90,3 +90,30 @@ def test_apply_overrides_creates_nested_keys_without_touching_input() -> None:
     out = apply_overrides(base, ["mix.prob=0.5", "optim.lr=1e-4"])
     assert out == {"mix": {"method": "none", "prob": 0.5}, "optim": {"lr": 1e-4}}
     assert base == {"mix": {"method": "none"}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loss"),
+    [
+        ([], "soft_ce"),
+        (["mix.method=tokenmix"], "soft_ce"),  # no teacher: area targets
+        (["mix.method=cutmix"], "soft_ce"),
+        (["mix.method=tokenmix", "mix.target=teacher_norm", "teacher.maps=MAPS"], "soft_ce"),
+        (["mix.method=tokenmix", "mix.target=mixed", "teacher.maps=MAPS"], "soft_ce"),
+        (["mix.method=tokenmix", "teacher.maps=MAPS"], "bce"),  # target auto -> teacher_raw -> bce
+        (["mix.method=tokenmix", "mix.target=teacher_raw", "teacher.maps=MAPS"], "bce"),
+        (["mix.method=tokenmix", "mix.target=teacher_raw", "teacher.maps=MAPS", "optim.loss=bce"], "bce"),
+        (["mix.method=cutmix", "optim.loss=bce"], "bce"),
+    ],
+)
+def test_auto_loss_resolves_to_bce_for_raw_teacher_targets(tmp_path: Path, overrides: list[str], loss: str) -> None:
+    (tmp_path / "maps.json").write_text("{}")
+    cfg = load_config(None, [o.replace("MAPS", str(tmp_path)) for o in overrides])
+    assert cfg.optim.loss == loss
+    assert TrainConfig.model_validate(cfg.model_dump()).optim.loss == loss  # the saved config reloads as is
+
+
+def test_raw_teacher_targets_with_soft_ce_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "maps.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"mix.target=teacher_raw needs optim.loss=bce.*optim.loss=soft_ce"):
+        load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}", "optim.loss=soft_ce"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from suite.config import ConfigError, load_config
 from suite.data import build_data
 from suite.geometry import CropFlip
 from suite.models import build_model
-from suite.offline_maps import META_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
+from suite.offline_maps import META_FILE, RANKS_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
 from suite.records import read_run
 from suite.records import RunState
 from suite.trainer import train
@@ -71,7 +72,8 @@ def test_training_items_carry_their_index_and_crop() -> None:
     data = build_data(cfg.data, geometry=True)
     image, label, where = data.train[(5, 123)]
     assert image.shape == (3, 32, 32) and int(where[0]) == 5
-    x0, y0, x1, y1, flipped = where[1:].tolist()
+    x0, y0, x1, y1, flipped = where[1:6].tolist()
+    assert where[6:].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # no RandAugment on the built-in data
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and flipped in (0.0, 1.0)
     again = data.train[(5, 123)]
     torch.testing.assert_close(again[0], image)  # still seeded per sample
@@ -85,7 +87,13 @@ def test_folder_pipeline_swaps_timms_crop_for_a_recording_one(image_folder: Path
     assert isinstance(first, CropFlip) and first.interpolation.value == "bicubic"
     assert not any(type(t).__name__ == "RandomHorizontalFlip" for t in data.train.transform.transforms)
     _, _, where = data.train[(0, 1)]
-    assert where.shape == (6,)
+    assert where.shape == (12,)
+    augment = next(t for t in data.train.transform.transforms if type(t).__name__ == "RandAugment")
+    followed = {op.name for op in augment.ops if type(op.aug_fn).__name__ == "_Follow"}
+    assert followed == {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
+    import pickle
+
+    pickle.loads(pickle.dumps(data.train))  # spawned loader workers get a working copy
 
 
 def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
@@ -93,6 +101,14 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
     base = [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"]
     meta = build_offline_maps(load_config(None, base), maps_dir, batch_size=64)
     assert meta["count"] == 256 and meta["map_size"] == [8, 8] and (maps_dir / META_FILE).is_file()
+    assert meta["rank_cap"] == 255
+    ranks, maps = np.load(maps_dir / RANKS_FILE), np.load(maps_dir / "maps.npy")
+    assert ranks.dtype == np.uint8 and ranks.shape == maps.shape and ranks.max() < 10
+    top1 = OfflineMaps.open(maps_dir, fingerprint=meta["fingerprint"], num_classes=10, topk=1)
+    where = torch.tensor([[i, *FULL[1:]] for i in range(8)], dtype=torch.float64)
+    x, y = torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
+    gated = crop_maps(torch.from_numpy(np.where(ranks[:8] < 1, maps[:8], 0).astype(np.float32)), where, grid=4)
+    torch.testing.assert_close(top1.maps(x, y, 4, geometry=where), gated)
     stamp = (maps_dir / "maps.npy").stat().st_mtime_ns
     build_offline_maps(load_config(None, base), maps_dir, batch_size=64)  # same inputs: nothing rewritten
     assert (maps_dir / "maps.npy").stat().st_mtime_ns == stamp
@@ -109,7 +125,7 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
 def test_maps_of_another_training_set_are_refused(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
     maps_dir = tmp_path / "maps"
     build_offline_maps(load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"]), maps_dir)
-    other = load_config(None, [*tiny_overrides, "data.train_size=128", "mix.method=tokenmix", f"teacher={maps_dir}"])
+    other = load_config(None, [*tiny_overrides, "data.train_size=128", "mix.method=tokenmix", f"teacher=maps:{maps_dir}"])
     data = build_data(other.data, geometry=True)
     with pytest.raises(ValueError, match="different training set"):
         OfflineMaps.open(maps_dir, fingerprint=training_set_fingerprint(other.data, data.train), num_classes=10)
@@ -139,4 +155,119 @@ def test_maps_build_command(tiny_overrides: list[str], teacher_run: Path, tmp_pa
     done = suite("maps", "build", *data, f"teacher={teacher_run}", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "256 maps of 8x8" in done.stdout and f"teacher.maps={out}" in done.stdout.replace("\n", "")
-    assert json.loads((out / META_FILE).read_text())["teacher"]["checkpoint"] == str(teacher_run / "checkpoint.pt")
+    assert json.loads((out / META_FILE).read_text())["teacher"]["checkpoint"] in (
+        str(teacher_run), str(teacher_run / "checkpoint.pt")
+    )
+
+
+def _maps_dir(directory: Path, maps: np.ndarray, ranks: np.ndarray | None, fmt: int = 2) -> Path:
+    directory.mkdir()
+    np.save(directory / "maps.npy", maps)
+    meta = {"format": fmt, "count": len(maps), "num_classes": 3, "fingerprint": "f"}
+    if ranks is not None:
+        np.save(directory / RANKS_FILE, ranks)
+        meta["rank_cap"] = 255
+    (directory / META_FILE).write_text(json.dumps(meta))
+    return directory
+
+
+def test_offline_topk_gates_the_stored_map_by_the_stored_rank(tmp_path: Path) -> None:
+    # the 3-class example of test_cam: ground-truth logits and ranks on a 2 x 2 map
+    maps = np.array([[[2.0, 2.0], [1.0, 5.0]]], dtype=np.float16)
+    ranks = np.array([[[1, 1], [2, 0]]], dtype=np.uint8)
+    directory = _maps_dir(tmp_path / "m", maps, ranks)
+    where = _where(FULL)
+    x, y = torch.zeros(1, 3, 8, 8), torch.tensor([1])
+    for k, kept in [(1, [[0.0, 0.0], [0.0, 5.0]]), (2, [[2.0, 2.0], [0.0, 5.0]]), (None, [[2.0, 2.0], [1.0, 5.0]])]:
+        opened = OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=k)
+        expected = crop_maps(torch.tensor([kept]), where, grid=2)  # gate first, then cut and normalise
+        torch.testing.assert_close(opened.maps(x, y, 2, geometry=where), expected)
+    with pytest.raises(ValueError, match="up to 255"):
+        OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=256)
+
+
+def test_dense_only_maps_refuse_topk(tmp_path: Path) -> None:
+    directory = _maps_dir(tmp_path / "m", np.ones((1, 2, 2), dtype=np.float16), None, fmt=1)
+    assert OfflineMaps.open(directory, fingerprint="f", num_classes=3).topk is None
+    with pytest.raises(ValueError, match="teacher.topk=5.*dense maps only"):
+        OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=5)
+
+
+def _hot_image(size: int) -> tuple[object, torch.Tensor]:
+    """A black PIL image with a white square off the centre, and the same square as a 16 x 16 map."""
+    from PIL import Image
+
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    lo, hi = size * 11 // 16, size * 13 // 16  # rows and columns 44..52 of 64
+    pixels[lo:hi, lo:hi] = 255
+    raw = torch.zeros(1, 16, 16)
+    raw[0, 11:13, 11:13] = 1.0
+    return Image.fromarray(pixels), raw
+
+
+def _centroid(weights: torch.Tensor) -> torch.Tensor:
+    """(row, col) centre of mass of a (G, G) weight map, in cells."""
+    g = weights.shape[-1]
+    idx = torch.arange(g, dtype=torch.float32) + 0.5
+    total = weights.sum()
+    return torch.stack([(weights.sum(1) * idx).sum() / total, (weights.sum(0) * idx).sum() / total])
+
+
+def _image_cells(image: object, grid: int) -> torch.Tensor:
+    hot = torch.from_numpy((np.asarray(image)[..., 0] > 127).astype(np.float32))
+    return torch.nn.functional.avg_pool2d(hot[None, None], hot.shape[-1] // grid)[0, 0]
+
+
+@pytest.mark.parametrize("op", ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX"])
+def test_randaugment_geometry_moves_the_map_with_the_image(op: str) -> None:
+    import random
+
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp, RandAugment
+
+    from suite.geometry import follow_augment_ops
+
+    size, grid = 64, 8
+    image, raw = _hot_image(size)
+    hparams = {"img_mean": (0, 0, 0), "interpolation": Image.BILINEAR, "translate_const": 20}
+    for seed in range(4):  # both signs of the magnitude
+        random.seed(seed)
+        crop = CropFlip(size, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0)
+        augment = RandAugment([AugmentOp(op, prob=1.0, magnitude=9, hparams=hparams)], num_layers=1)
+        assert follow_augment_ops(augment, crop) == 1
+        out = augment(crop(image))
+        seen = _image_cells(out, grid)
+        followed = crop_maps(raw, torch.tensor([[0, *crop.record]], dtype=torch.float64), grid)[0]
+        unmoved = crop_maps(raw, torch.tensor([[0, *crop.last]], dtype=torch.float64), grid)[0]
+        if seen.sum() == 0:  # moved out of the image: the map is empty too (area fallback)
+            assert followed.sum() == 0
+            continue
+        assert (_centroid(seen) - _centroid(unmoved)).abs().max() >= 1.0  # the op moved the spot a token or more
+        assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0  # and the map went with it
+
+
+def test_crop_flip_and_two_randaugment_ops_keep_map_and_image_aligned() -> None:
+    import random
+
+    from timm.data.auto_augment import rand_augment_transform
+
+    from suite.geometry import follow_augment_ops
+
+    size, grid = 64, 8
+    image, raw = _hot_image(size)
+    checked = 0
+    for seed in range(40):
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        crop = CropFlip(size, scale=(0.5, 1.0), hflip=0.5)
+        augment = rand_augment_transform("rand-m9-n2-mstd0.5", {"img_mean": (0, 0, 0)})
+        follow_augment_ops(augment, crop)
+        seen = _image_cells(augment(crop(image)), grid)
+        followed = crop_maps(raw, torch.tensor([[0, *crop.record]], dtype=torch.float64), grid)[0]
+        if seen.sum() < 0.5 or followed.sum() == 0:  # the spot was cropped or moved out
+            continue
+        # colour ops can dim the spot or light the background: compare only where the spot is clear
+        if (seen > 0).float().mean() > 0.3:
+            continue
+        assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0, seed
+        checked += 1
+    assert checked >= 15

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import Field, create_model
 
 from suite.config import MixConfig, TrainConfig, load_config, run_id
@@ -31,6 +32,8 @@ CONFIGS: dict[str, list[str]] = {
 def _current() -> dict[str, str]:
     ids = {name: run_id(load_config(None, overrides)) for name, overrides in CONFIGS.items()}
     for path in sorted((REPO / "sweeps" / "demo").glob("*.yaml")):
+        if "space" in yaml.safe_load(path.read_text()):
+            continue  # an Optuna study file, not a sweep
         plan = expand(load_sweep(path, output_root=Path("runs") / "golden"), check_paths=False)
         ids[f"sweeps/demo/{path.name}"] = ",".join(run.run_id for run in plan.all_runs())
     return ids
@@ -73,7 +76,6 @@ def test_teacher_shorthand_reads_the_spelling_not_the_disk(tmp_path: Path) -> No
     (maps / "maps.json").write_text("{}")
     after = load_config(None, ["mix.method=tokenmix", f"teacher={maps}"])
     assert after.teacher.checkpoint == before.teacher.checkpoint == maps and after.teacher.maps is None
-    assert run_id(after) == run_id(before)
     explicit = load_config(None, ["mix.method=tokenmix", f"teacher=maps:{maps}"])
     assert explicit.teacher.maps == maps and explicit.teacher.checkpoint is None
 
@@ -83,3 +85,14 @@ def test_ids_are_method_prefixed_hex(name: str) -> None:
     rid = run_id(load_config(None, CONFIGS[name]))
     method, digest = rid.split("-")
     assert method == load_config(None, CONFIGS[name]).mix.method and len(digest) == 12
+
+
+def test_a_teacher_run_is_identified_by_its_run_id_not_its_folder(tmp_path: Path) -> None:
+    """Defect 1: the student's id hashed the teacher's path; a run folder now counts by its run id."""
+    def student(teacher: str | Path) -> str:
+        return run_id(load_config(None, ["mix.method=tokenmix", f"teacher={teacher}"]))
+
+    assert student("runs/none-0123456789ab") == student(tmp_path / "elsewhere" / "none-0123456789ab")
+    assert student("runs/none-0123456789ab") == student("runs/none-0123456789ab/checkpoint.pt")
+    assert student("runs/none-0123456789ab") != student("runs/none-ba9876543210")
+    assert student("runs/teacher") != student("other/teacher")  # any other file: by its path (content: see trainer)

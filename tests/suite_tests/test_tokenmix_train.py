@@ -55,3 +55,21 @@ def test_teacher_from_plain_weights_file_needs_its_model_name(
 def test_teacher_without_tokenmix_is_rejected(teacher_run: Path) -> None:
     with pytest.raises(ConfigError, match="teacher is only used by mix.method=tokenmix"):
         load_config(None, ["mix.method=cutmix", f"teacher={teacher_run}"])
+
+
+def test_a_replaced_teacher_file_never_reuses_the_old_student(teacher_run: Path, tiny_overrides: list[str]) -> None:
+    """Defect 1: after the teacher file was replaced at the same path, the same command printed the
+    old student's summary (and a resume continued against the new teacher) without a word."""
+    import shutil
+
+    teacher = teacher_run.parent / "teacher.pt"
+    shutil.copyfile(teacher_run / "checkpoint.pt", teacher)
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]", "mix.method=tokenmix",
+                             f"teacher={teacher}"])
+    result = train(cfg)
+    assert result.state is RunState.FINISHED
+    assert read_run(result.run_dir).config["teacher_sha256"]
+    with open(teacher, "ab") as handle:  # another teacher at the same path
+        handle.write(b"\0")
+    with pytest.raises(ConfigError, match="changed since run .* started"):
+        train(cfg)

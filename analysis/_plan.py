@@ -1,0 +1,195 @@
+"""Which runs make up a sweep, in sweep order, grouped into conditions (axis values minus seed).
+
+Expanding a sweep validates every run config (about 1 ms per run), so the expanded plan is
+cached next to the run records (``<output_root>/.report-plan.pkl``), keyed by the bytes of the
+sweep file and of every run config file it names, the command-line overrides, and the size and
+modification time of the modules that define run ids (``suite/config.py``, ``sweeps/*.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import suite.config
+import sweeps.expand
+import sweeps.spec
+from suite.records import atomic_write_bytes
+from sweeps.expand import SEED_KEY, describe, expand, lookup
+from sweeps.spec import Sweep, format_value, load_sweep
+
+__all__ = ["Condition", "SweepPlan", "plan_sweep"]
+
+PLAN_CACHE = ".report-plan.pkl"
+
+
+@dataclass
+class Condition:
+    """One row of an ablation table: a combination of axis values, run once per seed.
+
+    Attributes:
+        index: position in sweep order.
+        values: the axis values as written in the sweep (seed excluded).
+        label: ``key=value`` text of what differs from the base run, or ``base``.
+        is_base: the condition equals the sweep's base run.
+        run_ids: seed -> run id.
+    """
+
+    index: int
+    values: dict[str, Any]
+    label: str
+    is_base: bool
+    run_ids: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class SweepPlan:
+    """A sweep reduced to what a report needs.
+
+    Attributes:
+        name: the sweep name.
+        path: the sweep file.
+        mode: ``one_at_a_time``, ``grid`` or ``rows`` (include-only, zip, or a one-axis grid).
+        axes: axis key -> values as written.
+        base_values: axis key -> the base run's value (resolved config), where known.
+        output_root: where the run directories are.
+        group: the W&B group of the sweep's runs.
+        conditions: in sweep order.
+        description: the sweep's description line.
+    """
+
+    name: str
+    path: Path
+    mode: str
+    axes: dict[str, list[Any]]
+    base_values: dict[str, Any]
+    output_root: Path
+    group: str
+    conditions: list[Condition]
+    description: str | None = None
+
+    def run_ids(self) -> list[str]:
+        return [rid for cond in self.conditions for rid in cond.run_ids.values()]
+
+
+def _key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
+    digest = hashlib.sha256()
+    files = [sweep.path]
+    if sweep.spec.base.config is not None:
+        cfg = sweep.spec.base.config
+        files.append(cfg if cfg.is_absolute() else sweep.folder / cfg)
+    text = json.dumps([sweep.spec.model_dump(mode="json"), sweep.base], sort_keys=True, default=str)
+    files += [sweep.folder / ref[1:] for ref in _refs(text)]
+    for path in files:
+        digest.update(str(path).encode())
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+    digest.update(json.dumps([overrides, str(sweep.output_root)]).encode())
+    for module in (suite.config, sweeps.expand, sweeps.spec):
+        st = Path(module.__file__).stat()  # type: ignore[arg-type]
+        digest.update(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _refs(text: str) -> list[str]:
+    import re
+
+    return sorted(set(re.findall(r'"(@[^"]+\.ya?ml)"', text)))
+
+
+def _mode(sweep: Sweep) -> str:
+    spec = sweep.spec
+    if spec.mode == "one_at_a_time" and spec.axes:
+        return "one_at_a_time"
+    if spec.mode == "grid" and len(spec.axes) >= 2:
+        return "grid"
+    return "rows"
+
+
+def plan_sweep(
+    path: Path, overrides: list[str] | None = None, *, output_root: Path | None = None, cache: bool = True
+) -> SweepPlan:
+    """Expand a sweep file (without checking data paths) into its report conditions.
+
+    Args:
+        path: the sweep YAML file.
+        overrides: run config overrides given to ``launch`` (they change run ids).
+        output_root: replaces the sweep file's output root (as ``launch --output-root`` does).
+        cache: reuse the expanded plan when neither the files nor the id code changed.
+
+    Returns:
+        The :class:`SweepPlan`.
+
+    Raises:
+        SweepError: the sweep file is invalid (the message names the file and field).
+    """
+    overrides = list(overrides or [])
+    sweep = load_sweep(path, overrides, output_root=output_root)
+    cache_file = sweep.output_root / PLAN_CACHE
+    fingerprint = _fingerprint(sweep, overrides) if cache else ""
+    if cache:
+        try:
+            stored = pickle.loads(cache_file.read_bytes())
+            if stored.get("fingerprint") == fingerprint:
+                return stored["plan"]
+        except Exception:  # noqa: BLE001 - missing or stale cache: expand again
+            pass
+    plan = expand(sweep, check_paths=False)
+    base_cfg = json.loads(plan.runs[0].config.model_dump_json()) if plan.runs else {}
+    conditions: dict[str, Condition] = {}
+    for run in plan.runs:
+        values = {k: v for k, v in run.values.items() if k != SEED_KEY}
+        seed = int(run.values.get(SEED_KEY, run.config.run.seed))
+        key = _key(values)
+        if key not in conditions:
+            changed = {k: v for k, v in run.changed.items() if k != SEED_KEY}
+            label = describe(values) if not sweep.spec.axes else describe(changed)
+            conditions[key] = Condition(len(conditions), values, label or "base", not changed)
+        conditions[key].run_ids[seed] = run.run_id
+    base_values: dict[str, Any] = {}
+    base_run = next((c for c in conditions.values() if c.is_base), None)
+    for axis in sweep.spec.axes:
+        if base_run is not None and base_run.run_ids:
+            rid = next(iter(base_run.run_ids.values()))
+            cfg = next(json.loads(r.config.model_dump_json()) for r in plan.runs if r.run_id == rid)
+            try:
+                base_values[axis] = lookup(cfg, axis)
+            except KeyError:
+                pass
+        elif base_cfg:
+            try:
+                base_values[axis] = lookup(sweep.base, axis)
+            except KeyError:
+                pass
+    result = SweepPlan(
+        name=sweep.name,
+        path=sweep.path,
+        mode=_mode(sweep),
+        axes={k: list(v) for k, v in sweep.spec.axes.items()},
+        base_values=base_values,
+        output_root=sweep.output_root,
+        group=sweep.spec.tracking.group or sweep.name,
+        conditions=list(conditions.values()),
+        description=sweep.spec.description,
+    )
+    if cache and sweep.output_root.is_dir():
+        try:
+            atomic_write_bytes(cache_file, pickle.dumps({"fingerprint": fingerprint, "plan": result}))
+        except OSError:
+            pass
+    return result
+
+
+def value_text(value: Any) -> str:
+    """An axis value as tables show it (``format_value`` of the sweep code)."""
+    return format_value(value)

@@ -1,0 +1,150 @@
+"""PNG plots of a table: the metric against the axis value, and mean training curves per row.
+
+matplotlib is imported here only (with the non-interactive Agg backend), so ``suite`` never
+needs it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis._plan import SweepPlan
+from analysis._tables import METRIC_TEXT, Table
+
+__all__ = ["MAX_BARS", "MAX_CURVES", "plot_curves", "plot_metric", "wants_curves"]
+
+MAX_BARS = 40  # rows above this are not plotted (the table and CSV hold them)
+MAX_CURVES = 12  # lines above this make an unreadable curve plot
+
+
+def wants_curves(plan: SweepPlan) -> bool:
+    """Whether any table of the sweep is small enough for a curve plot (so its curves are read)."""
+    if plan.mode == "one_at_a_time":
+        return any(len(values) + 1 <= MAX_CURVES for values in plan.axes.values())
+    return len(plan.conditions) <= MAX_CURVES
+
+
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot module
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "PNG plots need matplotlib: pip install matplotlib (or leave png out of --format)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metric(table: Table, metric: str, out: Path) -> Path | None:
+    """Mean ± std of ``metric`` per row, against the axis value (or per row for method tables).
+
+    Args:
+        table: a row table (pivots are not plotted).
+        metric: the compared metric.
+        out: the PNG file to write.
+
+    Returns:
+        ``out``, or None when the table has nothing to plot.
+    """
+    data = table.data
+    if table.kind != "rows" or data.empty or f"{metric}_mean" not in data or len(data) > MAX_BARS:
+        return None
+    means = data[f"{metric}_mean"].to_numpy(dtype=float)
+    if np.isnan(means).all():
+        return None
+    plt = _pyplot()
+    stds = np.nan_to_num(data[f"{metric}_std"].to_numpy(dtype=float))
+    labels = [str(v) for v in data["label"]]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 3.4), dpi=120)
+    numeric = table.axis is not None and all(_is_number(v) for v in data[table.axis])
+    if numeric:
+        xs = np.array([float(v) for v in data[table.axis]])
+        order = np.argsort(xs)
+        ax.errorbar(xs[order], means[order], yerr=stds[order], marker="o", capsize=4)
+        ax.set_xlabel(table.axis)
+    else:
+        ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.85)
+        ax.set_xticks(x, labels, rotation=20 if max(len(s) for s in labels) > 8 else 0, ha="right", fontsize=8)
+        ax.set_xlabel(table.axis or "condition")
+        finite = means[~np.isnan(means)]
+        if finite.size:
+            low = float(np.nanmin(means - stds))
+            high = float(np.nanmax(means + stds))
+            pad = max(1.0, 0.15 * (high - low))
+            ax.set_ylim(max(0.0, low - pad), high + pad)
+    if not numeric:  # seeds per bar, written inside its foot so error bars stay readable
+        foot = ax.get_ylim()[0]
+        for xi, (m, n) in enumerate(zip(means, data.get(f"{metric}_n", [None] * len(means)))):
+            if not math.isnan(m):
+                ax.annotate(f"n={n}", (xi, foot), textcoords="offset points", xytext=(0, 4), ha="center",
+                            fontsize=7, color="white")
+    ax.set_ylabel(METRIC_TEXT.get(metric, metric))
+    ax.set_title(f"{table.title}: mean ± std over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Path, key: str = "top1") -> Path | None:
+    """Mean validation curve per row over its finished seeds, with a ±std band.
+
+    Args:
+        table: a row table (its ``conditions``).
+        runs: the runs DataFrame (``run_id``, ``condition``, ``state``, ``sweep``).
+        curves: the curves DataFrame (``run_id``, ``epoch``, ``key``).
+        out: the PNG file.
+        key: the curve plotted.
+
+    Returns:
+        ``out``, or None when no row has a curve.
+    """
+    if table.conditions is None or curves.empty or key not in curves or len(table.conditions) > MAX_CURVES:
+        return None
+    sweep_runs = runs[(runs["sweep"] == table.sweep) & (runs["state"] == "finished")]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=120)
+    drawn = 0
+    labels = list(table.data["label"]) if "label" in table.data else [c.label for c in table.conditions]
+    for cond, label in zip(table.conditions, labels):
+        ids = sweep_runs.loc[sweep_runs["condition"] == cond.index, "run_id"]
+        part = curves[curves["run_id"].isin(set(ids))]
+        if part.empty:
+            continue
+        stats = part.groupby("epoch")[key].agg(["mean", "std", "count"]).reset_index()
+        epochs = stats["epoch"].to_numpy(dtype=float)
+        mean = stats["mean"].to_numpy(dtype=float)
+        std = np.nan_to_num(stats["std"].to_numpy(dtype=float))
+        line, = ax.plot(epochs, mean, label=f"{label} (n={int(stats['count'].max())})", linewidth=1.4)
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel({"top1": "validation top-1 (%)", "top5": "validation top-5 (%)"}.get(key, f"validation {key}"))
+    ax.set_title(f"{table.title}: mean over finished seeds, band = ±std", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,92 @@
+"""``suite report``: ablation tables, plots and a report folder from sweep files.
+
+``suite.cli`` attaches the command through :func:`register`. Exit codes follow the rest of the
+CLI: 0 the report was written, 2 invalid input (a sweep file, format or source that cannot be
+used; nothing was written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from suite.console import EXIT_INVALID, console, invalid
+
+__all__ = ["EXIT_INVALID", "register"]
+
+
+def report(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Sweep YAML files, or folders of them (e.g. sweeps/demo).", show_default=False),
+    ],
+    formats: Annotated[
+        str,
+        typer.Option("--format", "-f", help="Comma-separated outputs: md,tex,csv,png (index.md is always written)."),
+    ] = "md,tex,csv,png",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("reports/latest"),
+    metric: Annotated[
+        str, typer.Option("--metric", help="Summary metric compared: top1 (final epoch), best_top1, best_top1_max, ...")
+    ] = "top1",
+    pivot: Annotated[
+        str | None, typer.Option("--pivot", help="ROWS,COLUMNS: the two axes of a grid sweep's pivot table.")
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--from", help="Read runs from their directories (runs) or the W&B public API (wandb).")
+    ] = "runs",
+    wandb_path: Annotated[
+        str | None, typer.Option("--wandb-path", help="ENTITY/PROJECT of the W&B runs (with --from wandb).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--override", help="A run config override the sweeps were launched with (repeatable)."),
+    ] = None,
+    output_root: Annotated[
+        Path | None, typer.Option("--output-root", help="The output root the sweeps were launched with, if not theirs.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Read every record again (ignore the cache).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
+) -> None:
+    """Write ablation tables (mean ± std over seeds, Δ vs baseline with a paired t-test) and plots.
+
+    Reads every run the sweep files plan from the run directories (cached by file size and
+    modification time), or from W&B with --from wandb --wandb-path ENTITY/PROJECT, and writes
+    OUT/index.md, OUT/tables/*.md|tex|csv and OUT/plots/*.png. Runs that are not finished are
+    listed, never averaged in silently.
+    """
+    from analysis import _render
+    from analysis.report import collect, write_report
+    from sweeps.spec import SweepError
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    axes = tuple(a.strip() for a in pivot.split(",")) if pivot else None
+    if axes is not None and len(axes) != 2:
+        raise invalid("invalid report input", f"--pivot {pivot}: give two axes, ROWS,COLUMNS")
+    try:
+        collection = collect(
+            sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
+            cache=not no_cache, curves="png" in wanted,
+        )
+        result = write_report(collection, out, formats=wanted, metric=metric, pivot=axes)  # type: ignore[arg-type]
+    except SweepError as err:
+        raise invalid("invalid report input", err) from None
+    if not quiet:
+        for table in result.tables:
+            console.print(_render.to_rich(table))
+    frame = collection.frame
+    finished = int((frame["state"] == "finished").sum()) if len(frame) else 0
+    console.print(f"{finished}/{len(frame)} planned runs finished; report: [bold]{result.index}[/]"
+                  f" ({len(result.tables)} tables, {sum(1 for f in result.files if f.suffix == '.png')} plots)",
+                  soft_wrap=True)
+    problems = collection.problems()
+    if len(problems):
+        counts = problems["state"].value_counts().to_dict()
+        console.print("not in the statistics: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                      + f" (listed in {result.index.name})", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``suite report`` to the ``suite`` app."""
+    app.command("report")(report)

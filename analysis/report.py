@@ -1,0 +1,345 @@
+"""Ablation reports: collect a sweep's runs, tabulate them over seeds, write Markdown/LaTeX/CSV/PNG.
+
+:func:`collect` reads the runs of one or more sweep files into one DataFrame (from the run
+directories, cached, or from the W&B public API); :func:`build_tables` turns each sweep into
+its ablation tables; :func:`write_report` writes a report folder with ``index.md``.
+
+Example:
+    >>> from analysis.report import collect, write_report  # doctest: +SKIP
+    >>> runs = collect(["sweeps/demo/mask_ratio.yaml"])  # doctest: +SKIP
+    >>> runs.frame[["label", "seed", "state", "top1"]].head()  # doctest: +SKIP
+    >>> write_report(runs, "reports/demo", formats=("md", "tex", "csv", "png"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import _plots, _render
+from analysis._plan import SweepPlan, plan_sweep, value_text
+from analysis._records import CURVE_KEYS, Parsed, RecordCache
+from analysis._tables import Table, build_tables
+from sweeps.spec import SweepError
+
+__all__ = ["FORMATS", "Collection", "Report", "all_tables", "build_tables", "collect", "sweep_files", "write_report"]
+
+FORMATS: tuple[str, ...] = ("md", "tex", "csv", "png")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "top1", "top5", "best_top1", "best_top5", "best_epoch", "best_top1_max", "ema_top1", "ema_top5",
+    "best_ema_top1", "val_loss", "epochs", "gpu_hours", "wall_seconds", "train_seconds", "images_per_s",
+    "device", "threads", "tokenmix_fallbacks", "prune_reason",
+)
+
+
+@dataclass
+class Collection:
+    """The runs of one or more sweeps.
+
+    Attributes:
+        plans: the sweeps, in the order given.
+        frame: one row per planned run. Columns: ``run_id``, ``sweep``, ``condition`` (index of the
+            row in sweep order), ``label`` (what differs from the base run), ``seed``, ``state``
+            (``finished``, ``pruned``, ``failed``, ``interrupted``, ``running``, ``new``,
+            ``cancelled``, ``corrupt``, ``missing``), ``problem`` (one line naming the file and
+            the fix, or None), ``source`` (run directory or ``wandb:ENTITY/PROJECT``),
+            ``axis.<key>`` (the sweep's axis values, as written; None where the run keeps the
+            base value), the summary metrics (:data:`SUMMARY_COLUMNS` plus every
+            ``occ<NN>_top1``; NaN unless finished) and ``cfg.<dotted key>`` (the flattened
+            resolved config; lists as JSON text).
+        curves: one row per run and epoch: ``run_id``, ``epoch`` and the curves of
+            :data:`analysis._records.CURVE_KEYS` that were logged.
+        cache_hits: runs read from the cache.
+        cache_misses: runs (re)read from their files or W&B.
+    """
+
+    plans: list[SweepPlan]
+    frame: pd.DataFrame
+    curves: pd.DataFrame
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def problems(self) -> pd.DataFrame:
+        """Runs that are not finished, with their state and problem line."""
+        cols = ["sweep", "label", "seed", "run_id", "state", "problem"]
+        if self.frame.empty:
+            return pd.DataFrame(columns=cols)
+        return self.frame.loc[self.frame["state"] != "finished", cols].reset_index(drop=True)
+
+
+def sweep_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Sweep files named directly or found in folders (``*.yaml`` of the folder, not below).
+
+    Raises:
+        SweepError: a path does not exist or a folder holds no sweep file.
+    """
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise SweepError(f"{path}: no sweep file (*.yaml) in this folder; give sweep files or their folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SweepError(f"{path}: no such sweep file or folder")
+    return list(dict.fromkeys(files))
+
+
+def _row(plan: SweepPlan, cond_index: int, values: dict[str, Any], seed: int, rid: str, parsed: Parsed,
+         source: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": rid, "sweep": plan.name, "condition": cond_index,
+        "label": plan.conditions[cond_index].label, "seed": seed, "state": parsed.state,
+        "problem": parsed.problem, "source": source,
+    }
+    for axis in plan.axes:
+        row[f"axis.{axis}"] = value_text(values[axis]) if axis in values else None
+    if parsed.state in ("finished", "pruned"):
+        for key, value in parsed.summary.items():
+            if key in SUMMARY_COLUMNS or (key.startswith("occ") and key.endswith("_top1")):
+                row[key] = value
+    for key, value in parsed.config.items():
+        row[f"cfg.{key}"] = value
+    return row
+
+
+def collect(
+    sources: Sequence[Path | str],
+    *,
+    overrides: Sequence[str] = (),
+    output_root: Path | None = None,
+    origin: str = "runs",
+    wandb_path: str | None = None,
+    api: Any = None,
+    cache: bool = True,
+    curves: bool = True,
+    all_curves: bool = False,
+) -> Collection:
+    """Read every planned run of the given sweeps into one DataFrame.
+
+    Args:
+        sources: sweep files or folders of sweep files.
+        overrides: run config overrides the sweeps were launched with (they change run ids).
+        output_root: the output root the sweeps were launched with, if not their own.
+        origin: ``runs`` (run directories, default) or ``wandb`` (the W&B public API).
+        wandb_path: ``ENTITY/PROJECT`` for ``origin="wandb"``.
+        api: the W&B API object (default ``wandb.Api()``); tests pass a stand-in.
+        cache: reuse parsed records and plans whose files did not change.
+        curves: read per-epoch metrics where a curve plot will use them (sweeps whose tables
+            have at most :data:`analysis._plots.MAX_CURVES` rows).
+        all_curves: read the per-epoch metrics of every run (for your own analysis of ``curves``).
+
+    Returns:
+        The :class:`Collection`; unreadable or missing runs are rows with their state and problem.
+
+    Raises:
+        SweepError: a sweep file is invalid, or ``origin`` is unknown.
+    """
+    if origin not in ("runs", "wandb"):
+        raise SweepError(f"--from {origin}: unknown source; choose runs or wandb")
+    if origin == "wandb" and not wandb_path:
+        raise SweepError("--from wandb needs --wandb-path ENTITY/PROJECT")
+    plans = [
+        plan_sweep(path, list(overrides), output_root=output_root, cache=cache) for path in sweep_files(sources)
+    ]
+    frames: list[pd.DataFrame] = []
+    curve_frames: list[pd.DataFrame] = []
+    hits = misses = 0
+    if origin == "wandb" and api is None:
+        import wandb
+
+        api = wandb.Api()
+    stores: dict[Path, RecordCache] = {}
+    for plan in plans:
+        want = all_curves or (curves and _plots.wants_curves(plan))
+        if origin == "wandb":
+            from analysis._wandb import fetch_wandb
+
+            records = fetch_wandb(api, str(wandb_path), plan.group, plan.run_ids(), curves=want)
+            misses += len(records)
+            part, curve_part = _sweep_rows(plan, records.__getitem__, want, f"wandb:{wandb_path}")
+        else:
+            store = stores.get(plan.output_root) or RecordCache(plan.output_root, enabled=cache)
+            stores[plan.output_root] = store
+            part, curve_part, found = _sweep_rows_cached(plan, store, want)
+            hits += found
+        frames.append(part)
+        curve_frames.append(curve_part)
+    for store in stores.values():
+        store.save()
+        misses += store.misses
+        hits += store.hits
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for key in ("top1", "gpu_hours"):
+        if key not in frame.columns:
+            frame[key] = np.nan
+    curves_frame = pd.concat([c for c in curve_frames if len(c)] or [_curves_frame([])], ignore_index=True)
+    return Collection(plans, frame, curves_frame, hits, misses)
+
+
+CurveParts = list[tuple[str, dict[str, np.ndarray]]]
+
+
+def _sweep_rows(
+    plan: SweepPlan, get: Callable[[str], Parsed], want: bool, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows: list[dict[str, Any]] = []
+    parts: CurveParts = []
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            parsed = get(rid)
+            rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed, source or str(plan.output_root / rid)))
+            if want and parsed.curves and parsed.state == "finished":
+                parts.append((rid, parsed.curves))
+    return pd.DataFrame(rows), _curves_frame(parts)
+
+
+def _sweep_rows_cached(
+    plan: SweepPlan, store: RecordCache, want: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """A sweep's rows; the assembled rows are reused when no record of the sweep changed."""
+    layout = [(c.index, c.label, seed, rid) for c in plan.conditions for seed, rid in c.run_ids.items()]
+    sigs = {rid: store.signature(rid) for *_, rid in layout}
+    key = (plan.name, str(plan.output_root), repr(plan.axes), want, tuple(layout), tuple(sigs.values()))
+    cached = store.assembled(plan.name, key)
+    if cached is not None:
+        return cached[0], cached[1], len(layout)
+    part, curve_part = _sweep_rows(plan, lambda rid: store.get(rid, curves=want, sig=sigs[rid]), want, "")
+    store.store_assembled(plan.name, key, (part, curve_part))
+    return part, curve_part, 0
+
+
+def _curves_frame(parts: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame(columns=["run_id", "epoch", *CURVE_KEYS])
+    lengths = [len(c["epoch"]) for _, c in parts]
+    data: dict[str, Any] = {
+        "run_id": pd.Categorical.from_codes(
+            np.repeat(np.arange(len(parts)), lengths), categories=[rid for rid, _ in parts]
+        ),
+        "epoch": np.concatenate([c["epoch"] for _, c in parts]),
+    }
+    for key in CURVE_KEYS:
+        if any(key in c for _, c in parts):
+            data[key] = np.concatenate(
+                [c.get(key, np.full(n, np.nan, dtype=np.float32)) for (_, c), n in zip(parts, lengths)]
+            )
+    return pd.DataFrame(data)
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote."""
+
+    out: Path
+    index: Path
+    tables: list[Table]
+    files: list[Path] = field(default_factory=list)
+
+
+def all_tables(
+    collection: Collection, *, metric: str = "top1", pivot: tuple[str, str] | None = None
+) -> list[Table]:
+    """Every sweep's tables, in the order of the sweeps (``pivot``: see :func:`build_tables`)."""
+    if pivot is not None:
+        grids = [p for p in collection.plans if p.mode == "grid"]
+        for plan in grids:
+            unknown = [k for k in pivot if k not in plan.axes]
+            if unknown:
+                raise SweepError(
+                    f"--pivot {','.join(pivot)}: {plan.path} has no axis {unknown[0]}; its axes: {', '.join(plan.axes)}"
+                )
+    tables: list[Table] = []
+    for plan in collection.plans:
+        part = collection.frame[collection.frame["sweep"] == plan.name] if len(collection.frame) else collection.frame
+        if metric not in part.columns:
+            part = part.assign(**{metric: np.nan})
+        tables += build_tables(part, plan, metric=metric, pivot=pivot)
+    return tables
+
+
+def write_report(
+    collection: Collection,
+    out: Path | str,
+    *,
+    formats: Sequence[str] = FORMATS,
+    metric: str = "top1",
+    pivot: tuple[str, str] | None = None,
+) -> Report:
+    """Write the report folder: ``index.md`` plus ``tables/*.{md,tex,csv}`` and ``plots/*.png``.
+
+    Args:
+        collection: from :func:`collect`.
+        out: the report folder (created).
+        formats: any of ``md``, ``tex``, ``csv``, ``png``; ``index.md`` is always written.
+        metric: the summary metric compared (``top1`` = final-epoch top-1).
+        pivot: the (rows, columns) axes of grid sweeps' pivots (default: their first two).
+
+    Returns:
+        The :class:`Report`.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise SweepError(f"--format {','.join(unknown)}: unknown; choose from {','.join(FORMATS)}")
+    frame = collection.frame
+    if len(frame) and (frame["state"] == "finished").any() and (
+        metric not in frame.columns or frame[metric].isna().all()
+    ):
+        known = [c for c in SUMMARY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+        raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    tables = all_tables(collection, metric=metric, pivot=pivot)
+    files: list[Path] = []
+    index = ["# Ablation report", ""]
+    index.append(f"Metric: `{metric}`. Sweeps: " + ", ".join(f"`{p.name}`" for p in collection.plans) + ".")
+    index.append("")
+    for plan in collection.plans:
+        index += [f"## {plan.name}", ""]
+        if plan.description:
+            index += [plan.description, ""]
+        index += [f"Sweep file `{plan.path}`, mode `{plan.mode}`, runs in `{plan.output_root}`.", ""]
+        for table in (t for t in tables if t.sweep == plan.name):
+            index.append(_render.to_markdown(table))
+            links = []
+            for fmt, text in (("md", _render.to_markdown(table)), ("tex", _render.to_latex(table)),
+                              ("csv", _render.to_csv(table))):
+                if fmt in formats:
+                    path = out / "tables" / f"{table.name}.{fmt}"
+                    path.write_text(text)
+                    files.append(path)
+                    links.append(f"[{fmt}](tables/{path.name})")
+            if links:
+                index += ["Files: " + " · ".join(links), ""]
+            if "png" in formats:
+                for made in (
+                    _plots.plot_metric(table, metric, out / "plots" / f"{table.name}.png"),
+                    _plots.plot_curves(table, collection.frame, collection.curves,
+                                       out / "plots" / f"{table.name}-curves.png"),
+                ):
+                    if made is not None:
+                        files.append(made)
+                        index += [f"![{made.stem}](plots/{made.name})", ""]
+    problems = collection.problems()
+    index += ["## Runs not in the statistics", ""]
+    if problems.empty:
+        index += ["Every planned run finished.", ""]
+    else:
+        index += ["| sweep | row | seed | run | state | problem |", "|:---|:---|---:|:---|:---|:---|"]
+        for r in problems.itertuples(index=False):
+            problem = "" if r.problem is None or (isinstance(r.problem, float) and math.isnan(r.problem)) else r.problem
+            index.append(f"| {r.sweep} | {r.label} | {r.seed} | `{r.run_id}` | {r.state} | "
+                         f"{str(problem).replace('|', '/')} |")
+        index.append("")
+    path = out / "index.md"
+    path.write_text("\n".join(index))
+    return Report(out, path, tables, files)

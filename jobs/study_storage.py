@@ -1,0 +1,144 @@
+"""Where a study lives: Optuna storage with heartbeats and retry of lost trials.
+
+The default is Optuna's ``JournalStorage`` with its file backend, one append-only file in the
+study folder (``<output_root>/study.journal``): it needs no database and its lock works on NFS,
+so workers on any node of a cluster share it. Any SQLAlchemy URL (``sqlite:///...``,
+``postgresql://...``) gives Optuna's ``RDBStorage`` instead.
+
+Both get a heartbeat: a running trial records one every ``heartbeat_s`` seconds, and a trial
+whose heartbeat is older than ``grace_s`` (its worker was killed: SIGKILL, node failure, OOM) is
+failed by the next worker that asks for a trial (``optuna.storages.fail_stale_trials``) and
+re-enqueued with the same parameters by ``RetryFailedTrialCallback``. Same parameters mean the
+same run config, so the retried trial resumes the dead worker's run from its checkpoint.
+
+Optuna's ``RDBStorage`` has heartbeats built in. ``JournalStorage`` has none, so
+:class:`HeartbeatJournalStorage` adds them: the heartbeat is a system attribute of the trial
+(``heartbeat``, a Unix time) written to the journal like any other update.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["HEARTBEAT_ATTR", "HeartbeatJournalStorage", "open_storage", "retry_callback", "storage_exists", "storage_label"]
+
+HEARTBEAT_ATTR = "heartbeat"
+JOURNAL_PREFIX = "journal:"
+
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """``JournalStorage`` plus Optuna's heartbeat protocol (what ``RDBStorage`` offers built in).
+
+    Args:
+        backend: the journal backend (a ``JournalFileBackend``).
+        heartbeat_interval: seconds between heartbeats of a running trial.
+        grace_period: a running trial whose last heartbeat (or start) is older than this is stale.
+        stale_callback: called with each trial failed as stale (e.g. ``RetryFailedTrialCallback``).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        heartbeat_interval: int,
+        grace_period: int,
+        stale_callback: StaleCallback | None = None,
+    ) -> None:
+        super().__init__(backend)
+        if heartbeat_interval <= 0 or grace_period <= 0:
+            raise ValueError(
+                f"heartbeat_interval and grace_period must be > 0, but got {heartbeat_interval=}, {grace_period=}"
+            )
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.stale_callback = stale_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # the trial ended (or was failed as stale) meanwhile
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            last = trial.system_attrs.get(HEARTBEAT_ATTR)
+            if last is None and trial.datetime_start is not None:
+                last = trial.datetime_start.timestamp()
+            if last is not None and now - float(last) > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
+        return self.stale_callback
+
+    def get_failed_trial_callback(self) -> StaleCallback | None:  # the Optuna 4 name
+        return self.stale_callback
+
+
+def retry_callback(max_retries: int) -> StaleCallback:
+    """Optuna's callback that re-enqueues a lost trial with its parameters (the Optuna 4.9+ name when there)."""
+    import warnings
+
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=max_retries)
+
+
+def _rdb(url: str, heartbeat_s: int, grace_s: int, callback: StaleCallback) -> RDBStorage:
+    names = inspect.signature(RDBStorage.__init__).parameters
+    key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in names else "failed_trial_callback"
+    return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s, **{key: callback})
+
+
+def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retries: int) -> BaseStorage:
+    """The storage of a study: ``journal:<file>`` or an RDB URL, with heartbeats and trial retry.
+
+    Args:
+        url: ``journal:/path/study.journal`` (the default of study files) or a SQLAlchemy URL.
+        heartbeat_s: heartbeat interval of running trials.
+        grace_s: heartbeat age after which a running trial counts as lost.
+        max_retries: how often a lost trial is retried (``RetryFailedTrialCallback(max_retry=...)``).
+    """
+    callback = retry_callback(max_retries)
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(
+            JournalFileBackend(str(path)), heartbeat_interval=heartbeat_s, grace_period=grace_s,
+            stale_callback=callback,
+        )
+    return _rdb(url, heartbeat_s, grace_s, callback)
+
+
+def storage_exists(url: str) -> bool:
+    """Whether the default journal file exists (RDB URLs: assumed to exist)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX):]).is_file()
+    return True
+
+
+def storage_label(url: str) -> str:
+    """The storage for people: the journal file path, or the URL without its password."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url[len(JOURNAL_PREFIX):]
+    import re
+
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

@@ -1,0 +1,150 @@
+"""Tables from run records whose metrics are known: every number checked against an independent computation."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from analysis.report import collect, write_report
+from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
+
+SEEDS = [0, 1, 2]
+BASE = [50.0, 52.0, 51.0]
+PLUS = [55.0, 58.5, 54.0]
+MINUS = [49.0, 50.5, 51.5]
+
+
+@pytest.fixture
+def methods(tmp_path: Path) -> Path:
+    """An include-only sweep (one row per method), all nine runs finished with known top-1."""
+    path = write_sweep(
+        tmp_path, "methods",
+        include=[{"mix.method": "none"}, {"mix.method": "cutmix"}, {"mix.method": "mixup"}], seeds=SEEDS,
+    )
+    plan = plan_of(path)
+    for cond, values in zip(plan.conditions, (BASE, PLUS, MINUS)):
+        for seed, value in zip(SEEDS, values):
+            write_run(plan, cond.run_ids[seed], value, occ50=value - 20, gpu_hours=0.5)
+    return path
+
+
+def _table(path: Path):  # noqa: ANN202 - analysis._tables.Table
+    from analysis.report import all_tables
+
+    tables = all_tables(collect([path], cache=False))
+    assert len(tables) == 1
+    return tables[0]
+
+
+def test_methods_table_numbers_equal_independent_values(methods: Path) -> None:
+    table = _table(methods)
+    data = table.data
+    assert list(data["label"]) == ["mix.method=none", "mix.method=cutmix", "mix.method=mixup"]  # sweep order
+    for i, values in enumerate((BASE, PLUS, MINUS)):
+        assert data.loc[i, "top1_mean"] == pytest.approx(statistics.mean(values))
+        assert data.loc[i, "top1_std"] == pytest.approx(statistics.stdev(values))
+        assert data.loc[i, "top1_n"] == 3
+        assert data.loc[i, "occ50_top1_mean"] == pytest.approx(statistics.mean(values) - 20)
+        assert data.loc[i, "gpu_hours"] == pytest.approx(1.5)
+    for i, values in ((1, PLUS), (2, MINUS)):
+        test = sps.ttest_rel(values, BASE)
+        diffs = np.subtract(values, BASE)
+        assert data.loc[i, "delta"] == pytest.approx(diffs.mean())
+        assert data.loc[i, "p"] == pytest.approx(test.pvalue, rel=1e-9)
+        assert data.loc[i, "pairs"] == 3
+        boot = [diffs[list(idx)].mean() for idx in np.ndindex(3, 3, 3)]
+        assert data.loc[i, "ci_low"] == pytest.approx(np.percentile(boot, 2.5))
+        assert data.loc[i, "ci_high"] == pytest.approx(np.percentile(boot, 97.5))
+    # the cells say the same, the best mean is bold, the caption names metric, test and n
+    assert table.rows[1][1] == f"{statistics.mean(PLUS):.1f} ± {statistics.stdev(PLUS):.1f}"
+    assert table.rows[1][table.header.index("p")] == f"{sps.ttest_rel(PLUS, BASE).pvalue:.3f}"
+    assert (1, 1) in table.bold and (0, 1) not in table.bold
+    assert table.rows[0][table.header.index("Δ top-1")] == "baseline"
+    assert "final-epoch top-1" in table.caption.lower() and "paired t-test" in table.caption
+    assert "n = 3 pairs" in table.caption
+
+
+def test_corrupt_and_missing_runs_are_listed_and_change_no_other_row(methods: Path) -> None:
+    before = _table(methods).data
+    plan = plan_of(methods)
+    corrupt = plan.conditions[1].run_ids[2]
+    missing = plan.conditions[2].run_ids[0]
+    (plan.output_root / corrupt / "summary.json").write_text('{"top1": 55.0, "status": "fini')
+    import shutil
+
+    shutil.rmtree(plan.output_root / missing)
+    collection = collect([methods], cache=False)
+    problems = collection.problems().set_index("run_id")
+    assert problems.loc[corrupt, "state"] == "corrupt"
+    assert "summary.json" in problems.loc[corrupt, "problem"] and "launch" in problems.loc[corrupt, "problem"]
+    assert problems.loc[missing, "state"] == "missing"
+    after = _table(methods).data
+    assert after.loc[0].equals(before.loc[0])  # the baseline row is untouched
+    assert after.loc[1, "top1_mean"] == pytest.approx(statistics.mean(PLUS[:2]))
+    assert after.loc[2, "top1_mean"] == pytest.approx(statistics.mean(MINUS[1:]))
+    report = write_report(collection, methods.parent / "report", formats=("md",))
+    index = report.index.read_text()
+    assert corrupt in index and missing in index and "corrupt" in index and "missing" in index
+
+
+def test_row_with_one_of_three_seeds_finished_is_marked(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "ratio", axes={"mix.mask_ratio": [0.3, 0.7]}, mode="one_at_a_time", seeds=SEEDS)
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed in SEEDS:
+            finished = cond.label != "mix.mask_ratio=0.7" or seed == 1
+            write_run(plan, cond.run_ids[seed], 50.0 + seed if finished else None)
+    table = _table(path)
+    labels = [row[0] for row in table.rows]
+    assert labels == ["0.3", "0.5714 (base)", "0.7"]  # the base value sits in axis order
+    marked = table.rows[2][table.header.index("n")]
+    assert marked == "1/3 †"
+    assert table.data.loc[2, "top1_n"] == 1 and table.data.loc[2, "unfinished"] == 2
+    assert table.data.loc[2, "unfinished_states"] == "interrupted"
+    assert table.rows[0][table.header.index("n")] == "3/3"
+    assert "† = not all seeds finished" in table.caption
+
+
+def test_grid_sweep_gets_a_pivot_and_a_row_table(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "grid", axes={"mix.mask_ratio": [0.3, 0.7], "mix.prob": [0.5, 1.0]}, seeds=[0, 1])
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            write_run(plan, rid, 40.0 + 10 * cond.values["mix.mask_ratio"] + cond.values["mix.prob"] + seed)
+    from analysis.report import all_tables
+
+    pivot, rows = all_tables(collect([path], cache=False))
+    assert pivot.kind == "pivot" and pivot.header == ["mix.mask_ratio \\ mix.prob", "0.5", "1.0"]
+    assert pivot.rows[1][2] == "48.5 ± 0.7 (2)"  # 40 + 7 + 1 + mean(0, 1)
+    assert (1, 2) in pivot.bold
+    assert len(rows.rows) == 4 and rows.rows[0][rows.header.index("Δ top-1")] == "baseline"
+    flipped = all_tables(collect([path], cache=False), pivot=("mix.prob", "mix.mask_ratio"))[0]
+    assert flipped.header == ["mix.prob \\ mix.mask_ratio", "0.3", "0.7"] and flipped.rows[1][2] == "48.5 ± 0.7 (2)"
+    from sweeps.spec import SweepError
+
+    with pytest.raises(SweepError, match="has no axis mix.grid; its axes: mix.mask_ratio, mix.prob"):
+        all_tables(collect([path], cache=False), pivot=("mix.grid", "mix.prob"))
+
+
+def test_cache_rereads_only_changed_runs(methods: Path) -> None:
+    first = collect([methods])
+    assert (first.cache_hits, first.cache_misses) == (0, 9)
+    second = collect([methods])
+    assert (second.cache_hits, second.cache_misses) == (9, 0)
+    plan = plan_of(methods)
+    write_run(plan, plan.conditions[0].run_ids[0], 70.0)
+    third = collect([methods])
+    assert (third.cache_hits, third.cache_misses) == (8, 1)
+    assert third.frame.set_index("run_id").loc[plan.conditions[0].run_ids[0], "top1"] == 70.0
+
+
+def test_runs_frame_columns(methods: Path) -> None:
+    frame = collect([methods], cache=False).frame
+    for column in ("run_id", "sweep", "condition", "label", "seed", "state", "problem", "source", "top1",
+                   "occ50_top1", "gpu_hours", "cfg.mix.method"):
+        assert column in frame.columns
+    assert len(frame) == 9 and set(frame["state"]) == {"finished"}

@@ -1,0 +1,41 @@
+"""Study storage: heartbeats on the journal file, stale trials failed and retried with their params."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from jobs.study_storage import open_storage, storage_label
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_trial_without_heartbeat_is_failed_and_retried_with_its_params(tmp_path: Path, kind: str) -> None:
+    url = f"journal:{tmp_path / 'study.journal'}" if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = open_storage(url, heartbeat_s=1, grace_s=2, max_retries=1)
+        study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+        alive, lost = study.ask(), study.ask()
+        for trial in (alive, lost):
+            trial.suggest_float("x", 0.0, 1.0)
+        storage.record_heartbeat(alive._trial_id)
+        storage.record_heartbeat(lost._trial_id)
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            storage.record_heartbeat(alive._trial_id)  # only this one stays alive
+            time.sleep(0.5)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials()
+    states = {t.number: t.state.name for t in trials}
+    assert states == {0: "RUNNING", 1: "FAIL", 2: "WAITING"}
+    assert trials[2].params == trials[1].params
+    assert trials[2].system_attrs["failed_trial"] == 1
+
+
+def test_storage_label_hides_passwords() -> None:
+    assert storage_label("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
+    assert storage_label("journal:/x/study.journal") == "/x/study.journal"
