@@ -148,3 +148,18 @@ def test_runs_frame_columns(methods: Path) -> None:
                    "occ50_top1", "gpu_hours", "cfg.mix.method"):
         assert column in frame.columns
     assert len(frame) == 9 and set(frame["state"]) == {"finished"}
+
+
+def test_a_run_shared_by_two_sweeps_has_one_curve(tmp_path: Path) -> None:
+    ratio = write_sweep(tmp_path, "ratio", axes={"mix.mask_ratio": [0.3]}, mode="one_at_a_time", seeds=[0])
+    methods = write_sweep(tmp_path, "methods", include=[{"mix.method": "tokenmix"}], seeds=[0],
+                          output_root=str(tmp_path / "runs" / "ratio"))
+    plans = [plan_of(ratio), plan_of(methods)]
+    shared = plans[1].conditions[0].run_ids[0]
+    assert shared == next(c for c in plans[0].conditions if c.is_base).run_ids[0]  # the base run of both
+    for plan in plans:
+        for cond in plan.conditions:
+            write_run(plan, cond.run_ids[0], 50.0)
+    collection = collect([ratio, methods], cache=False)
+    assert (collection.frame["run_id"] == shared).sum() == 2  # a row in each sweep
+    assert (collection.curves["run_id"] == shared).sum() == 3  # one curve of 3 epochs
