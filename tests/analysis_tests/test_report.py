@@ -142,6 +142,15 @@ def test_cache_rereads_only_changed_runs(methods: Path) -> None:
     assert third.frame.set_index("run_id").loc[plan.conditions[0].run_ids[0], "top1"] == 70.0
 
 
+def test_cache_writable_by_others_is_not_loaded(methods: Path) -> None:
+    collect([methods])
+    plan = plan_of(methods)
+    for name in (".report-cache.pkl", ".report-rows.pkl", ".report-plan.pkl"):
+        (plan.output_root / name).chmod(0o666)
+    again = collect([methods])
+    assert (again.cache_hits, again.cache_misses) == (0, 9)  # rebuilt from the records, not unpickled
+
+
 def test_runs_frame_columns(methods: Path) -> None:
     frame = collect([methods], cache=False).frame
     for column in ("run_id", "sweep", "condition", "label", "seed", "state", "problem", "source", "top1",
