@@ -18,6 +18,7 @@ from typing import Any
 import suite.config
 import sweeps.expand
 import sweeps.spec
+from analysis._records import trusted
 from suite.records import atomic_write_bytes
 from sweeps.expand import SEED_KEY, describe, expand, lookup
 from sweeps.spec import Sweep, format_value, load_sweep
@@ -139,7 +140,8 @@ def plan_sweep(
     fingerprint = _fingerprint(sweep, overrides) if cache else ""
     if cache:
         try:
-            stored = pickle.loads(cache_file.read_bytes())
+            with open(cache_file, "rb") as handle:
+                stored = pickle.load(handle) if trusted(handle.fileno()) else {}
             if stored.get("fingerprint") == fingerprint:
                 return stored["plan"]
         except Exception:  # noqa: BLE001 - missing or stale cache: expand again

@@ -61,31 +61,30 @@ def plot_metric(table: Table, metric: str, out: Path) -> Path | None:
     plt = _pyplot()
     stds = np.nan_to_num(data[f"{metric}_std"].to_numpy(dtype=float))
     labels = [str(v) for v in data["label"]]
-    x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 3.4), dpi=120)
     numeric = table.axis is not None and all(_is_number(v) for v in data[table.axis])
+    counts = list(data.get(f"{metric}_n", [None] * len(means)))
     if numeric:
+        fig, ax = plt.subplots(figsize=(6.0, 3.4), dpi=120)
         xs = np.array([float(v) for v in data[table.axis]])
         order = np.argsort(xs)
         ax.errorbar(xs[order], means[order], yerr=stds[order], marker="o", capsize=4)
-        ax.set_xlabel(table.axis)
-    else:
-        ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.85)
-        ax.set_xticks(x, labels, rotation=20 if max(len(s) for s in labels) > 8 else 0, ha="right", fontsize=8)
-        ax.set_xlabel(table.axis or "condition")
-        finite = means[~np.isnan(means)]
-        if finite.size:
-            low = float(np.nanmin(means - stds))
-            high = float(np.nanmax(means + stds))
-            pad = max(1.0, 0.15 * (high - low))
-            ax.set_ylim(max(0.0, low - pad), high + pad)
-    if not numeric:  # seeds per bar, written inside its foot so error bars stay readable
-        foot = ax.get_ylim()[0]
-        for xi, (m, n) in enumerate(zip(means, data.get(f"{metric}_n", [None] * len(means)))):
+        for x, m, n in zip(xs, means, counts):
             if not math.isnan(m):
-                ax.annotate(f"n={n}", (xi, foot), textcoords="offset points", xytext=(0, 4), ha="center",
-                            fontsize=7, color="white")
-    ax.set_ylabel(METRIC_TEXT.get(metric, metric))
+                ax.annotate(f"n={n}", (x, m), textcoords="offset points", xytext=(6, -10), fontsize=7)
+        ax.set_xlabel(table.axis)
+        ax.set_ylabel(METRIC_TEXT.get(metric, metric))
+    else:  # one dot per row, top to bottom in table order: long labels stay readable
+        width = min(11.0, 4.5 + 0.065 * max(len(s) for s in labels))
+        fig, ax = plt.subplots(figsize=(width, 0.45 * len(labels) + 1.3), dpi=120)
+        y = np.arange(len(labels))[::-1]
+        ax.errorbar(means, y, xerr=stds, fmt="o", capsize=4, color="#4c72b0")
+        ax.set_yticks(y, [f"{label}  (n={n})" for label, n in zip(labels, counts)], fontsize=8)
+        finite = means[~np.isnan(means)]
+        low = float(np.nanmin(means - stds))
+        high = float(np.nanmax(means + stds))
+        pad = max(1.0, 0.15 * (high - low))
+        ax.set_xlim(max(0.0, low - pad) if finite.size else 0.0, high + pad)
+        ax.set_xlabel(METRIC_TEXT.get(metric, metric))
     ax.set_title(f"{table.title}: mean ± std over seeds", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -120,12 +119,12 @@ def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Pat
         return None
     sweep_runs = runs[(runs["sweep"] == table.sweep) & (runs["state"] == "finished")]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.0, 3.6), dpi=120)
     drawn = 0
     labels = list(table.data["label"]) if "label" in table.data else [c.label for c in table.conditions]
     for cond, label in zip(table.conditions, labels):
         ids = sweep_runs.loc[sweep_runs["condition"] == cond.index, "run_id"]
-        part = curves[curves["run_id"].isin(set(ids))]
+        part = curves[curves["run_id"].isin(set(ids))].drop_duplicates(["run_id", "epoch"])
         if part.empty:
             continue
         stats = part.groupby("epoch")[key].agg(["mean", "std", "count"]).reset_index()
@@ -142,7 +141,7 @@ def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Pat
     ax.set_ylabel({"top1": "validation top-1 (%)", "top5": "validation top-5 (%)"}.get(key, f"validation {key}"))
     ax.set_title(f"{table.title}: mean over finished seeds, band = ±std", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

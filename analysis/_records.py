@@ -10,7 +10,7 @@ by each run's record files (path, size and modification time): a second report r
 runs whose files changed. The rows assembled for each sweep are kept in ``.report-rows.pkl``
 under the signatures of all its runs, so an unchanged sweep costs one ``stat`` per record file.
 The caches are pickles (pandas' parquet needs pyarrow, which the suite does not require); a
-cache that cannot be read is ignored and rewritten.
+cache that cannot be read, or that someone else could have written, is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from suite.records import RunPaths, atomic_write_bytes
 
-__all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "flatten", "parse_run"]
+__all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "flatten", "parse_run", "trusted"]
 
 CACHE_NAME = ".report-cache.pkl"
 ROWS_NAME = ".report-rows.pkl"
@@ -198,6 +198,16 @@ def parse_run(root: Path, *, curves: bool = True) -> Parsed:
     return Parsed("running" if started else "new", curve_problem, flat, {}, read)
 
 
+def trusted(fd: int) -> bool:
+    """Whether a cache file may be unpickled: written by this user and writable by no one else.
+
+    Unpickling runs code, so a cache in a shared output root that another user could have written
+    is ignored (and rebuilt) rather than loaded.
+    """
+    st = os.fstat(fd)
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 class RecordCache:
     """Parsed run records of one output root, re-read only when their files change.
 
@@ -228,6 +238,8 @@ class RecordCache:
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
             with open(path, "rb") as handle:
+                if not trusted(handle.fileno()):
+                    return None
                 data = pickle.load(handle)
         except FileNotFoundError:
             return None

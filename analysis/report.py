@@ -183,6 +183,7 @@ def collect(
         if key not in frame.columns:
             frame[key] = np.nan
     curves_frame = pd.concat([c for c in curve_frames if len(c)] or [_curves_frame([])], ignore_index=True)
+    curves_frame = curves_frame.drop_duplicates(["run_id", "epoch"], ignore_index=True)  # runs shared by sweeps
     return Collection(plans, frame, curves_frame, hits, misses)
 
 

@@ -142,9 +142,33 @@ def test_cache_rereads_only_changed_runs(methods: Path) -> None:
     assert third.frame.set_index("run_id").loc[plan.conditions[0].run_ids[0], "top1"] == 70.0
 
 
+def test_cache_writable_by_others_is_not_loaded(methods: Path) -> None:
+    collect([methods])
+    plan = plan_of(methods)
+    for name in (".report-cache.pkl", ".report-rows.pkl", ".report-plan.pkl"):
+        (plan.output_root / name).chmod(0o666)
+    again = collect([methods])
+    assert (again.cache_hits, again.cache_misses) == (0, 9)  # rebuilt from the records, not unpickled
+
+
 def test_runs_frame_columns(methods: Path) -> None:
     frame = collect([methods], cache=False).frame
     for column in ("run_id", "sweep", "condition", "label", "seed", "state", "problem", "source", "top1",
                    "occ50_top1", "gpu_hours", "cfg.mix.method"):
         assert column in frame.columns
     assert len(frame) == 9 and set(frame["state"]) == {"finished"}
+
+
+def test_a_run_shared_by_two_sweeps_has_one_curve(tmp_path: Path) -> None:
+    ratio = write_sweep(tmp_path, "ratio", axes={"mix.mask_ratio": [0.3]}, mode="one_at_a_time", seeds=[0])
+    methods = write_sweep(tmp_path, "methods", include=[{"mix.method": "tokenmix"}], seeds=[0],
+                          output_root=str(tmp_path / "runs" / "ratio"))
+    plans = [plan_of(ratio), plan_of(methods)]
+    shared = plans[1].conditions[0].run_ids[0]
+    assert shared == next(c for c in plans[0].conditions if c.is_base).run_ids[0]  # the base run of both
+    for plan in plans:
+        for cond in plan.conditions:
+            write_run(plan, cond.run_ids[0], 50.0)
+    collection = collect([ratio, methods], cache=False)
+    assert (collection.frame["run_id"] == shared).sum() == 2  # a row in each sweep
+    assert (collection.curves["run_id"] == shared).sum() == 3  # one curve of 3 epochs
