@@ -41,9 +41,19 @@ __all__ = [
     "load_config",
     "ID_VERSION",
     "run_id",
+    "stored_config",
     "teacher_identity",
     "validate_config",
 ]
+
+# Keys that config.json holds beside the run config itself (what the run is and how it ran).
+RECORD_KEYS: tuple[str, ...] = ("run_id", "id_version", "legacy_id", "teacher_identity", "teacher_sha256", "effective")
+
+
+def stored_config(record: dict[str, Any]) -> dict[str, Any]:
+    """The run config inside a ``config.json`` record (its record-only keys dropped)."""
+    return {k: v for k, v in record.items() if k not in RECORD_KEYS}
+
 
 # Fields that change where/how a run executes, not what it computes.
 OUTPUT_ONLY_FIELDS: tuple[str, ...] = (

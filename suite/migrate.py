@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from suite.config import ID_VERSION, ConfigError, TrainConfig, run_id, validate_config
+from suite.config import ID_VERSION, ConfigError, TrainConfig, run_id, stored_config, validate_config
 from suite.records import RunPaths, atomic_write_json, read_json
 
 __all__ = ["legacy_folders", "legacy_match", "migrate"]
@@ -35,7 +35,7 @@ def legacy_folders(output_root: Path | str) -> dict[str, Path | str]:
             continue  # a corrupt record is reported by status/report, not a migration matter
         if not isinstance(data, dict) or data.get("id_version", 1) >= ID_VERSION:
             continue
-        stored = {k: v for k, v in data.items() if k not in ("run_id", "id_version", "teacher_identity", "teacher_sha256")}
+        stored = stored_config(data)
         try:
             cfg = validate_config(stored)
         except ConfigError as err:
