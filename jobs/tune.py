@@ -48,6 +48,7 @@ import submitit
 
 from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
 from jobs.study_storage import open_storage, storage_exists, storage_label
+from jobs.worker import preemption_signal
 from suite.records import RunPaths, atomic_write_json, clear_failure, read_json, read_jsonl
 from suite.signals import GracefulStop
 from sweeps.study import (
@@ -144,23 +145,6 @@ def _suggest(trial: Any, study: Study) -> dict[str, Any]:
 
 
 # ---- the worker -----------------------------------------------------------------------------------
-
-
-class _Stop(GracefulStop):
-    """A GracefulStop that remembers every signal it received."""
-
-    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
-        super().__init__(signals=signals)
-        self.received: set[int] = set()
-
-    def request(self, signum: int = signal.SIGTERM) -> None:
-        self.received.add(signum)
-        super().request(signum)
-
-
-def _preemption_signal() -> signal.Signals:
-    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
 
 
 class _Heartbeat:
@@ -346,9 +330,9 @@ class TuneWorker(submitit.helpers.Checkpointable):
         trial.set_user_attr("run_dir", str(paths.root))
         trial.set_user_attr("values", {k: decode_param(study.spec.space[k], v) for k, v in params.items()})
         callback = PruneCallback(trial, study, paths)
-        preempt = _preemption_signal()
+        preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
-        stop = _Stop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
+        stop = GracefulStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
         self._beat("training", trial.number)
         storage = ostudy._storage
         try:

@@ -60,18 +60,6 @@ def preemption_signal() -> signal.Signals:
         raise ValueError(f"SUBMITIT_PREEMPT_SIGNAL={name} is not a signal name (e.g. USR2)") from None
 
 
-class _JobStop(GracefulStop):
-    """A GracefulStop that remembers every signal it received, not only the first."""
-
-    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
-        super().__init__(signals=signals)
-        self.received: set[int] = set()
-
-    def request(self, signum: int = signal.SIGTERM) -> None:
-        self.received.add(signum)
-        super().request(signum)
-
-
 class RunJob(submitit.helpers.Checkpointable):
     """Train one sweep run in a submitit job (SLURM, local or debug).
 
@@ -116,7 +104,7 @@ class RunJob(submitit.helpers.Checkpointable):
             raise
         preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
-        stop = _JobStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
+        stop = GracefulStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
         with stop:
             try:
                 result = train(cfg, stop=stop, progress=False)
@@ -163,7 +151,7 @@ def _keep_resumable(paths: RunPaths, err: BaseException) -> None:
         )
 
 
-def _wait_for(stop: _JobStop, signum: int, seconds: float) -> None:
+def _wait_for(stop: GracefulStop, signum: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while signum not in stop.received and time.monotonic() < deadline:
         time.sleep(0.05)

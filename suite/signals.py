@@ -30,10 +30,12 @@ class GracefulStop:
 
     def __init__(self, signals: tuple[signal.Signals, ...] = DEFAULT_STOP_SIGNALS) -> None:
         self.signals = signals
-        self.signum: int | None = None
+        self.signum: int | None = None  # the first signal: the reason of the stop
+        self.received: set[int] = set()  # every signal seen (jobs tell SIGTERM from preemption by it)
         self._previous: dict[int, object] = {}
 
     def request(self, signum: int = signal.SIGTERM) -> None:
+        self.received.add(signum)
         if self.signum is None:
             self.signum = signum
 
