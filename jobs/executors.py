@@ -21,6 +21,7 @@ from jobs import slurm
 from sweeps.spec import ResourcesSpec
 
 __all__ = [
+    "checked_slurm_executor",
     "BACKENDS",
     "ExecutorError",
     "local_executor",
@@ -105,6 +106,41 @@ def render_sbatch(executor: submitit.SlurmExecutor, tasks: int) -> str:
     return _make_sbatch_string(
         command="true", folder=executor.folder, map_count=tasks if tasks > 1 else None, **params
     )
+
+
+def checked_slurm_executor(
+    source: Path, resources: ResourcesSpec, *, folder: Path, job_name: str, tasks: int, error: type[Exception]
+) -> submitit.SlurmExecutor:
+    """The SLURM executor of a sweep or study, after checking its resources; writes nothing.
+
+    The resources are checked against the partition (``sinfo``), submitit's parameter check, and
+    the rendered sbatch script with ``sbatch --test-only`` for an array of ``tasks``. Any problem
+    raises ``error`` with lines that start with ``source`` (the sweep or study file).
+    """
+    res = resources
+    try:
+        problems = slurm.check_resources(
+            partition=res.partition,
+            gpus_per_node=res.gpus_per_node,
+            cpus_per_task=res.cpus_per_task,
+            mem_gb=res.mem_gb,
+            timeout_min=res.timeout_min,
+        )
+    except RuntimeError as err:
+        raise error(f"{source}: resources: cannot read the partitions ({err})") from None
+    if problems:
+        raise error("\n".join(f"{source}: {p}" for p in problems) + "\nnothing was submitted")
+    try:
+        executor = slurm_executor(folder, res, job_name=job_name)
+    except ValueError as err:  # submitit rejects a parameter value
+        raise error(f"{source}: resources: {err}") from None
+    rejected = slurm.test_only(render_sbatch(executor, min(max(tasks, 1), slurm.max_array_size())))
+    if rejected:
+        raise error(
+            f"{source}: resources: SLURM would reject the job ({rejected}); check resources.partition/account/qos/"
+            "constraint/additional against `sinfo` and `sacctmgr show assoc`. Nothing was submitted"
+        )
+    return executor
 
 
 def local_executor(folder: Path, resources: ResourcesSpec) -> submitit.LocalExecutor:

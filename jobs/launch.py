@@ -33,7 +33,13 @@ from typing import Any
 
 from jobs import slurm
 from jobs.arrays import ArrayChunk, plan_arrays
-from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
+from jobs.executors import (
+    ExecutorError,
+    checked_slurm_executor,
+    local_executor,
+    resolve_executor,
+    slurm_executor,
+)
 from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
 from jobs.status import observe
@@ -124,30 +130,10 @@ def _check_legacy(sweep: Sweep, plan: Plan) -> None:
 
 
 def _check_slurm(sweep: Sweep, count: int) -> None:
-    res = sweep.spec.resources
-    try:
-        problems = slurm.check_resources(
-            partition=res.partition,
-            gpus_per_node=res.gpus_per_node,
-            cpus_per_task=res.cpus_per_task,
-            mem_gb=res.mem_gb,
-            timeout_min=res.timeout_min,
-        )
-    except RuntimeError as err:
-        raise SweepError(f"{sweep.path}: resources: cannot read the partitions ({err})") from None
-    if problems:
-        raise SweepError("\n".join(f"{sweep.path}: {p}" for p in problems) + "\nnothing was submitted")
-    try:
-        executor = slurm_executor(sweep.output_root / ".submitit", res, job_name=sweep.name)
-    except ValueError as err:  # submitit rejects a parameter value
-        raise SweepError(f"{sweep.path}: resources: {err}") from None
-    tasks = min(max(count, 1), slurm.max_array_size())
-    error = slurm.test_only(render_sbatch(executor, tasks))
-    if error:
-        raise SweepError(
-            f"{sweep.path}: resources: SLURM would reject the job ({error}); check resources.partition/account/qos/"
-            "constraint/additional against `sinfo` and `sacctmgr show assoc`. Nothing was submitted"
-        )
+    checked_slurm_executor(
+        sweep.path, sweep.spec.resources, folder=sweep.output_root / ".submitit", job_name=sweep.name,
+        tasks=count, error=SweepError,
+    )
 
 
 @contextmanager

@@ -46,7 +46,12 @@ from typing import Any
 
 import submitit
 
-from jobs.executors import ExecutorError, local_executor, render_sbatch, resolve_executor, slurm_executor
+from jobs.executors import (
+    ExecutorError,
+    checked_slurm_executor,
+    local_executor,
+    resolve_executor,
+)
 from jobs.study_storage import open_storage, storage_exists, storage_label
 from jobs.worker import preemption_signal
 from suite.records import RunPaths, atomic_write_json, clear_failure, read_json, read_jsonl
@@ -418,25 +423,10 @@ def _cpus() -> int:
 
 
 def _check_slurm(study: Study, workers: int) -> Any:
-    from jobs import slurm
-
-    res = study.spec.resources
-    try:
-        problems = slurm.check_resources(partition=res.partition, gpus_per_node=res.gpus_per_node,
-                                         cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
-                                         timeout_min=res.timeout_min)
-    except RuntimeError as err:
-        raise StudyError(f"{study.path}: resources: cannot read the partitions ({err})") from None
-    if problems:
-        raise StudyError("\n".join(f"{study.path}: {p}" for p in problems) + "\nnothing was submitted")
-    try:
-        executor = slurm_executor(study.output_root / ".submitit", res, job_name=study.name)
-    except ValueError as err:
-        raise StudyError(f"{study.path}: resources: {err}") from None
-    error = slurm.test_only(render_sbatch(executor, workers))
-    if error:
-        raise StudyError(f"{study.path}: resources: SLURM would reject the job ({error}); nothing was submitted")
-    return executor
+    return checked_slurm_executor(
+        study.path, study.spec.resources, folder=study.output_root / ".submitit", job_name=study.name,
+        tasks=workers, error=StudyError,
+    )
 
 
 def _check_machine(study: Study) -> None:
