@@ -311,8 +311,9 @@ def launch_local(argv: Sequence[str], nproc: int, *, env: Mapping[str, str] | No
     """Run ``python -m suite.cli <argv>`` as ``nproc`` ranks on this machine (gloo on CPU).
 
     Each child gets torchrun's variables. Signals are forwarded to all ranks (they agree on the
-    step to stop at). When a rank fails the others are terminated. Returns rank 0's exit code,
-    or the first non-zero code of another rank when rank 0 succeeded.
+    step to stop at). When a rank fails the others are terminated. Returns the exit code of the
+    first rank that failed (the cause, not the -SIGTERM of the ranks ended after it), else rank 0's,
+    else the first non-zero code of another rank.
     """
     base = dict(os.environ if env is None else env)
     port = _free_port()
@@ -329,6 +330,7 @@ def launch_local(argv: Sequence[str], nproc: int, *, env: Mapping[str, str] | No
         )
     codes: dict[int, int] = {}
     failed_at: float | None = None
+    first_failure: int | None = None  # the cause; ranks terminated after it report -SIGTERM
     with _forwarding(children):
         while len(codes) < nproc:
             for rank, child in enumerate(children):
@@ -340,7 +342,7 @@ def launch_local(argv: Sequence[str], nproc: int, *, env: Mapping[str, str] | No
                     continue
                 codes[rank] = code
                 if code not in (0, 75) and failed_at is None:  # the others would wait for it at a collective
-                    failed_at = time.monotonic()
+                    failed_at, first_failure = time.monotonic(), code
                     for other in children:
                         if other.poll() is None:
                             other.terminate()
@@ -348,6 +350,8 @@ def launch_local(argv: Sequence[str], nproc: int, *, env: Mapping[str, str] | No
                 for other in children:
                     if other.poll() is None:
                         other.kill()
+    if first_failure is not None:
+        return first_failure
     if codes[0] != 0:
         return codes[0]
     return next((c for c in codes.values() if c != 0), 0)
