@@ -123,6 +123,8 @@ def _plan_one(
                 "index": r.index,
                 "run_id": r.run_id,
                 "prerequisite": r.prerequisite,
+                "kind": r.kind,
+                "label": r.label(),
                 "values": r.values,
                 "changed": r.changed,
                 "needs": list(r.needs),
@@ -167,8 +169,11 @@ def _plan_one(
     for value in states.values():
         counts[value] = counts.get(value, 0) + 1
     extra = []
-    if the_plan.prerequisites:
-        extra.append(f"{len(the_plan.prerequisites)} prerequisite(s) trained first")
+    builds = sum(run.kind == "maps" for run in the_plan.prerequisites)
+    if len(the_plan.prerequisites) > builds:
+        extra.append(f"{len(the_plan.prerequisites) - builds} prerequisite(s) trained first")
+    if builds:
+        extra.append(f"{builds} maps build step(s) first")
     if the_plan.duplicates:
         extra.append(f"{the_plan.duplicates} duplicate(s) dropped")
     if the_plan.excluded:

@@ -9,8 +9,9 @@
 2. **Submit**: read the state file, ask the scheduler once about every job on record, and
    submit the runs that need it (never submitted, failed, cancelled, interrupted); done runs
    and runs whose job is still queued or running are skipped. Runs that need a prerequisite
-   (``@teacher.yaml``) wait for it: on SLURM with ``--dependency=afterok``, locally by running
-   prerequisites first. The state file is rewritten atomically after every submission.
+   (``@teacher.yaml``, or a maps build step) wait for it: on SLURM with
+   ``--dependency=afterok``, locally by running prerequisites first (runs trained first, then
+   maps builds, then the sweep's runs). The state file is rewritten atomically after every submission.
 
 On SLURM the runs go out as job arrays (one ``sbatch`` per array, split under
 ``MaxArraySize``, see :mod:`jobs.arrays`) and ``launch`` returns (``wait=True`` polls until they
@@ -43,7 +44,7 @@ from jobs.executors import (
 from jobs.state import RunEntry, SweepState, classify
 from suite.records import RunState
 from jobs.status import observe
-from jobs.worker import RunJob
+from jobs.worker import job_for
 from suite.records import RunPaths, read_run, run_state
 from sweeps.expand import Plan, PlannedRun, expand
 from sweeps.spec import Sweep, SweepError
@@ -261,8 +262,6 @@ def _submit_slurm(
     """Submit ``todo`` as job arrays: prerequisites first, then runs grouped by what they wait for."""
     res = sweep.spec.resources
     executor = slurm_executor(sweep.output_root / ".submitit", res, job_name=sweep.name)
-    prerequisites = [run for run in todo if run.prerequisite]
-    runs = [run for run in todo if not run.prerequisite]
     waiting_on = {
         run.run_id: state.runs[run.run_id].job_id
         for run in plan.prerequisites
@@ -279,7 +278,7 @@ def _submit_slurm(
             executor.update_parameters(array_parallelism=chunk.parallelism, dependency=dependency)
             try:
                 with executor.batch():
-                    jobs = [executor.submit(RunJob(run.resolved(), run.run_id)) for run in members]
+                    jobs = [executor.submit(job_for(run)) for run in members]
             except Exception as err:  # sbatch refused (e.g. MaxJobCount reached): keep what went out
                 state.write()
                 raise SubmissionError(
@@ -309,22 +308,27 @@ def _submit_slurm(
                 + (f", after {dependency}" if dependency else "")
             )
 
-    groups: dict[str | None, list[PlannedRun]] = {}
-    if prerequisites:
-        chunks = plan_arrays([len(prerequisites)], max_array_size=limit, max_parallel=parallel)
-        submit(prerequisites, chunks, 0, None)
-        for run in prerequisites:
-            waiting_on[run.run_id] = state.runs[run.run_id].job_id
-    for run in runs:
-        ids = [waiting_on[need] for need in run.needs if need in waiting_on]
-        groups.setdefault("afterok:" + ":".join(ids) if ids else None, []).append(run)
-    ordered = [run for members in groups.values() for run in members]
-    chunks = plan_arrays([len(m) for m in groups.values()], max_array_size=limit, max_parallel=parallel)
-    offset = 0
-    for dependency, members in groups.items():
-        mine = [c for c in chunks if offset <= c.start < offset + len(members)]
-        submit(ordered[offset : offset + len(members)], mine, offset, dependency)
-        offset += len(members)
+    single = {"ntasks_per_node": 1, "nodes": 1}  # a maps build is one process
+    whole = {k: executor.parameters[k] for k in single if k in executor.parameters}
+    for wave in _waves(todo):
+        if not wave:
+            continue
+        executor.update_parameters(**(single if wave[0].kind == "maps" else whole))
+        groups: dict[str | None, list[PlannedRun]] = {}
+        for run in wave:
+            ids = [waiting_on[need] for need in run.needs if need in waiting_on]
+            groups.setdefault("afterok:" + ":".join(ids) if ids else None, []).append(run)
+        ordered = [run for members in groups.values() for run in members]
+        chunks = plan_arrays([len(m) for m in groups.values()], max_array_size=limit, max_parallel=parallel)
+        offset = 0
+        for dependency, members in groups.items():
+            mine = [c for c in chunks if offset <= c.start < offset + len(members)]
+            submit(ordered[offset : offset + len(members)], mine, offset, dependency)
+            offset += len(members)
+        for run in wave:
+            if run.prerequisite:
+                waiting_on[run.run_id] = state.runs[run.run_id].job_id
+    executor.update_parameters(**whole)
 
 
 def wait_for(
@@ -402,12 +406,13 @@ def _run_here(
         state.write()
         say(f"{final.value:<11} {run.run_id}  {run.label()}" + (f"  ({error})" if error else ""))
 
-    waves = [[run for run in todo if run.prerequisite], [run for run in todo if not run.prerequisite]]
+    waves = _waves(todo)
     for wave in waves:
         ready = []
         for run in wave:
             if failed_prerequisites.intersection(run.needs):
                 report.blocked.append(run.run_id)
+                failed_prerequisites.add(run.run_id)  # what waits on a blocked step is blocked too
                 say(f"blocked     {run.run_id}  {run.label()}  (a prerequisite failed)")
             else:
                 ready.append(run)
@@ -416,6 +421,15 @@ def _run_here(
         else:
             slots = _GpuSlots(gpus, min(res.gpus_per_node, len(gpus)))
             _local(ready, state, report, local_executor(folder, res), parallel, threads, slots, finish, say)
+
+
+def _waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """What can start together: runs trained first, then maps build steps, then the sweep's runs."""
+    return [
+        [run for run in todo if run.prerequisite and run.kind != "maps"],
+        [run for run in todo if run.kind == "maps"],
+        [run for run in todo if not run.prerequisite],
+    ]
 
 
 def _local_gpus(per_run: int) -> list[int]:
@@ -473,7 +487,7 @@ def _debug(
 
     executor = submitit.DebugExecutor(folder=str(folder / "%j"))
     for run in runs:
-        job = executor.submit(RunJob(_job_config(run, None), run.run_id))
+        job = executor.submit(job_for(run, _job_config(run, None)))
         _mark_submitted(state, report, run, "debug", str(job.job_id))
         try:
             # With a terminal, submitit's debug job opens pdb on an error; without one, just run it.
@@ -522,7 +536,7 @@ def _local(
                     run = queue.pop(0)
                     slots.take(run.run_id, executor)
                     with _controller_ignores_sigint():
-                        job = executor.submit(RunJob(_job_config(run, threads), run.run_id))
+                        job = executor.submit(job_for(run, _job_config(run, threads)))
                     running[run.run_id] = (run, job)
                     _mark_submitted(state, report, run, "local", str(job.job_id))
                     say(f"started     {run.run_id}  {run.label()}  (pid {job.job_id}, {threads} threads)")

@@ -46,7 +46,7 @@ import submitit
 from suite.records import RunPaths, clear_failure
 from suite.signals import GracefulStop
 
-__all__ = ["RunJob", "preemption_signal"]
+__all__ = ["MapsJob", "RunJob", "job_for", "preemption_signal"]
 
 TERM_GRACE_S = 5.0  # after SIGTERM, how long to wait for the preemption signal that may follow
 
@@ -160,3 +160,68 @@ def _wait_for(stop: GracefulStop, signum: int, seconds: float) -> None:
 def _hand_over(handler: Callable[[int, Any], Any], signum: int) -> None:
     """Call the handler that was installed before training (submitit's checkpoint-and-requeue)."""
     handler(signum, None)
+
+
+class MapsJob(submitit.helpers.Checkpointable):
+    """Build a sweep's offline-maps step (``kind: maps``) in a submitit job.
+
+    The build is one pass of the teacher over the training set, written to the step's folder
+    (:func:`suite.maps_step.run_maps_step`); it keeps no partial progress, so a requeued or
+    relaunched step builds again from the start, and a finished one returns at once. When the
+    sweep's resources give a run several processes, only global rank 0 builds.
+
+    Args:
+        config: the step's resolved config (the teacher and the sweep base's data).
+        step_id: ``maps-<12 hex>``, as the sweep planned it.
+        img_size: side of the whole images fed to the teacher (None: ``data.img_size``).
+        batch_size: teacher batch size.
+    """
+
+    def __init__(self, config: dict[str, Any], step_id: str, img_size: int | None, batch_size: int) -> None:
+        self.config = config
+        self.step_id = step_id
+        self.img_size = img_size
+        self.batch_size = batch_size
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def __call__(self) -> dict[str, Any]:
+        import suite  # noqa: F401 - torchvision shim before timm
+        from suite.config import ConfigError, validate_config
+        from suite.maps_step import maps_step_id, run_maps_step
+        from suite.preflight import check_machine
+        from suite.records import write_failure
+
+        if _global_rank() != 0:
+            return {"run_id": self.step_id, "state": "finished", "summary": {}}
+        paths = RunPaths.of(self.config["run"]["output_root"], self.step_id)
+        try:
+            cfg = validate_config(self.config, prefix=f"maps step {self.step_id}: ")
+            if maps_step_id(cfg, self.img_size) != self.step_id:
+                raise ConfigError(
+                    f"maps step {self.step_id}: resolves to {maps_step_id(cfg, self.img_size)} on this node; "
+                    "is the suite installed here the same version as where the sweep was planned?"
+                )
+            check_machine(cfg, prefix=f"maps step {self.step_id}: ")
+        except ConfigError as err:
+            write_failure(paths, err)
+            raise
+        summary = run_maps_step(cfg, paths, img_size=self.img_size, batch_size=self.batch_size)
+        return {"run_id": self.step_id, "state": "finished", "summary": summary}
+
+
+def _global_rank() -> int:
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:  # not inside a submitit job (called directly)
+        return int(os.environ.get("RANK", "0"))
+
+
+def job_for(run: Any, config: dict[str, Any] | None = None) -> RunJob | MapsJob:
+    """The submitit callable of a planned run (:class:`sweeps.expand.PlannedRun`): training or maps build."""
+    config = run.resolved() if config is None else config
+    if run.kind == "maps":
+        build = run.build or {}
+        return MapsJob(config, run.run_id, build.get("img_size"), int(build.get("batch_size", 128)))
+    return RunJob(config, run.run_id)

@@ -451,6 +451,8 @@ class TrainConfig(_Strict):
         values = _leaves(json.loads(self.model_dump_json()))
         if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
             values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
+        if self.teacher.maps is not None:
+            values["teacher.maps"] = maps_identity(self.teacher.maps)
         return {
             key: value
             for key, value in sorted(values.items())
@@ -459,6 +461,7 @@ class TrainConfig(_Strict):
 
 
 RUN_ID_PATTERN = re.compile(r"^[a-z]+-[0-9a-f]{12}$")  # <method>-<12 hex>
+MAPS_STEP_PATTERN = re.compile(r"^maps-[0-9a-f]{12}$")  # a sweep's maps build step (suite.maps_step)
 _SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
 
 
@@ -468,11 +471,15 @@ def teacher_run_folder(path: Path | str) -> Path | None:
     Read from the spelling alone, so every machine agrees.
     """
     path = Path(path)
-    if path.name == "checkpoint.pt" and RUN_ID_PATTERN.match(path.parent.name):
+    if path.name == "checkpoint.pt" and _is_run_name(path.parent.name):
         return path.parent
-    if RUN_ID_PATTERN.match(path.name):
+    if _is_run_name(path.name):
         return path
     return None
+
+
+def _is_run_name(name: str) -> bool:
+    return bool(RUN_ID_PATTERN.match(name)) and not MAPS_STEP_PATTERN.match(name)
 
 
 def file_sha256(path: Path | str) -> str:
@@ -501,6 +508,16 @@ def teacher_identity(path: Path | str) -> str:
     """
     folder = teacher_run_folder(path)
     return f"run:{folder.name}" if folder is not None else str(path)
+
+
+def maps_identity(path: Path | str) -> str:
+    """What the run id records of offline maps: ``step:<id>`` for a sweep's maps build step folder
+    (``<output_root>/maps-<12 hex>``, whose id hashes what the maps were built from), else the path.
+
+    Read from the spelling alone, like :func:`teacher_identity`.
+    """
+    name = Path(path).name
+    return f"step:{name}" if MAPS_STEP_PATTERN.match(name) else str(path)
 
 
 # Version of the run-id rule. 1: hash of every resolved field (ids changed whenever an option was

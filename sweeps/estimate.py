@@ -143,6 +143,9 @@ def estimate(plan: Plan) -> Estimate:
             hours[run.run_id] = 0.0
             continue
         name, size = run.config.model.name, run.config.data.img_size
+        if run.kind == "maps":  # one teacher forward pass over the training set
+            name = run.config.teacher.model or _teacher_model(plan, run)
+            size = int((run.build or {}).get("img_size") or size)
         rate: float | None = None
         if (name, size) in measured:
             rate = measured[(name, size)]
@@ -156,7 +159,21 @@ def estimate(plan: Plan) -> Estimate:
             unknown += 1
             continue
         train, val = train_images(run)
-        seconds = run.config.schedule.total_epochs * (train + EVAL_COST * val) / rate  # with cooldown
+        if run.kind == "maps":
+            seconds = train / (FORWARD_SPEEDUP * rate)
+        else:
+            seconds = run.config.schedule.total_epochs * (train + EVAL_COST * val) / rate  # with cooldown
         hours[run.run_id] = seconds / 3600 * max(1, gpus)
     total = sum(h for h in hours.values() if h is not None)
     return Estimate(hours, total, device.upper(), sources, unknown)
+
+
+FORWARD_SPEEDUP = 3.0  # a forward pass without gradients costs about a third of a training step
+
+
+def _teacher_model(plan: Plan, step: PlannedRun) -> str:
+    """The model of the run a maps step's teacher is (a prerequisite trained first), else ``?``."""
+    for run in plan.prerequisites:
+        if run.run_id in step.needs:
+            return run.config.model.name
+    return "?"

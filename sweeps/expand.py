@@ -13,6 +13,14 @@ checkpoint, ``<output_root>/<run_id>/checkpoint.pt``, so the student's run id is
 the teacher exists. Such runs are the plan's ``prerequisites``; ``launch`` runs them first and
 makes their dependents wait for them.
 
+Maps built first. A value ``@<file>.yaml`` whose file says ``kind: maps`` names a maps build
+step instead (:class:`~sweeps.spec.MapsStepSpec`): ``teacher.maps: "@maps/nfnet-576.yaml"``.
+The sweep runs the build (as ``suite maps build`` would, over the base run's training set)
+before the runs that read it, and the value stands for the step's directory,
+``<output_root>/maps-<12 hex>`` (:mod:`suite.maps_step`). A step's teacher may itself be
+``@run.yaml``: that run trains first, then the step builds, then the students train. A run that
+reads a step's maps but trains on another training set (``data.*``) is refused.
+
 Missing paths. The run config schema never looks at the filesystem, so every run validates
 (and gets its run id) the same way on a laptop and on the cluster. What this machine lacks is
 found by :func:`suite.preflight.machine_problems`: an unknown timm model is always an error; a
@@ -24,6 +32,7 @@ missing ``data.root``, ``model.checkpoint`` or teacher file is a warning with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
@@ -31,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.config import ConfigError, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
+from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
 from suite.preflight import machine_problems
+from suite.maps_step import data_identity, maps_step_id
 from suite.records import RunPaths, RunState, run_state
-from sweeps.spec import Sweep, SweepError, format_value, to_override
+from sweeps.spec import MapsStepSpec, Sweep, SweepError, format_value, load_maps_step, to_override
 
 __all__ = ["Plan", "PlannedRun", "expand", "lookup"]
 
@@ -56,6 +66,9 @@ class PlannedRun:
         needs: run ids of the prerequisites this run waits for.
         prerequisite: True for a run the sweep trains first (``@file.yaml``).
         source: for prerequisites, the run config file.
+        kind: ``train`` (a training run) or ``maps`` (a maps build step: ``config`` names the
+            teacher and data, ``build`` holds ``img_size`` and ``batch_size``).
+        build: for maps build steps, the arguments of the build.
     """
 
     index: int
@@ -66,6 +79,8 @@ class PlannedRun:
     needs: tuple[str, ...] = ()
     prerequisite: bool = False
     source: str | None = None
+    kind: str = "train"
+    build: dict[str, Any] | None = None
 
     @property
     def paths(self) -> RunPaths:
@@ -81,6 +96,8 @@ class PlannedRun:
 
     def label(self) -> str:
         """``key=value`` pairs that differ from the base run, or ``base``."""
+        if self.kind == "maps":
+            return f"maps build {self.source}"
         if self.prerequisite:
             return f"prerequisite {self.source}"
         return describe(self.changed) or "base"
@@ -234,13 +251,25 @@ def _references(data: Any) -> Iterator[str]:
             yield from _references(value)
 
 
-def _replace(data: Any, table: dict[str, str]) -> Any:
+def _replace(data: Any, table: dict[str, str], maps: frozenset[str] = frozenset()) -> Any:
+    """Swap each ``@file.yaml`` for what it produces; a maps step named by the ``teacher``
+    shorthand becomes ``maps:<dir>`` (``teacher.maps: "@step.yaml"`` gets the bare directory)."""
     if isinstance(data, str):
         return table.get(data, data)
     if isinstance(data, dict):
-        return {key: _replace(value, table) for key, value in data.items()}
+        out = {}
+        for key, value in data.items():
+            if key == "teacher" and isinstance(value, str) and value in maps:
+                out[key] = f"{MAPS_PREFIX}{table[value]}"
+            elif key == "teacher" and isinstance(value, dict) and value.get("checkpoint") in maps:
+                # ``teacher=@step.yaml`` followed by ``teacher.topk=...`` reads as a checkpoint
+                rest = {k: v for k, v in value.items() if k != "checkpoint"}
+                out[key] = _replace({**rest, "maps": value["checkpoint"]}, table, maps)
+            else:
+                out[key] = _replace(value, table, maps)
+        return out
     if isinstance(data, list):
-        return [_replace(value, table) for value in data]
+        return [_replace(value, table, maps) for value in data]
     return data
 
 
@@ -278,9 +307,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
     errors: list[str] = []
     invalid = 0
     prerequisites, table = _prerequisites(sweep, combos, check_paths=check_paths, warnings=warnings)
-    by_path = {str(Path(path).absolute()): Path(path).parent.name for path in table.values()}
+    by_path = {_produced_path(run): run.run_id for run in prerequisites}
+    steps = {_produced_path(run): run for run in prerequisites if run.kind == "maps"}
+    maps = frozenset(ref for ref, path in table.items() if str(Path(path).absolute()) in steps)
     produced = set(by_path)
-    base_cfg = _base_config(sweep, table, produced)
+    base_cfg = _base_config(sweep, table, maps)
     runs: list[PlannedRun] = []
     seen_raw: set[str] = set()
     seen_ids: set[str] = set()
@@ -296,7 +327,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                 errors.append(f"{prefix}{err}")
                 invalid += 1
                 continue
-            data = _output_fields(sweep, _ensure_tracking(_replace(data, table)))
+            data = _output_fields(sweep, _ensure_tracking(_replace(data, table, maps)))
             raw_key = json.dumps(data, sort_keys=True, default=str)
             if raw_key in seen_raw:
                 duplicates += 1
@@ -319,6 +350,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                 duplicates += 1
                 continue
             seen_ids.add(rid)
+            mismatch = _data_mismatch(cfg, steps)
+            if mismatch:
+                errors.append(f"{prefix}{mismatch}")
+                invalid += 1
+                continue
             needs = tuple(sorted({by_path[p] for p in _used_paths(cfg) if p in by_path}))
             runs.append(
                 PlannedRun(
@@ -337,8 +373,32 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
 
 
 def _used_paths(cfg: TrainConfig) -> list[str]:
-    paths = [cfg.teacher.checkpoint, cfg.model.checkpoint]
+    paths = [cfg.teacher.checkpoint, cfg.model.checkpoint, cfg.teacher.maps]
     return [str(Path(p).absolute()) for p in paths if p is not None]
+
+
+def _produced_path(run: PlannedRun) -> str:
+    """What a prerequisite leaves for its dependents: a checkpoint, or a maps directory."""
+    paths = run.paths
+    return str((paths.root if run.kind == "maps" else paths.checkpoint).absolute())
+
+
+def _data_mismatch(cfg: TrainConfig, steps: dict[str, PlannedRun]) -> str | None:
+    """A run reading a maps step's directory must train on the training set the maps cover."""
+    if cfg.teacher.maps is None:
+        return None
+    step = steps.get(str(Path(cfg.teacher.maps).absolute()))
+    if step is None:
+        return None
+    built, mine = data_identity(step.config.data), data_identity(cfg.data)
+    differ = [f"data.{k}={format_value(mine[k])} (the maps: {format_value(built[k])})" for k in built if built[k] != mine[k]]
+    if not differ:
+        return None
+    return (
+        f"teacher.maps: the maps step @{step.source} covers the training set of the sweep's base run, but this "
+        f"run trains on another: {', '.join(differ)}; build maps for this training set (another step file "
+        "with the same data) or keep these data fields at the base's values"
+    )
 
 
 def _changed(values: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
@@ -355,9 +415,9 @@ def _changed(values: dict[str, Any], base: dict[str, Any] | None) -> dict[str, A
     return changed
 
 
-def _base_config(sweep: Sweep, table: dict[str, str], produced: set[str]) -> dict[str, Any] | None:
+def _base_config(sweep: Sweep, table: dict[str, str], maps: frozenset[str]) -> dict[str, Any] | None:
     """The resolved base run as JSON data, to tell which axis values differ from it (None if invalid)."""
-    data = _output_fields(sweep, _ensure_tracking(_replace(copy.deepcopy(sweep.base), table)))
+    data = _output_fields(sweep, _ensure_tracking(_replace(copy.deepcopy(sweep.base), table, maps)))
     try:
         cfg = validate_config(data)
     except ConfigError:
@@ -365,32 +425,37 @@ def _base_config(sweep: Sweep, table: dict[str, str], produced: set[str]) -> dic
     return json.loads(cfg.model_dump_json())
 
 
+def _resolve_reference(reference: str, folder: Path) -> tuple[str, Path]:
+    relative = reference[len(REFERENCE_PREFIX) :]
+    return relative, (Path(relative) if Path(relative).is_absolute() else folder / relative)
+
+
 def _prerequisites(
     sweep: Sweep, combos: list[dict[str, Any]], *, check_paths: bool, warnings: list[str]
 ) -> tuple[list[PlannedRun], dict[str, str]]:
-    """Validate every ``@file.yaml`` run; returns them and the reference -> checkpoint path table."""
+    """Validate every ``@file.yaml`` the sweep names; returns the prerequisites and the
+    reference -> produced path table.
+
+    A file with ``kind: maps`` is a maps build step (:class:`~sweeps.spec.MapsStepSpec`): it
+    stands for its maps directory, and its teacher may itself be ``@run.yaml`` (relative to the
+    step file), a run trained before the step. Any other file is a run config to train first;
+    it stands for its checkpoint. Training prerequisites come first, then the maps steps.
+    """
     references = list(dict.fromkeys([*_references(sweep.base), *_references(combos)]))
-    runs: list[PlannedRun] = []
+    trained: list[PlannedRun] = []
+    steps: list[PlannedRun] = []
     table: dict[str, str] = {}
     errors: list[str] = []
     invalid = 0
-    for reference in references:
-        relative = reference[len(REFERENCE_PREFIX) :]
-        path = Path(relative) if Path(relative).is_absolute() else sweep.folder / relative
-        prefix = f"{sweep.path}: prerequisite {reference}: "
-        try:
-            data = read_yaml(path)
-        except ConfigError as err:
-            errors.append(f"{prefix}{err} (a value starting with @ names a run config file to train first)")
-            invalid += 1
-            continue
+    step_files: list[tuple[str, str, Path, dict[str, Any]]] = []
+
+    def train_first(reference: str, relative: str, data: dict[str, Any], prefix: str) -> str | None:
+        nonlocal invalid
         nested = list(_references(data))
         if nested:
-            errors.append(
-                f"{prefix}refers to {nested[0]}; a prerequisite cannot have prerequisites of its own"
-            )
+            errors.append(f"{prefix}refers to {nested[0]}; a prerequisite cannot have prerequisites of its own")
             invalid += 1
-            continue
+            return None
         data = _output_fields(sweep, _ensure_tracking(data))
         tracking = data.get("tracking")
         if isinstance(tracking, dict):
@@ -401,10 +466,94 @@ def _prerequisites(
         except ConfigError as err:
             errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
             invalid += 1
+            return None
+        if all(run.run_id != rid for run in trained):  # two spellings of one file train once
+            trained.append(PlannedRun(len(trained), rid, {}, {}, cfg, prerequisite=True, source=relative))
+        return rid
+
+    for reference in references:
+        relative, path = _resolve_reference(reference, sweep.folder)
+        prefix = f"{sweep.path}: prerequisite {reference}: "
+        try:
+            data = read_yaml(path)
+        except ConfigError as err:
+            errors.append(f"{prefix}{err} (a value starting with @ names a run config or maps step file to run first)")
+            invalid += 1
             continue
-        table[reference] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
-        if all(run.run_id != rid for run in runs):  # two spellings of one file train once
-            runs.append(PlannedRun(len(runs), rid, {}, {}, cfg, prerequisite=True, source=relative))
+        if data.get("kind") == "maps":
+            step_files.append((reference, relative, path, data))
+            continue
+        rid = train_first(reference, relative, data, prefix)
+        if rid is not None:
+            table[reference] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
+    for reference, relative, path, data in step_files:
+        prefix = f"{sweep.path}: maps step {reference}: "
+        try:
+            spec = load_maps_step(path, data)
+        except SweepError as err:
+            errors.extend(f"{prefix}{line}" for line in str(err).splitlines())
+            invalid += 1
+            continue
+        teacher: Any = spec.teacher
+        inner: dict[str, str] = {}
+        for nested in _references(teacher):
+            nested_relative, nested_path = _resolve_reference(nested, path.parent)
+            nested_prefix = f"{sweep.path}: maps step {reference}: teacher {nested}: "
+            try:
+                nested_data = read_yaml(nested_path)
+            except ConfigError as err:
+                errors.append(f"{nested_prefix}{err}")
+                invalid += 1
+                continue
+            if nested_data.get("kind") == "maps":
+                errors.append(f"{nested_prefix}is a maps step; a step's teacher is a checkpoint or a run config")
+                invalid += 1
+                continue
+            rid = train_first(nested, str(Path(relative).parent / nested_relative), nested_data, nested_prefix)
+            if rid is not None:
+                inner[nested] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
+        if len(inner) != len(list(_references(teacher))):
+            continue
+        step = _maps_step(sweep, spec, _replace(teacher, inner), relative, prefix, check_paths, warnings, set(inner.values()))
+        if isinstance(step, str):
+            errors.extend(step.splitlines())
+            invalid += 1
+            continue
+        step = dataclasses.replace(step, needs=tuple(sorted({Path(p).parent.name for p in inner.values()})))
+        table[reference] = str(step.paths.root)
+        if all(run.run_id != step.run_id for run in steps):
+            steps.append(step)
     if errors:
         _raise_collected(sweep, errors, invalid)
-    return runs, table
+    offset = len(trained)
+    steps = [dataclasses.replace(run, index=offset + i) for i, run in enumerate(steps)]
+    return [*trained, *steps], table
+
+
+def _maps_step(
+    sweep: Sweep,
+    spec: MapsStepSpec,
+    teacher: Any,
+    relative: str,
+    prefix: str,
+    check_paths: bool,
+    warnings: list[str],
+    produced: set[str],
+) -> PlannedRun | str:
+    """The validated build of one maps step over the sweep base's training set (or error lines)."""
+    base = sweep.base
+    data: dict[str, Any] = {
+        "data": copy.deepcopy(base.get("data", {})),
+        "teacher": teacher,
+        "mix": {"method": "tokenmix"},
+        "tracking": {"mode": "disabled"},
+        "run": {"output_root": str(sweep.output_root)},
+    }
+    try:
+        cfg = _validate(data, prefix, produced={str(Path(p).absolute()) for p in produced},
+                        check_paths=check_paths, warnings=warnings)
+    except ConfigError as err:
+        return "\n".join(f"{prefix}{line}" if not line.startswith(str(sweep.path)) else line for line in str(err).splitlines())
+    step_id = maps_step_id(cfg, spec.img_size)
+    return PlannedRun(0, step_id, {}, {}, cfg, prerequisite=True, source=relative, kind="maps",
+                      build={"img_size": spec.img_size, "batch_size": spec.batch_size})

@@ -36,12 +36,14 @@ from suite.config import ConfigError, apply_overrides, read_yaml
 __all__ = [
     "EXECUTORS",
     "BaseSpec",
+    "MapsStepSpec",
     "ResourcesSpec",
     "Sweep",
     "SweepError",
     "SweepSpec",
     "TrackingSpec",
     "format_value",
+    "load_maps_step",
     "load_sweep",
     "resolve_base",
     "to_override",
@@ -72,6 +74,37 @@ class BaseSpec(_Strict):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"config": value} if isinstance(value, (str, Path)) else value
+
+
+class MapsStepSpec(_Strict):
+    """A maps build step file (``kind: maps``), named by ``teacher.maps: "@file.yaml"`` in a sweep.
+
+    The sweep builds these offline teacher maps before the runs that read them, over the
+    training set of the sweep's base run (``data.*``), as ``suite maps build`` would.
+
+    .. code-block:: yaml
+
+        kind: maps
+        teacher:                                  # as a run config's teacher section, or its shorthand
+          model: dm_nfnet_f6
+          checkpoint: /checkpoints/teachers/dm_nfnet_f6.pth   # or "@../base/teacher.yaml": trained first
+        img_size: 576                             # whole images resized to this side (default data.img_size)
+    """
+
+    kind: Literal["maps"] = Field(description="maps: this file is a maps build step, not a run config")
+    description: str | None = Field(None, description="what the step builds (shown in plan)")
+    teacher: Any = Field(description="the teacher, as in a run config: {model, checkpoint[, kwargs]} or a path")
+    img_size: int | None = Field(None, gt=0, description="side of the whole images fed to the teacher")
+    batch_size: int = Field(128, gt=0, description="teacher batch size (does not change the maps)")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, value: Any) -> Any:
+        if value in (None, "none") or (isinstance(value, str) and value.startswith("maps:")):
+            raise ValueError("a maps build step needs a teacher checkpoint (a path, or {model, checkpoint})")
+        if not isinstance(value, (str, dict)):
+            raise ValueError(f"give a path or a {{model, checkpoint}} mapping, but got {value!r}")
+        return value
 
 
 class ResourcesSpec(_Strict):
@@ -278,14 +311,15 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-def _format_error(err: ValidationError, path: Path) -> str:
+def _format_error(err: ValidationError, path: Path, model: type[BaseModel] | None = None) -> str:
+    top = model or SweepSpec
     lines = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"]]
         dotted = ".".join(loc) or "(sweep)"
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            parent = _SECTIONS.get(loc[0], SweepSpec) if len(loc) > 1 else SweepSpec
+            parent = _SECTIONS.get(loc[0], top) if len(loc) > 1 and top is SweepSpec else top
             msg = f"unknown key; valid keys: {_describe(parent)}"
         elif item["type"] == "literal_error" and loc and loc[-1] == "executor":
             msg = f"unknown executor {item.get('input')!r}; choose one of {', '.join(EXECUTORS)}"
@@ -373,3 +407,11 @@ def load_sweep(
     root = output_root or spec.output_root or _default_output_root(spec.name)
     root = Path(os.path.abspath(Path(root).expanduser()))
     return Sweep(spec=spec, path=path, base=base, output_root=root)
+
+
+def load_maps_step(path: Path, data: dict[str, Any]) -> MapsStepSpec:
+    """Validate a maps build step file's content (``kind: maps``); errors name the file and field."""
+    try:
+        return MapsStepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SweepError(_format_error(err, path, MapsStepSpec)) from None

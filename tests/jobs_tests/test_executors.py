@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.launch import launch
+from jobs.launch import launch, wait_for
 from jobs.state import SweepState
 from jobs.status import collect
 from suite.config import apply_overrides
@@ -96,3 +96,49 @@ def test_prerequisite_trains_first_and_its_failure_blocks_dependents(tmp_path: P
     report = launch(sweep, executor="debug")
     assert report.final == {report.plan.prerequisites[0].run_id: RunState.FAILED}
     assert report.blocked == [report.plan.runs[0].run_id]
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def test_teacher_then_maps_step_then_students(tmp_path: Path, executor: str) -> None:
+    """A sweep that trains its teacher, builds its offline maps from it, then trains students on them."""
+    dotted = yaml.safe_load(write_sweep(tmp_path, "x").read_text())["base"]["overrides"]
+    teacher = apply_overrides({}, [to_override(k, v) for k, v in dotted.items()] + ["model.name=cnn_micro"])
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
+    (tmp_path / "maps.yaml").write_text(yaml.safe_dump({"kind": "maps", "teacher": "@teacher.yaml", "batch_size": 64}))
+    resources = {"gpus_per_node": 1 if executor == "slurm" else 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
+    path = write_sweep(tmp_path, overrides={"mix.method": "tokenmix", "teacher.maps": "@maps.yaml"},
+                       axes={"teacher.topk": [None, 2]}, resources=resources)
+    sweep = load_sweep(path)
+    report = launch(sweep, executor=executor)
+    pre, step = report.plan.prerequisites
+    assert report.submitted[:2] == [pre.run_id, step.run_id]
+    final = report.final if executor == "local" else wait_for(
+        SweepState.read(sweep.state_file), report.submitted, poll_s=1, timeout_s=240
+    )
+    assert set(final.values()) == {RunState.FINISHED}, final
+    maps_dir = step.paths.root
+    assert (maps_dir / "maps.json").is_file() and (maps_dir / "ranks.npy").is_file()
+    assert json.loads((maps_dir / "summary.json").read_text())["count"] == 256
+    for run in report.plan.runs:
+        config = read_run(run.paths.root).config
+        assert config is not None and config["teacher"]["maps"] == str(maps_dir)
+    if executor == "slurm":  # each wave waits for the one before (afterok)
+        deps = [a["dependency"] for a in report.arrays]
+        assert deps[0] is None and deps[1] == f"afterok:{SweepState.read(sweep.state_file).runs[pre.run_id].job_id}"
+        assert deps[2].startswith("afterok:")
+    again = launch(sweep, executor=executor)
+    assert again.submitted == [] and set(again.skipped.values()) == {RunState.FINISHED}
+    status = collect(SweepState.read(sweep.state_file))
+    assert status.counts[RunState.FINISHED] == 4
+
+
+def test_failed_teacher_blocks_its_maps_step_and_the_students(tmp_path: Path) -> None:
+    dotted = yaml.safe_load(write_sweep(tmp_path, "x").read_text())["base"]["overrides"]
+    teacher = apply_overrides({}, [to_override(k, v) for k, v in dotted.items()] + ["model.name=cnn_micro", "optim.lr=1e30"])
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
+    (tmp_path / "maps.yaml").write_text(yaml.safe_dump({"kind": "maps", "teacher": "@teacher.yaml"}))
+    sweep = load_sweep(write_sweep(tmp_path, overrides={"mix.method": "tokenmix", "teacher.maps": "@maps.yaml"}))
+    report = launch(sweep, executor="debug")
+    pre, step = report.plan.prerequisites
+    assert report.final == {pre.run_id: RunState.FAILED}
+    assert report.blocked == [step.run_id, report.plan.runs[0].run_id]

@@ -1,0 +1,107 @@
+"""A sweep's offline-maps build step: its id, and one recorded build.
+
+A sweep can build the offline teacher maps its students read (``teacher.maps: "@maps/x.yaml"``,
+see :mod:`sweeps.expand`), as it trains a teacher first for ``teacher: "@teacher.yaml"``. The
+step's folder, ``<output_root>/maps-<12 hex>``, is both the maps directory the students read and
+a record the sweep's state machinery understands: ``.lock`` while it builds, ``failure.json``
+when the build failed, ``summary.json`` (status ``finished``) when ``maps.json`` is complete.
+It holds no ``config.json``, so reports never count it as a run.
+
+The id hashes what the maps are made of: the teacher (a suite run by its run id, any other file
+by its path), its timm name, the input side of the whole images, and the fields that define the
+training set. Batch size and where the step runs do not enter it. A student's run id records
+the step's id (:func:`suite.config.maps_identity`), so it names the maps it learned from
+wherever the sweep's output lies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from suite.config import DataConfig, TrainConfig, teacher_identity
+from suite.records import RunPaths, RunState, clear_failure, run_lock, write_failure, write_summary
+
+__all__ = ["DATA_IDENTITY_FIELDS", "data_identity", "maps_step_id", "run_maps_step"]
+
+STEP_ID_VERSION = 1
+# The data fields that decide which images (and which order) a maps directory covers. The
+# built-in data is rendered at data.img_size, so the side is one of them.
+DATA_IDENTITY_FIELDS = ("source", "root", "img_size", "train_size", "val_size", "data_seed")
+
+
+def data_identity(data: DataConfig) -> dict[str, Any]:
+    """The training-set-defining fields of a data config, as JSON data."""
+    dumped = json.loads(data.model_dump_json())
+    return {key: dumped[key] for key in DATA_IDENTITY_FIELDS}
+
+
+def maps_step_id(cfg: TrainConfig, img_size: int | None) -> str:
+    """``maps-<12 hex>``: the id of a build of ``cfg.teacher`` over ``cfg.data``'s training set.
+
+    Example:
+        >>> from suite.config import load_config
+        >>> a = load_config(None, ["mix.method=tokenmix", "teacher=runs/none-0123456789ab"])
+        >>> maps_step_id(a, 64) == maps_step_id(a, 64) != maps_step_id(a, 96)
+        True
+    """
+    if cfg.teacher.checkpoint is None:
+        raise ValueError("teacher.checkpoint: a maps build step needs a teacher")
+    blob = {
+        "version": STEP_ID_VERSION,
+        "teacher": teacher_identity(cfg.teacher.checkpoint),
+        "teacher_model": cfg.teacher.model,
+        "teacher_kwargs": cfg.teacher.kwargs,
+        "img_size": int(img_size or cfg.data.img_size),
+        "data": data_identity(cfg.data),
+    }
+    text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
+    return f"maps-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def run_maps_step(
+    cfg: TrainConfig,
+    paths: RunPaths,
+    *,
+    img_size: int | None,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Build the step's maps into ``paths.root`` under the run lock, recording the outcome.
+
+    Idempotent: a finished step returns its summary without touching the teacher. A failure is
+    written to ``failure.json`` (state ``failed``) and raised; the next attempt starts over
+    (a build is one pass over the training set; it keeps no partial progress).
+
+    Raises:
+        RunBusyError: another process builds this step right now.
+    """
+    from suite.offline_maps import build_offline_maps
+    from suite.records import read_summary
+
+    with run_lock(paths):
+        done = read_summary(paths)
+        if done is not None and (paths.root / "maps.json").is_file():
+            return done
+        clear_failure(paths)
+        start = time.time()
+        try:
+            meta = build_offline_maps(cfg, paths.root, img_size=img_size, batch_size=batch_size, progress=progress)
+        except Exception as err:  # an interrupt leaves the step new: the next launch builds it again
+            write_failure(paths, err)
+            raise
+        summary = {
+            "status": RunState.FINISHED.value,
+            "kind": "maps",
+            "run_id": paths.root.name,
+            "count": meta["count"],
+            "map_size": meta["map_size"],
+            "img_size": meta["img_size"],
+            "teacher": meta["teacher"],
+            "wall_seconds": round(time.time() - start, 3),
+        }
+        write_summary(paths, summary)
+        return summary
