@@ -388,9 +388,7 @@ def _run_here(
     parallel = 1 if kind == "debug" else (max_parallel or max(1, _cpus() // res.cpus_per_task))
     if gpus:
         parallel = min(parallel, max(1, len(gpus) // min(res.gpus_per_node, len(gpus))))
-    parallel = max(1, min(parallel, len(todo)))
     tasks = res.tasks if kind == "local" else 1  # the processes of one data-parallel run share its CPUs
-    threads = max(1, _cpus() // (parallel * tasks))
     failed_prerequisites: set[str] = set()
     folder = sweep.output_root / ".submitit"
 
@@ -420,7 +418,10 @@ def _run_here(
             _debug(ready, state, report, folder, finish)
         else:
             slots = _GpuSlots(gpus, min(res.gpus_per_node, len(gpus)))
-            _local(ready, state, report, local_executor(folder, res), parallel, threads, slots, finish, say)
+            # a wave smaller than the slots (a lone teacher) shares the CPUs among its runs
+            at_once = max(1, min(parallel, len(ready)))
+            threads = max(1, _cpus() // (at_once * tasks))
+            _local(ready, state, report, local_executor(folder, res), at_once, threads, slots, finish, say)
 
 
 def _waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:

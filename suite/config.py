@@ -16,6 +16,7 @@ is :func:`suite.preflight.check_machine`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -93,10 +94,16 @@ class _Strict(BaseModel):
     def _no_booleans_as_numbers(cls, data: Any) -> Any:
         """``schedule.epochs=true`` is a mistake, not 1: a boolean in a number field fails as text."""
         if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
-                if isinstance(data.get(name), bool) and _numeric(field.annotation):
-                    data = {**data, name: str(data[name]).lower()}
+            numeric = _numeric_fields(cls)
+            for name, value in data.items():
+                if isinstance(value, bool) and name in numeric:
+                    data = {**data, name: str(value).lower()}
         return data
+
+
+@functools.cache
+def _numeric_fields(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, field in cls.model_fields.items() if _numeric(field.annotation))
 
 
 def _expand_user(value: Path | None) -> Path | None:
@@ -447,7 +454,7 @@ class TrainConfig(_Strict):
         a default are equal to it in every existing config, so they never enter an old run's
         identity, and upgrading the suite keeps every run id.
         """
-        defaults = _leaves(json.loads(type(self)().model_dump_json()))
+        defaults = _default_leaves(type(self))
         values = _leaves(json.loads(self.model_dump_json()))
         if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
             values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
@@ -525,8 +532,19 @@ def maps_identity(path: Path | str) -> str:
 ID_VERSION = 2
 
 
+@functools.cache
 def _output_only(dotted: str) -> bool:
     return any(dotted == f or dotted.startswith(f"{f}.") for f in OUTPUT_ONLY_FIELDS)
+
+
+@functools.cache
+def _default_leaves_json(cls: type[BaseModel]) -> str:
+    return cls().model_dump_json()
+
+
+def _default_leaves(cls: type[BaseModel]) -> dict[str, Any]:
+    """The schema defaults as dotted leaves (built once per class; a fresh copy per call)."""
+    return _leaves(json.loads(_default_leaves_json(cls)))
 
 
 def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -552,11 +570,26 @@ def run_id(cfg: TrainConfig) -> str:
     return f"{cfg.mix.method}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+_JSON_START = frozenset('-0123456789[tfn"')
+_MISSING = object()
+
+
 def _parse_value(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    """An override's value, read as YAML (JSON, as sweeps write it, is read by a faster path
+    with the same result)."""
+    value: Any = _MISSING
+    if text[:1] in _JSON_START:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = _MISSING
+        if isinstance(value, dict):  # objects go through YAML, like every other mapping
+            value = _MISSING
+    if value is _MISSING:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
     if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
         try:
             return float(value)
