@@ -65,6 +65,7 @@ OUTPUT_ONLY_FIELDS: tuple[str, ...] = (
     "data.workers",
     "eval.batch_size",
     "run.log_every",
+    "run.checkpoint_every",
     "tracking",
 )
 
@@ -361,6 +362,9 @@ class RuntimeConfig(_Strict):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
     log_every: int = Field(50, gt=0, description="steps between host reads of the running loss (progress, NaN check)")
+    checkpoint_every: int = Field(
+        1, gt=0, description="epochs between checkpoints (the last epoch and a stop always write one)"
+    )
 
     @field_validator("device")
     @classmethod

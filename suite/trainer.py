@@ -526,7 +526,8 @@ class Trainer:
         row["wall_time"] = time.time()
         state.history.append(row)
         state.epoch, state.step, state.meter = epoch + 1, 0, _empty_meter()
-        self._checkpoint()
+        if epoch + 1 == cfg.schedule.total_epochs or (epoch + 1) % cfg.run.checkpoint_every == 0:
+            self._checkpoint()  # a resume redoes the epochs after it (the same rows: resume is exact)
         self.writer.metrics(state.history, new_row=row)
         self.writer.info(
             "epoch %d/%d  loss %.4f  top1 %s  lr %.2e  %.0f img/s",

@@ -145,3 +145,34 @@ def test_imagefolder_data_trains(image_folder: Path, tmp_path: Path) -> None:
     result = train(cfg)
     assert result.summary["epochs"] == 1
     assert read_run(result.run_dir).config["data"]["source"] == "folder"
+
+
+class _CrashAt:
+    """A callback that fails the run at the end of ``epoch`` (a crash between checkpoints)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        if epoch == self.epoch:
+            raise RuntimeError(f"crash after epoch {epoch}")
+
+
+def test_sparse_checkpoints_resume_redoes_the_epochs_after_the_last_one(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """run.checkpoint_every=2: a crash after epoch 3 resumes from epoch 2 and ends as if uninterrupted."""
+    base = [*tiny_overrides, "schedule.epochs=4"]
+    reference = train(load_config(None, [*base, f"run.output_root={tmp_path / 'ref'}"]))
+    cfg = load_config(None, [*base, f"run.output_root={tmp_path / 'sparse'}", "run.checkpoint_every=2"])
+    assert cfg.run.checkpoint_every == 2
+    with pytest.raises(RuntimeError, match="crash after epoch 3"):
+        train(cfg, callbacks=[_CrashAt(3)])
+    record = read_run(tmp_path / "sparse" / reference.run_id)  # output-only: the same run id
+    assert record.state is RunState.FAILED and len(record.metrics) == 3
+    assert torch.load(record.paths.checkpoint, weights_only=False)["epoch"] == 2
+    resumed = train(cfg)
+    assert resumed.state is RunState.FINISHED
+    assert [r["epoch"] for r in read_run(resumed.run_dir).metrics] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in read_run(resumed.run_dir).metrics] == [
+        r["train_loss"] for r in read_run(reference.run_dir).metrics
+    ]
+    assert torch.load(resumed.run_dir / "checkpoint.pt", weights_only=False)["epoch"] == 4  # the last epoch always
