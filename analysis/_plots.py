@@ -102,6 +102,37 @@ def _is_number(value: object) -> bool:
     return True
 
 
+SPARSE_POINTS = 30
+
+
+def curve_series(
+    table: Table, runs: pd.DataFrame, curves: pd.DataFrame, key: str = "top1"
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per row of ``table``: ``(label, epochs, mean, std, n seeds)`` over its finished runs.
+
+    Only epochs that hold ``key`` count (a run with ``eval.every=20`` has a point every 20
+    epochs); rows without any point are left out.
+    """
+    sweep_runs = runs[(runs["sweep"] == table.sweep) & (runs["state"] == "finished")]
+    labels = list(table.data["label"]) if "label" in table.data else [c.label for c in table.conditions or []]
+    series = []
+    for cond, label in zip(table.conditions or [], labels):
+        ids = sweep_runs.loc[sweep_runs["condition"] == cond.index, "run_id"]
+        part = curves[curves["run_id"].isin(set(ids))].drop_duplicates(["run_id", "epoch"])
+        part = part[part[key].notna()]  # epochs without evaluation (eval.every > 1) have no point
+        if part.empty:
+            continue
+        stats = part.groupby("epoch")[key].agg(["mean", "std", "count"]).reset_index()
+        series.append((
+            str(label),
+            stats["epoch"].to_numpy(dtype=float),
+            stats["mean"].to_numpy(dtype=float),
+            np.nan_to_num(stats["std"].to_numpy(dtype=float)),
+            int(stats["count"].max()),
+        ))
+    return series
+
+
 def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Path, key: str = "top1") -> Path | None:
     """Mean validation curve per row over its finished seeds, with a ±std band.
 
@@ -117,21 +148,15 @@ def plot_curves(table: Table, runs: pd.DataFrame, curves: pd.DataFrame, out: Pat
     """
     if table.conditions is None or curves.empty or key not in curves or len(table.conditions) > MAX_CURVES:
         return None
-    sweep_runs = runs[(runs["sweep"] == table.sweep) & (runs["state"] == "finished")]
+    series = curve_series(table, runs, curves, key)
+    if not series:
+        return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 3.6), dpi=120)
     drawn = 0
-    labels = list(table.data["label"]) if "label" in table.data else [c.label for c in table.conditions]
-    for cond, label in zip(table.conditions, labels):
-        ids = sweep_runs.loc[sweep_runs["condition"] == cond.index, "run_id"]
-        part = curves[curves["run_id"].isin(set(ids))].drop_duplicates(["run_id", "epoch"])
-        if part.empty:
-            continue
-        stats = part.groupby("epoch")[key].agg(["mean", "std", "count"]).reset_index()
-        epochs = stats["epoch"].to_numpy(dtype=float)
-        mean = stats["mean"].to_numpy(dtype=float)
-        std = np.nan_to_num(stats["std"].to_numpy(dtype=float))
-        line, = ax.plot(epochs, mean, label=f"{label} (n={int(stats['count'].max())})", linewidth=1.4)
+    for label, epochs, mean, std, n in series:
+        marker = "o" if len(epochs) <= SPARSE_POINTS else None  # a few evaluations: show where they are
+        line, = ax.plot(epochs, mean, label=f"{label} (n={n})", linewidth=1.4, marker=marker, markersize=3)
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
         drawn += 1
     if not drawn:

@@ -172,3 +172,27 @@ def test_a_run_shared_by_two_sweeps_has_one_curve(tmp_path: Path) -> None:
     collection = collect([ratio, methods], cache=False)
     assert (collection.frame["run_id"] == shared).sum() == 2  # a row in each sweep
     assert (collection.curves["run_id"] == shared).sum() == 3  # one curve of 3 epochs
+
+
+def test_curves_of_runs_evaluated_every_few_epochs(tmp_path: Path) -> None:
+    """eval.every=3: the curve plot has a point per evaluation (mean and std over seeds), not gaps."""
+    import json
+
+    from analysis._plots import curve_series
+
+    path = write_sweep(tmp_path, "sparse", include=[{"mix.method": "none"}, {"mix.method": "cutmix"}], seeds=[0, 1])
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            run = write_run(plan, rid, 30.0 + seed, epochs=6)
+            rows = [{"epoch": e, "train_loss": 1.0, **({"top1": 10.0 * e + seed} if e % 3 == 0 else {})}
+                    for e in range(1, 7)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    collection = collect([path], cache=False)
+    (table,) = [t for t in write_report(collection, tmp_path / "report").tables]
+    series = curve_series(table, collection.frame, collection.curves)
+    assert [s[0] for s in series] == ["mix.method=none", "mix.method=cutmix"]
+    for _label, epochs, mean, std, n in series:
+        assert list(epochs) == [3.0, 6.0] and list(mean) == [30.5, 60.5] and n == 2
+        assert np.allclose(std, [statistics.stdev([30, 31])] * 2)
+    assert (tmp_path / "report" / "plots" / f"{table.name}-curves.png").is_file()
