@@ -194,7 +194,11 @@ def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
 
 def _output_fields(sweep: Sweep, data: dict[str, Any]) -> dict[str, Any]:
     """Set the output-only fields every run of the sweep shares (never part of a run id)."""
-    data = apply_overrides(data, [to_override("run.output_root", str(sweep.output_root))])
+    section = data.get("run")
+    if isinstance(section, dict):  # the caller's own copy: set it in place (no second deep copy)
+        section["output_root"] = str(sweep.output_root)
+    else:  # absent, or malformed (validation names it)
+        data = apply_overrides(data, [to_override("run.output_root", str(sweep.output_root))])
     tracking = data.get("tracking")
     if not isinstance(tracking, dict):
         return data  # validation reports a malformed tracking section
