@@ -146,7 +146,7 @@ def plan_sweep(
                 return stored["plan"]
         except Exception:  # noqa: BLE001 - missing or stale cache: expand again
             pass
-    plan = expand(sweep, check_paths=False)
+    plan = expand(sweep, check_paths=False, machine=False)  # the records decide, not this machine
     base_cfg = json.loads(plan.runs[0].config.model_dump_json()) if plan.runs else {}
     conditions: dict[str, Condition] = {}
     for run in plan.runs:

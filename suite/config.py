@@ -459,7 +459,7 @@ class TrainConfig(_Strict):
         identity, and upgrading the suite keeps every run id.
         """
         defaults = _default_leaves(type(self))
-        values = _leaves(json.loads(self.model_dump_json()))
+        values = _leaves(self.model_dump(mode="json"))
         if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
             values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
         if self.teacher.maps is not None:
@@ -542,13 +542,9 @@ def _output_only(dotted: str) -> bool:
 
 
 @functools.cache
-def _default_leaves_json(cls: type[BaseModel]) -> str:
-    return cls().model_dump_json()
-
-
 def _default_leaves(cls: type[BaseModel]) -> dict[str, Any]:
-    """The schema defaults as dotted leaves (built once per class; a fresh copy per call)."""
-    return _leaves(json.loads(_default_leaves_json(cls)))
+    """The schema defaults as dotted leaves, built once per class (shared: never modify it)."""
+    return _leaves(json.loads(cls().model_dump_json()))
 
 
 def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ planning works without the dataset).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ def _teacher_misfit(cfg: TrainConfig) -> str | None:
     return message
 
 
+@functools.lru_cache(maxsize=256)
 def _unknown_model(name: str) -> str | None:
     import timm
 

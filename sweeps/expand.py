@@ -136,7 +136,13 @@ def lookup(data: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _normal(value: Any) -> Any:
+    """``value`` as JSON would carry it (tuples become lists, paths text), to compare values."""
+    if isinstance(value, _PLAIN):
+        return value
     return json.loads(json.dumps(value, default=str))
 
 
@@ -227,9 +233,12 @@ def _validate(
     produced: set[str],
     check_paths: bool,
     warnings: list[str],
+    machine: bool = True,
 ) -> TrainConfig:
     """Validate one run config, then check it against this machine (see the module docstring)."""
     cfg = validate_config(data, prefix=prefix)
+    if not machine:
+        return cfg
     errors = []
     for problem in machine_problems(cfg, produced=produced):
         if problem.kind in ("path", "teacher") and not check_paths:
@@ -285,13 +294,15 @@ def _raise_collected(sweep: Sweep, errors: list[str], total: int) -> None:
     raise SweepError(head + "\n".join(shown) + tail)
 
 
-def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
+def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> Plan:
     """Expand and validate every run of a sweep.
 
     Args:
         sweep: a loaded sweep (:func:`sweeps.spec.load_sweep`).
         check_paths: refuse missing data/checkpoint paths (launch); ``False`` turns them into
             warnings (plan), except that paths made by prerequisites are always accepted.
+        machine: check the runs against this machine at all (files, timm models); a report
+            reading existing records passes False (it needs the run ids, not a runnable setup).
 
     Returns:
         The :class:`Plan`, with duplicate runs (same run id) dropped.
@@ -344,6 +355,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True) -> Plan:
                     produced=produced,
                     check_paths=check_paths,
                     warnings=warnings,
+                    machine=machine,
                 )
                 rid = run_id(cfg)  # a teacher file is identified by its content: it must be readable here
             except ConfigError as err:
