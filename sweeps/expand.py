@@ -321,7 +321,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
     warnings: list[str] = []
     errors: list[str] = []
     invalid = 0
-    prerequisites, table = _prerequisites(sweep, combos, check_paths=check_paths, warnings=warnings)
+    prerequisites, table = _prerequisites(sweep, combos, check_paths=check_paths, warnings=warnings, machine=machine)
     by_path = {_produced_path(run): run.run_id for run in prerequisites}
     steps = {_produced_path(run): run for run in prerequisites if run.kind == "maps"}
     maps = frozenset(ref for ref, path in table.items() if str(Path(path).absolute()) in steps)
@@ -447,7 +447,7 @@ def _resolve_reference(reference: str, folder: Path) -> tuple[str, Path]:
 
 
 def _prerequisites(
-    sweep: Sweep, combos: list[dict[str, Any]], *, check_paths: bool, warnings: list[str]
+    sweep: Sweep, combos: list[dict[str, Any]], *, check_paths: bool, warnings: list[str], machine: bool = True
 ) -> tuple[list[PlannedRun], dict[str, str]]:
     """Validate every ``@file.yaml`` the sweep names; returns the prerequisites and the
     reference -> produced path table.
@@ -477,7 +477,7 @@ def _prerequisites(
         if isinstance(tracking, dict):
             tracking["tags"] = [*(tracking.get("tags") or []), "prerequisite"]
         try:
-            cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, warnings=warnings)
+            cfg = _validate(data, prefix, produced=set(), check_paths=check_paths, warnings=warnings, machine=machine)
             rid = run_id(cfg)
         except ConfigError as err:
             errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
@@ -530,7 +530,9 @@ def _prerequisites(
                 inner[nested] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
         if len(inner) != len(list(_references(teacher))):
             continue
-        step = _maps_step(sweep, spec, _replace(teacher, inner), relative, prefix, check_paths, warnings, set(inner.values()))
+        step = _maps_step(
+            sweep, spec, _replace(teacher, inner), relative, prefix, check_paths, warnings, set(inner.values()), machine
+        )
         if isinstance(step, str):
             errors.extend(step.splitlines())
             invalid += 1
@@ -555,6 +557,7 @@ def _maps_step(
     check_paths: bool,
     warnings: list[str],
     produced: set[str],
+    machine: bool = True,
 ) -> PlannedRun | str:
     """The validated build of one maps step over the sweep base's training set (or error lines)."""
     base = sweep.base
@@ -567,7 +570,7 @@ def _maps_step(
     }
     try:
         cfg = _validate(data, prefix, produced={str(Path(p).absolute()) for p in produced},
-                        check_paths=check_paths, warnings=warnings)
+                        check_paths=check_paths, warnings=warnings, machine=machine)
     except ConfigError as err:
         return "\n".join(f"{prefix}{line}" if not line.startswith(str(sweep.path)) else line for line in str(err).splitlines())
     step_id = maps_step_id(cfg, spec.img_size)

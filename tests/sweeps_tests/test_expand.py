@@ -180,3 +180,16 @@ def test_an_exclude_entry_matching_nothing_is_refused(tmp_path: Path) -> None:
                                    exclude=[{"mix.methd": "mixup"}]))
     with pytest.raises(SweepError, match=r"exclude\[0\] mix.methd=mixup matches no run"):
         expand(sweep, check_paths=False)
+
+
+def test_reports_expand_without_the_machine_checks(tmp_path: Path) -> None:
+    """A report needs run ids, not a runnable setup: a model this timm lacks, a missing teacher file."""
+    (tmp_path / "maps.yaml").write_text(yaml.safe_dump(
+        {"kind": "maps", "teacher": {"model": "resnet_from_the_future", "checkpoint": str(tmp_path / "gone.pth")}}
+    ))
+    path = write_sweep(tmp_path, overrides={"model.name": "vit_from_the_future", "mix.method": "tokenmix"},
+                       axes={"teacher.maps": [None, "@maps.yaml"]})
+    with pytest.raises(SweepError, match="unknown timm model 'resnet_from_the_future'"):
+        expand(load_sweep(path), check_paths=False)
+    plan = expand(load_sweep(path), check_paths=False, machine=False)
+    assert len(plan.runs) == 2 and plan.prerequisites[0].kind == "maps" and not plan.warnings
