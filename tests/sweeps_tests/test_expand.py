@@ -187,7 +187,7 @@ def test_reports_expand_without_the_machine_checks(tmp_path: Path) -> None:
     (tmp_path / "maps.yaml").write_text(yaml.safe_dump(
         {"kind": "maps", "teacher": {"model": "resnet_from_the_future", "checkpoint": str(tmp_path / "gone.pth")}}
     ))
-    path = write_sweep(tmp_path, overrides={"model.name": "vit_from_the_future", "mix.method": "tokenmix"},
+    path = write_sweep(tmp_path, overrides={"model.name": "vit_future_patch4_32", "mix.method": "tokenmix"},
                        axes={"teacher.maps": [None, "@maps.yaml"]})
     with pytest.raises(SweepError, match="unknown timm model 'resnet_from_the_future'"):
         expand(load_sweep(path), check_paths=False)
