@@ -111,6 +111,8 @@ def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True
         raise SweepError(f"{sweep.path}: executor: {err}") from None
     plan = expand(sweep, check_paths=check_paths)
     _check_legacy(sweep, plan)
+    if check_paths:
+        _check_maps_steps(sweep, plan)
     if kind == "slurm":
         _check_slurm(sweep, len(plan.all_runs()))
     return Checked(sweep, plan, kind, time.perf_counter() - start)
@@ -128,6 +130,21 @@ def _check_legacy(sweep: Sweep, plan: Plan) -> None:
             f"({hits[0]}{', ...' if len(hits) > 1 else ''}); run `suite runs migrate {sweep.output_root}` first. "
             "Nothing was submitted"
         )
+
+
+def _check_maps_steps(sweep: Sweep, plan: Plan) -> None:
+    """Refuse to launch on maps built from a teacher file whose content has changed since."""
+    from suite.maps_step import stale_teacher
+
+    for run in plan.prerequisites:
+        summary = read_run(run.paths.root).summary if run.kind == "maps" else None
+        reason = stale_teacher(summary) if summary else None
+        if reason:
+            raise SweepError(
+                f"{sweep.path}: maps step {run.run_id} ({run.source}): {reason}; its maps, and the runs trained "
+                f"on them, belong to the old teacher. Restore the file, or delete {run.paths.root} and the runs "
+                "that read it, then launch again to rebuild. Nothing was submitted"
+            )
 
 
 def _check_slurm(sweep: Sweep, count: int) -> None:
@@ -308,7 +325,9 @@ def _submit_slurm(
                 + (f", after {dependency}" if dependency else "")
             )
 
-    single = {"ntasks_per_node": 1, "nodes": 1}  # a maps build is one process
+    single: dict[str, Any] = {"ntasks_per_node": 1, "nodes": 1}  # a maps build is one process on one GPU
+    if executor.parameters.get("gpus_per_node"):
+        single["gpus_per_node"] = 1
     whole = {k: executor.parameters[k] for k in single if k in executor.parameters}
     for wave in _waves(todo):
         if not wave:

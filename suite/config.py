@@ -459,7 +459,7 @@ class TrainConfig(_Strict):
         identity, and upgrading the suite keeps every run id.
         """
         defaults = _default_leaves(type(self))
-        values = _leaves(self.model_dump(mode="json"))
+        values = _leaves(json.loads(self.model_dump_json()))  # inf/nan as null, as ids always read them
         if self.teacher.checkpoint is not None:  # what the teacher is, not where it lies
             values["teacher.checkpoint"] = teacher_identity(self.teacher.checkpoint)
         if self.teacher.maps is not None:
@@ -570,7 +570,7 @@ def run_id(cfg: TrainConfig) -> str:
     return f"{cfg.mix.method}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-_JSON_START = frozenset('-0123456789[tfn"')
+_JSON_START = frozenset('-0123456789tfnN"')
 _MISSING = object()
 
 
@@ -578,12 +578,12 @@ def _parse_value(text: str) -> Any:
     """An override's value, read as YAML (JSON, as sweeps write it, is read by a faster path
     with the same result)."""
     value: Any = _MISSING
-    if text[:1] in _JSON_START:
+    if text[:1] in _JSON_START and not (text[:1] == '"' and "\\" in text):
         try:
             value = json.loads(text)
         except ValueError:
             value = _MISSING
-        if isinstance(value, dict):  # objects go through YAML, like every other mapping
+        if isinstance(value, (dict, list)):  # containers go through YAML (it reads 1e-5 in a list as text)
             value = _MISSING
     if value is _MISSING:
         try:

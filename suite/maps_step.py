@@ -22,21 +22,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from suite.config import DataConfig, TrainConfig, teacher_identity
+from pathlib import Path
+
+from suite.config import DataConfig, TrainConfig, file_sha256, teacher_identity, teacher_run_folder
 from suite.records import RunPaths, RunState, clear_failure, run_lock, write_failure, write_summary
 
-__all__ = ["DATA_IDENTITY_FIELDS", "data_identity", "maps_step_id", "run_maps_step"]
+__all__ = ["DATA_IDENTITY_FIELDS", "data_identity", "maps_step_id", "run_maps_step", "stale_teacher"]
 
 STEP_ID_VERSION = 1
-# The data fields that decide which images (and which order) a maps directory covers. The
-# built-in data is rendered at data.img_size, so the side is one of them.
-DATA_IDENTITY_FIELDS = ("source", "root", "img_size", "train_size", "val_size", "data_seed")
+# The data fields that decide which images (and in which order) a maps directory covers, as
+# the maps' own training-set fingerprint does (suite.offline_maps.training_set_fingerprint).
+# The built-in data is rendered at data.img_size, so for it the side is one of them; a folder's
+# images are the same files at any training resolution.
+DATA_IDENTITY_FIELDS = ("source", "root", "train_size", "data_seed")
 
 
 def data_identity(data: DataConfig) -> dict[str, Any]:
     """The training-set-defining fields of a data config, as JSON data."""
     dumped = json.loads(data.model_dump_json())
-    return {key: dumped[key] for key in DATA_IDENTITY_FIELDS}
+    identity = {key: dumped[key] for key in DATA_IDENTITY_FIELDS}
+    if data.source == "builtin":
+        identity["img_size"] = dumped["img_size"]
+    return identity
 
 
 def maps_step_id(cfg: TrainConfig, img_size: int | None) -> str:
@@ -62,6 +69,23 @@ def maps_step_id(cfg: TrainConfig, img_size: int | None) -> str:
     return f"maps-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def stale_teacher(summary: dict[str, Any]) -> str | None:
+    """Why a finished step's maps no longer match its teacher file, or None.
+
+    A teacher that is a suite run is named by its run id in the step id, so its maps cannot go
+    stale. A teacher *file* is named by its path; its content is pinned by the SHA-256 the build
+    recorded, compared here with the file as it is now (when this machine has it).
+    """
+    teacher = summary.get("teacher") or {}
+    path, recorded = teacher.get("checkpoint"), teacher.get("sha256")
+    if not path or not recorded or teacher_run_folder(path) is not None or not Path(path).is_file():
+        return None
+    now = file_sha256(path)
+    if now == recorded:
+        return None
+    return f"the teacher file {path} changed since the maps were built (sha256 {recorded[:12]} then, {now[:12]} now)"
+
+
 def run_maps_step(
     cfg: TrainConfig,
     paths: RunPaths,
@@ -84,8 +108,9 @@ def run_maps_step(
 
     with run_lock(paths):
         done = read_summary(paths)
-        if done is not None and (paths.root / "maps.json").is_file():
+        if done is not None and (paths.root / "maps.json").is_file() and stale_teacher(done) is None:
             return done
+        paths.summary.unlink(missing_ok=True)  # building again: not finished until the new summary
         clear_failure(paths)
         start = time.time()
         try:

@@ -104,6 +104,10 @@ class MapsStepSpec(_Strict):
             raise ValueError("a maps build step needs a teacher checkpoint (a path, or {model, checkpoint})")
         if not isinstance(value, (str, dict)):
             raise ValueError(f"give a path or a {{model, checkpoint}} mapping, but got {value!r}")
+        if isinstance(value, dict) and (value.get("checkpoint") in (None, "", "none") or "maps" in value):
+            raise ValueError(
+                f"a maps build step needs teacher.checkpoint (and no teacher.maps), but got {value!r}"
+            )
         return value
 
 

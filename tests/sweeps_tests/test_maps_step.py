@@ -80,7 +80,8 @@ def test_student_on_another_training_set_is_refused(tmp_path: Path) -> None:
         ({"kind": "maps", "teacher": "@../teacher.yaml", "img_size": 0}, r"img_size: Input should be greater than 0"),
         ({"kind": "maps", "teacher": "@../nope.yaml"}, r"teacher @../nope.yaml: config file not found"),
         ({"kind": "maps", "teacher": "@cnn.yaml"}, r"teacher @cnn.yaml: is a maps step"),
-        ({"kind": "maps", "teacher": {"model": "resnet18"}}, r"teacher.checkpoint is required with teacher.model"),
+        ({"kind": "maps", "teacher": {"model": "resnet18"}}, r"maps build step needs teacher.checkpoint"),
+        ({"kind": "maps", "teacher": {"maps": "/m"}}, r"maps build step needs teacher.checkpoint \(and no teacher.maps\)"),
     ],
 )
 def test_bad_step_file_names_the_file_and_field(tmp_path: Path, step: dict, expected: str) -> None:
@@ -98,3 +99,40 @@ def test_missing_teacher_file_warns_in_plan_and_fails_launch(tmp_path: Path) -> 
     assert any("r18.pth" in w for w in plan.warnings) and plan.prerequisites[0].kind == "maps"
     with pytest.raises(SweepError, match=r"maps step @maps/cnn.yaml: teacher.checkpoint: .*r18.pth"):
         expand(load_sweep(path), check_paths=True)
+
+
+def test_fields_that_leave_the_training_images_alone_are_accepted(tmp_path: Path) -> None:
+    _files(tmp_path)
+    path = write_sweep(
+        tmp_path, overrides={"mix.method": "tokenmix", "teacher.maps": "@maps/cnn.yaml"},
+        axes={"data.val_size": [128, 256], "data.batch_size": [32, 64]},
+    )
+    plan = expand(load_sweep(path), check_paths=False)
+    assert len(plan.runs) == 4 and len({r.needs for r in plan.runs}) == 1
+
+
+def test_launch_refuses_maps_of_a_teacher_file_that_changed(tmp_path: Path) -> None:
+    import json
+
+    from jobs.launch import check
+    from suite.config import file_sha256
+
+    import timm
+    import torch
+
+    import suite.models  # noqa: F401 - registers cnn_micro
+
+    weights = timm.create_model("cnn_micro", num_classes=10).state_dict()
+    teacher = tmp_path / "teacher.pth"
+    torch.save(weights, teacher)  # the weights the maps were built from
+    _files(tmp_path, {"kind": "maps", "teacher": {"model": "cnn_micro", "checkpoint": str(teacher)}})
+    sweep = load_sweep(write_sweep(tmp_path, overrides={"mix.method": "tokenmix", "teacher.maps": "@maps/cnn.yaml"}))
+    (step,) = expand(sweep).prerequisites
+    step.paths.root.mkdir(parents=True)
+    summary = {"status": "finished", "kind": "maps", "run_id": step.run_id,
+               "teacher": {"checkpoint": str(teacher), "sha256": file_sha256(teacher)}}
+    (step.paths.root / "summary.json").write_text(json.dumps(summary))
+    assert check(sweep, executor="debug").plan.prerequisites[0].state().value == "finished"
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, teacher)  # retrained in place
+    with pytest.raises(SweepError, match=rf"maps step {step.run_id} \(maps/cnn.yaml\): the teacher file .* changed"):
+        check(sweep, executor="debug")
