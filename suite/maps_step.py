@@ -103,8 +103,11 @@ def run_maps_step(
     Raises:
         RunBusyError: another process builds this step right now.
     """
+    from suite.hardware import configure_threads
     from suite.offline_maps import build_offline_maps
     from suite.records import read_summary
+
+    configure_threads(cfg.run.threads)  # the job's CPU share, as a training run uses it
 
     with run_lock(paths):
         done = read_summary(paths)
@@ -127,6 +130,14 @@ def run_maps_step(
             "img_size": meta["img_size"],
             "teacher": meta["teacher"],
             "wall_seconds": round(time.time() - start, 3),
+            "gpu_hours": round((time.time() - start) / 3600, 6) if _on_gpu() else 0.0,
         }
         write_summary(paths, summary)
         return summary
+
+
+def _on_gpu() -> bool:
+    """Whether the build ran on a GPU (one device: the step is one process)."""
+    import torch
+
+    return torch.cuda.is_available()
