@@ -42,10 +42,9 @@ from jobs.executors import (
     slurm_executor,
 )
 from jobs.state import RunEntry, SweepState, classify
-from suite.records import RunState
 from jobs.status import observe
 from jobs.worker import job_for
-from suite.records import RunPaths, read_run, run_state
+from suite.records import RunPaths, RunState, read_run, read_summary, run_state
 from sweeps.expand import Plan, PlannedRun, expand
 from sweeps.spec import Sweep, SweepError
 
@@ -137,7 +136,10 @@ def _check_maps_steps(sweep: Sweep, plan: Plan) -> None:
     from suite.maps_step import stale_teacher
 
     for run in plan.prerequisites:
-        summary = read_run(run.paths.root).summary if run.kind == "maps" else None
+        try:
+            summary = read_summary(run.paths) if run.kind == "maps" else None
+        except ValueError:  # an unreadable summary: the step is corrupt, which launch reports
+            summary = None
         reason = stale_teacher(summary) if summary else None
         if reason:
             raise SweepError(

@@ -85,23 +85,12 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         import suite  # noqa: F401 - torchvision shim before timm
-        from suite.config import ConfigError, run_id, validate_config
-        from suite.preflight import check_machine
-        from suite.records import RunState, write_failure
+        from suite.config import run_id
+        from suite.records import RunState
         from suite.trainer import TrainResult, train
 
         paths = RunPaths.of(self.config["run"]["output_root"], self.run_id)
-        try:
-            cfg = validate_config(self.config, prefix=f"run {self.run_id}: ")
-            if run_id(cfg) != self.run_id:
-                raise ConfigError(
-                    f"run {self.run_id}: the config resolves to run id {run_id(cfg)} on this node; "
-                    "is the suite installed here the same version as where the sweep was planned?"
-                )
-            check_machine(cfg, prefix=f"run {self.run_id}: ")  # files and models as this node sees them
-        except ConfigError as err:  # before train(): record it where status looks
-            write_failure(paths, err)
-            raise
+        cfg = _checked_config(self.config, paths, f"run {self.run_id}", run_id)
         preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
         stop = GracefulStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
@@ -188,27 +177,37 @@ class MapsJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         import suite  # noqa: F401 - torchvision shim before timm
-        from suite.config import ConfigError, validate_config
         from suite.maps_step import maps_step_id, run_maps_step
-        from suite.preflight import check_machine
-        from suite.records import write_failure
 
         if _global_rank() != 0:
             return {"run_id": self.step_id, "state": "finished", "summary": {}}
         paths = RunPaths.of(self.config["run"]["output_root"], self.step_id)
-        try:
-            cfg = validate_config(self.config, prefix=f"maps step {self.step_id}: ")
-            if maps_step_id(cfg, self.img_size) != self.step_id:
-                raise ConfigError(
-                    f"maps step {self.step_id}: resolves to {maps_step_id(cfg, self.img_size)} on this node; "
-                    "is the suite installed here the same version as where the sweep was planned?"
-                )
-            check_machine(cfg, prefix=f"maps step {self.step_id}: ")
-        except ConfigError as err:
-            write_failure(paths, err)
-            raise
+        cfg = _checked_config(self.config, paths, f"maps step {self.step_id}", lambda c: maps_step_id(c, self.img_size))
         summary = run_maps_step(cfg, paths, img_size=self.img_size, batch_size=self.batch_size)
         return {"run_id": self.step_id, "state": "finished", "summary": summary}
+
+
+def _checked_config(config: dict[str, Any], paths: RunPaths, what: str, identify: Callable[[Any], str]) -> Any:
+    """The job's config, validated, with the id the sweep planned, checked against this node.
+
+    A problem is recorded in ``failure.json`` (where ``sweep status`` looks) before it is raised.
+    """
+    from suite.config import ConfigError, validate_config
+    from suite.preflight import check_machine
+    from suite.records import write_failure
+
+    try:
+        cfg = validate_config(config, prefix=f"{what}: ")
+        if identify(cfg) != paths.root.name:
+            raise ConfigError(
+                f"{what}: the config resolves to {identify(cfg)} on this node; is the suite installed here "
+                "the same version as where the sweep was planned?"
+            )
+        check_machine(cfg, prefix=f"{what}: ")  # files and models as this node sees them
+    except ConfigError as err:
+        write_failure(paths, err)
+        raise
+    return cfg
 
 
 def _global_rank() -> int:

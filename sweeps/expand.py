@@ -44,7 +44,7 @@ from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides,
 from suite.preflight import machine_problems
 from suite.maps_step import data_identity, maps_step_id
 from suite.records import RunPaths, RunState, run_state
-from sweeps.spec import MapsStepSpec, Sweep, SweepError, format_value, load_maps_step, to_override
+from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step, to_override
 
 __all__ = ["Plan", "PlannedRun", "expand", "lookup"]
 
@@ -206,17 +206,8 @@ def _output_fields(sweep: Sweep, data: dict[str, Any]) -> dict[str, Any]:
     else:  # absent, or malformed (validation names it)
         data = apply_overrides(data, [to_override("run.output_root", str(sweep.output_root))])
     tracking = data.get("tracking")
-    if not isinstance(tracking, dict):
-        return data  # validation reports a malformed tracking section
-    spec = sweep.spec.tracking
-    tracking["group"] = spec.group or sweep.name
-    if spec.project is not None:
-        tracking["project"] = spec.project
-    if spec.mode is not None:
-        tracking["mode"] = spec.mode
-    if spec.tags:
-        tags = list(tracking.get("tags") or [])
-        tracking["tags"] = tags + [t for t in spec.tags if t not in tags]
+    if isinstance(tracking, dict):  # else validation reports the malformed section
+        apply_tracking(tracking, sweep.spec.tracking, group=sweep.name)
     return data
 
 
@@ -487,21 +478,28 @@ def _prerequisites(
             trained.append(PlannedRun(len(trained), rid, {}, {}, cfg, prerequisite=True, source=relative))
         return rid
 
-    for reference in references:
-        relative, path = _resolve_reference(reference, sweep.folder)
-        prefix = f"{sweep.path}: prerequisite {reference}: "
+    def read(reference: str, folder: Path, prefix: str) -> tuple[str, Path, dict[str, Any]] | None:
+        nonlocal invalid
+        relative, path = _resolve_reference(reference, folder)
         try:
-            data = read_yaml(path)
+            return relative, path, read_yaml(path)
         except ConfigError as err:
             errors.append(f"{prefix}{err} (a value starting with @ names a run config or maps step file to run first)")
             invalid += 1
+            return None
+
+    def checkpoint(rid: str) -> str:
+        return str(RunPaths.of(sweep.output_root, rid).checkpoint)
+
+    for reference in references:
+        prefix = f"{sweep.path}: prerequisite {reference}: "
+        if (found := read(reference, sweep.folder, prefix)) is None:
             continue
+        relative, path, data = found
         if data.get("kind") == "maps":
             step_files.append((reference, relative, path, data))
-            continue
-        rid = train_first(reference, relative, data, prefix)
-        if rid is not None:
-            table[reference] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
+        elif (rid := train_first(reference, relative, data, prefix)) is not None:
+            table[reference] = checkpoint(rid)
     for reference, relative, path, data in step_files:
         prefix = f"{sweep.path}: maps step {reference}: "
         try:
@@ -511,25 +509,21 @@ def _prerequisites(
             invalid += 1
             continue
         teacher: Any = spec.teacher
-        inner: dict[str, str] = {}
+        teacher_runs: dict[str, str] = {}  # the step's own @run.yaml references -> run ids
         for nested in _references(teacher):
-            nested_relative, nested_path = _resolve_reference(nested, path.parent)
-            nested_prefix = f"{sweep.path}: maps step {reference}: teacher {nested}: "
-            try:
-                nested_data = read_yaml(nested_path)
-            except ConfigError as err:
-                errors.append(f"{nested_prefix}{err}")
-                invalid += 1
+            nested_prefix = f"{prefix}teacher {nested}: "
+            if (found := read(nested, path.parent, nested_prefix)) is None:
                 continue
+            nested_relative, _, nested_data = found
             if nested_data.get("kind") == "maps":
                 errors.append(f"{nested_prefix}is a maps step; a step's teacher is a checkpoint or a run config")
                 invalid += 1
-                continue
-            rid = train_first(nested, str(Path(relative).parent / nested_relative), nested_data, nested_prefix)
-            if rid is not None:
-                inner[nested] = str(RunPaths.of(sweep.output_root, rid).checkpoint)
-        if len(inner) != len(list(_references(teacher))):
+            elif (rid := train_first(nested, str(Path(relative).parent / nested_relative), nested_data,
+                                     nested_prefix)) is not None:
+                teacher_runs[nested] = rid
+        if len(teacher_runs) != len(list(_references(teacher))):
             continue
+        inner = {ref: checkpoint(rid) for ref, rid in teacher_runs.items()}
         step = _maps_step(
             sweep, spec, _replace(teacher, inner), relative, prefix, check_paths, warnings, set(inner.values()), machine
         )
@@ -537,7 +531,7 @@ def _prerequisites(
             errors.extend(step.splitlines())
             invalid += 1
             continue
-        step = dataclasses.replace(step, needs=tuple(sorted({Path(p).parent.name for p in inner.values()})))
+        step = dataclasses.replace(step, needs=tuple(sorted(set(teacher_runs.values()))))
         table[reference] = str(step.paths.root)
         if all(run.run_id != step.run_id for run in steps):
             steps.append(step)

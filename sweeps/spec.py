@@ -35,6 +35,7 @@ from suite.config import ConfigError, apply_overrides, read_yaml
 
 __all__ = [
     "EXECUTORS",
+    "apply_tracking",
     "BaseSpec",
     "MapsStepSpec",
     "ResourcesSpec",
@@ -272,6 +273,23 @@ class Sweep:
     @property
     def state_file(self) -> Path:
         return self.output_root / "sweep-state.json"
+
+
+def apply_tracking(tracking: dict[str, Any], spec: TrackingSpec, *, group: str, extra_tags: tuple[str, ...] = ()) -> None:
+    """Write a sweep's or study's W&B settings into a run's ``tracking`` section, in place.
+
+    Output-only fields (never part of a run id): the group (``spec.group`` or ``group``), project,
+    mode, and the tags added after the run's own.
+    """
+    tracking["group"] = spec.group or group
+    if spec.project is not None:
+        tracking["project"] = spec.project
+    if spec.mode is not None:
+        tracking["mode"] = spec.mode
+    extra = [*spec.tags, *extra_tags]
+    if extra:
+        tags = list(tracking.get("tags") or [])
+        tracking["tags"] = tags + [t for t in extra if t not in tags]
 
 
 def format_value(value: Any) -> str:

@@ -44,7 +44,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from suite.config import ConfigError, apply_overrides, read_yaml, validate_config
-from sweeps.spec import BaseSpec, ResourcesSpec, SweepError, TrackingSpec, resolve_base, to_override
+from sweeps.spec import BaseSpec, ResourcesSpec, SweepError, TrackingSpec, apply_tracking, resolve_base, to_override
 
 __all__ = [
     "JOURNAL_FILE",
@@ -333,15 +333,8 @@ def output_fields(study: Study, data: dict[str, Any], *, number: int | None = No
     tracking = data.setdefault("tracking", {})
     if not isinstance(tracking, dict):
         return data  # validation reports the malformed section
-    spec = study.spec.tracking
-    tracking["group"] = spec.group or study.name
-    if spec.project is not None:
-        tracking["project"] = spec.project
-    if spec.mode is not None:
-        tracking["mode"] = spec.mode
-    tags = list(tracking.get("tags") or [])
-    extra = [*spec.tags, f"study:{study.name}"] + ([f"trial:{number}"] if number is not None else [])
-    tracking["tags"] = tags + [t for t in extra if t not in tags]
+    extra = (f"study:{study.name}",) + ((f"trial:{number}",) if number is not None else ())
+    apply_tracking(tracking, study.spec.tracking, group=study.name, extra_tags=extra)
     if number is not None:
         data["name"] = f"{study.name}-trial{number}"
     return data
