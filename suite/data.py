@@ -208,6 +208,7 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
     With ``geometry`` the training items also say where their crop came from (see
     ``SeededDataset``); offline teacher maps need it.
     """
+    from suite.augment import repair_augment_ops
     from suite.geometry import CropFlip
 
     if cfg.source == "builtin":
@@ -247,6 +248,7 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
             mean=mean,
             std=std,
         )
+        repair_augment_ops(train_tf)  # posterize to 0 bits: black, as before Pillow 11 (suite.augment)
         val_tf = create_transform(cfg.img_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
         crop = _track_geometry(train_tf, cfg) if geometry else None
         return DataBundle(
