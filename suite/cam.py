@@ -127,13 +127,19 @@ def _resize(cam: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def class_activation_maps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int, *, topk: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grid: int,
+    *,
+    topk: int | None = None,
+    amp_dtype: torch.dtype | None = torch.bfloat16,
 ) -> torch.Tensor:
     """Ground-truth class maps on the token grid, normalised (``raw_activation_maps`` resized to G x G,
     then ``normalise_maps``)."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
-    return normalise_maps(_resize(raw_activation_maps(model, x, y, topk=topk), grid))
+    return normalise_maps(_resize(raw_activation_maps(model, x, y, topk=topk, amp_dtype=amp_dtype), grid))
 
 
 def _check_topk(topk: int | None) -> int | None:
@@ -192,12 +198,16 @@ def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
 
 
-def _feature_grid(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The classifier's input at every location, float32 ``(B, C, h, w)`` (under no_grad)."""
+def _feature_grid(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16) -> torch.Tensor:
+    """The classifier's input at every location, float32 ``(B, C, h, w)`` (under no_grad).
+
+    The features run under autocast to ``amp_dtype`` on CUDA (``None``: float32)."""
     forward_features = getattr(model, "forward_features", None)
     if forward_features is None:
         raise ValueError(f"model must have forward_features() (a timm model), but got {type(model).__name__}")
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    from suite.precision import autocast
+
+    with autocast(x.device, amp_dtype):
         feats = forward_features(x)
     if not isinstance(feats, torch.Tensor):
         raise ValueError(f"model.forward_features must return a tensor, but got {type(feats).__name__}")
@@ -228,27 +238,34 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"y must have shape ({x.shape[0]},), but got y.shape={tuple(y.shape)}")
 
 
-def class_logit_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def class_logit_maps(
+    model: nn.Module, x: torch.Tensor, *, amp_dtype: torch.dtype | None = torch.bfloat16
+) -> torch.Tensor:
     """Logits of every class at every location, float32 ``(B, K, h, w)``: the classifier as a 1x1 conv.
 
-    Runs under ``torch.no_grad()`` (bfloat16 autocast on CUDA for the features, float32 classifier).
+    Runs under ``torch.no_grad()`` (autocast to ``amp_dtype`` on CUDA for the features, float32 classifier).
     """
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
     with torch.no_grad():
-        feats = _feature_grid(model, x)
+        feats = _feature_grid(model, x, amp_dtype)
         weight, bias = _classifier(model, feats.shape[1])
         return torch.einsum("bchw,kc->bkhw", feats, weight) + bias.view(1, -1, 1, 1)
 
 
 def raw_activation_maps(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, topk: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    topk: int | None = None,
+    amp_dtype: torch.dtype | None = torch.bfloat16,
 ) -> torch.Tensor:
     """Class-activation maps of the ground-truth classes at the teacher's own resolution.
 
     The model is used as it is (put it in eval mode first; ``Teacher`` does). Runs under
-    ``torch.no_grad()``, and under bfloat16 autocast when ``x`` is on CUDA; the classifier is
-    applied in float32.
+    ``torch.no_grad()``, and under autocast to ``amp_dtype`` (the student's, see
+    ``suite.precision``) when ``x`` is on CUDA; the classifier is applied in float32.
 
     Args:
         model: A timm CNN (``forward_features`` gives ``NCHW``/``NHWC``) or ViT-like model
@@ -269,10 +286,10 @@ def raw_activation_maps(
     _check_batch(x, y)
     _check_topk(topk)
     if topk is not None:
-        return topk_gate(class_logit_maps(model, x), y, topk)
+        return topk_gate(class_logit_maps(model, x, amp_dtype=amp_dtype), y, topk)
     y = y.long()
     with torch.no_grad():
-        feats = _feature_grid(model, x)
+        feats = _feature_grid(model, x, amp_dtype)
         weight, bias = _classifier(model, feats.shape[1])
         return torch.einsum("bchw,bc->bhw", feats, weight[y]) + bias[y].view(-1, 1, 1)
 
@@ -295,6 +312,8 @@ class Teacher:
         model: The teacher, built and loaded.
         topk: Classes kept per location before the ground-truth channel is taken (the
             reference's 5; see the module docstring); ``None`` keeps the dense ground-truth map.
+        amp_dtype: autocast dtype of the teacher's forward on CUDA (the student's, from
+            ``suite.precision``); ``None`` runs it in float32.
 
     Example:
         >>> import torch, suite, timm
@@ -304,17 +323,22 @@ class Teacher:
         torch.Size([4, 4, 4])
     """
 
-    def __init__(self, model: nn.Module, *, topk: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, *, topk: int | None = None, amp_dtype: torch.dtype | None = torch.bfloat16
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, but got {type(model).__name__}")
         self.model = model.eval()
         self.model.requires_grad_(False)
         self.topk = _check_topk(topk)
+        self.amp_dtype = amp_dtype
 
     @classmethod
-    def from_module(cls, model: nn.Module, *, topk: int | None = None) -> Teacher:
+    def from_module(
+        cls, model: nn.Module, *, topk: int | None = None, amp_dtype: torch.dtype | None = torch.bfloat16
+    ) -> Teacher:
         """Wrap an already built (and loaded) model; ``topk`` gates its maps (``None`` = dense)."""
-        return cls(model, topk=topk)
+        return cls(model, topk=topk, amp_dtype=amp_dtype)
 
     def maps(
         self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None
@@ -326,4 +350,4 @@ class Teacher:
         """
         if self.model.training:
             self.model.eval()
-        return class_activation_maps(self.model, x, y, grid, topk=self.topk)
+        return class_activation_maps(self.model, x, y, grid, topk=self.topk, amp_dtype=self.amp_dtype)

@@ -338,7 +338,7 @@ class EvalConfig(_Strict):
     """Evaluation after each epoch and the occlusion-robustness test at the end."""
 
     every: int = Field(1, gt=0, description="evaluate every N epochs (and always after the last)")
-    batch_size: int = Field(256, gt=0, description="evaluation batch size")
+    batch_size: int = Field(256, gt=0, description="evaluation batch size of each process")
     occlusion: list[float] = Field([0.25, 0.5, 0.75], description="fractions of patches dropped at test time")
     occlusion_patch: int | None = Field(None, gt=0, description="occluded cell size (default: model patch size)")
     occlusion_seed: int = Field(0, description="seed of the occlusion masks (same for every run)")
@@ -359,7 +359,10 @@ class RuntimeConfig(_Strict):
     output_root: Path = Field(Path("runs"), description="run directories go to <output_root>/<run_id>/")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, gt=0, description="torch threads (default: SLURM_CPUS_PER_TASK or affinity)")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU): autocast to run.amp_dtype")
+    amp_dtype: Literal["auto", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype on CUDA: auto = bf16 where native (Ampere+), else fp16 with loss scaling"
+    )
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
     log_every: int = Field(50, gt=0, description="steps between host reads of the running loss (progress, NaN check)")
     checkpoint_every: int = Field(

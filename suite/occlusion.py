@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["occlusion_mask", "occlude_patches"]
+__all__ = ["OcclusionMasks", "occlusion_mask", "occlude_patches", "apply_occlusion"]
 
 
 def occlusion_mask(
@@ -89,5 +89,58 @@ def occlude_patches(
         drop = occlusion_mask(n, grid_rows, cols, fraction, generator, x.device)[start::step]
         if drop.shape[0] != b:
             raise ValueError(f"rows={rows} selects {drop.shape[0]} masks for a batch of {b} images")
+    return apply_occlusion(x, drop, patch, fill)
+
+
+def apply_occlusion(x: torch.Tensor, drop: torch.Tensor, patch: int, fill: float = 0.0) -> torch.Tensor:
+    """Fill the ``patch x patch`` cells of ``x`` (B, C, H, W) where ``drop`` (B, H/patch, W/patch) is set."""
+    b, grid_rows, cols = drop.shape
     x6 = x.unflatten(3, (cols, patch)).unflatten(2, (grid_rows, patch))
     return x6.masked_fill(drop.view(b, 1, grid_rows, 1, cols, 1), fill).flatten(4, 5).flatten(2, 3)
+
+
+class OcclusionMasks:
+    """The occlusion masks of an evaluation set, looked up by image index.
+
+    The masks are those of a single-process evaluation in batches of ``chunk`` images that draws
+    each batch's masks in turn from one CPU generator seeded with ``seed``. They depend on the
+    image's index alone, not on how the images are batched, on how many processes share the set
+    or on the device: a GPU run and a CPU run, and runs on 1 or 32 GPUs, blank the same cells of
+    the same images. Chunks are drawn on demand in order and forgotten once passed.
+
+    Args:
+        size: images in the evaluation set.
+        rows, cols: the cell grid of one image.
+        fraction: share of cells blanked per image.
+        seed: ``eval.occlusion_seed``.
+        chunk: images per draw (``eval.batch_size``).
+    """
+
+    def __init__(self, size: int, rows: int, cols: int, fraction: float, seed: int, chunk: int) -> None:
+        if chunk < 1 or size < 0:
+            raise ValueError(f"chunk must be >= 1 and size >= 0, but got chunk={chunk}, size={size}")
+        self.size, self.rows, self.cols, self.fraction, self.chunk = size, rows, cols, fraction, chunk
+        self._gen = torch.Generator().manual_seed(seed)
+        self._drawn = 0  # chunks drawn so far
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _chunk(self, index: int) -> torch.Tensor:
+        while self._drawn <= index:
+            n = min(self.chunk, self.size - self._drawn * self.chunk)
+            self._cache[self._drawn] = occlusion_mask(n, self.rows, self.cols, self.fraction, self._gen)
+            self._drawn += 1
+        return self._cache[index]
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        """Boolean masks ``(len(indices), rows, cols)`` of the images at ``indices`` (ascending), on the CPU."""
+        indices = indices.cpu().long()
+        if indices.numel() == 0:
+            return torch.zeros(0, self.rows, self.cols, dtype=torch.bool)
+        if int(indices.min()) < 0 or int(indices.max()) >= self.size:
+            raise ValueError(f"image indices must be in [0, {self.size}), but got {indices.min()}..{indices.max()}")
+        chunks = indices // self.chunk
+        first, last = int(chunks.min()), int(chunks.max())
+        block = torch.cat([self._chunk(c) for c in range(first, last + 1)])
+        for old in [c for c in self._cache if c < first]:
+            del self._cache[old]
+        return block[indices - first * self.chunk]

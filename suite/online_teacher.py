@@ -13,11 +13,14 @@ from suite.weights import read_weights, resolve_checkpoint_path
 __all__ = ["load_teacher"]
 
 
-def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) -> Any:
+def load_teacher(
+    cfg: TrainConfig, *, num_classes: int, device: torch.device, amp_dtype: torch.dtype | None = torch.bfloat16
+) -> Any:
     """The online CAM teacher built from ``teacher.checkpoint`` (a file or a suite run folder).
 
     A suite checkpoint carries the teacher's architecture; other files need ``teacher.model``.
-    ``teacher.topk`` gates its maps to the top-k classes per location (``None`` = dense).
+    ``teacher.topk`` gates its maps to the top-k classes per location (``None`` = dense). The
+    teacher's forward runs under autocast to ``amp_dtype`` on CUDA: the student's dtype.
 
     Raises:
         ValueError: naming ``teacher.model``/``teacher.checkpoint`` when the file does not fit.
@@ -48,4 +51,4 @@ def load_teacher(cfg: TrainConfig, *, num_classes: int, device: torch.device) ->
             f"teacher.checkpoint: {path} does not fit {name} with {num_classes} classes "
             f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
         )
-    return Teacher.from_module(model.to(device), topk=cfg.teacher.topk)
+    return Teacher.from_module(model.to(device), topk=cfg.teacher.topk, amp_dtype=amp_dtype)

@@ -27,8 +27,16 @@ class TeacherMaps(Protocol):
     ) -> torch.Tensor: ...
 
 
-def build_teacher(cfg: TrainConfig, *, train_set: Any, num_classes: int, device: torch.device) -> TeacherMaps | None:
-    """The configured teacher: offline maps, the online CAM teacher, or None (area targets)."""
+def build_teacher(
+    cfg: TrainConfig,
+    *,
+    train_set: Any,
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = torch.bfloat16,
+) -> TeacherMaps | None:
+    """The configured teacher: offline maps, the online CAM teacher (autocast to ``amp_dtype`` on
+    CUDA), or None (area targets)."""
     if cfg.teacher.maps is not None:
         from suite.offline_maps import OfflineMaps, training_set_fingerprint
 
@@ -39,5 +47,5 @@ def build_teacher(cfg: TrainConfig, *, train_set: Any, num_classes: int, device:
             topk=cfg.teacher.topk,
         )
     if cfg.teacher.enabled:
-        return load_teacher(cfg, num_classes=num_classes, device=device)
+        return load_teacher(cfg, num_classes=num_classes, device=device, amp_dtype=amp_dtype)
     return None

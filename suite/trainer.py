@@ -55,6 +55,7 @@ from suite.evaluate import evaluate, evaluate_occlusion
 from suite.hardware import configure_threads, resolve_device
 from suite.mixing import build_mixer
 from suite.models import build_model
+from suite.precision import Precision, enable_tf32, resolve_precision
 from suite.records import CorruptRecordError, RunPaths, RunState, read_json, read_summary, run_lock, run_state
 from suite.signals import GracefulStop
 from suite.teachers import build_teacher
@@ -165,13 +166,32 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`_rng_state`'s states, wherever the checkpoint's tensors were loaded.
+
+    The RNG states are CPU byte tensors whatever the device (``torch.set_rng_state`` and numpy need
+    them there). CUDA states are restored for the GPUs this process sees, at most as many as were
+    saved: a job that resumes with fewer (or more) visible GPUs than it saved is fine, since every
+    draw of a step is re-seeded from ``(seed, epoch, step)`` anyway.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    keys = n["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(_cuda_states(state, torch.cuda.device_count())):
+            torch.cuda.set_rng_state(cuda_state, device=index)
+
+
+def _cuda_states(state: Mapping[str, Any], visible: int) -> list[torch.Tensor]:
+    """The saved CUDA RNG states to restore on ``visible`` GPUs, as CPU tensors (at most ``visible``).
+
+    >>> s = {"cuda": [torch.zeros(2, dtype=torch.uint8), torch.ones(2, dtype=torch.uint8)]}
+    >>> len(_cuda_states(s, 1)), len(_cuda_states(s, 4)), len(_cuda_states({}, 2))
+    (1, 2, 0)
+    """
+    return [t.cpu() for t in list(state.get("cuda") or [])[:visible]]
 
 
 def _loss_fn(kind: str) -> Any:
@@ -265,7 +285,9 @@ class Trainer:
             resolved = json.loads(self.cfg.model_dump_json())
             teacher = self._teacher_record()
             batch = self.cfg.data.batch_size  # global, whatever the process count
-            effective = {"global_batch": batch, "lr": self.cfg.optim.effective_lr(batch)}
+            effective = {
+                "global_batch": batch, "lr": self.cfg.optim.effective_lr(batch), "processes": self.dist.world_size,
+            }
             self.writer.start(
                 config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective, **teacher},
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
@@ -357,7 +379,9 @@ class Trainer:
         self.threads = configure_threads(cfg.run.threads or self.dist.threads())
         self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none")
         cuda = self.device.type == "cuda"
-        self.amp = cfg.run.amp and cuda
+        self.precision: Precision = resolve_precision(self.device, amp=cfg.run.amp, amp_dtype=cfg.run.amp_dtype)
+        self.amp: bool | torch.dtype = self.precision.dtype if self.precision.enabled else False
+        self.tf32 = enable_tf32(self.device)
         self.channels_last = cfg.run.channels_last and cuda
         seed_everything(derive_seed(cfg.run.seed, "init"))
         self.data: DataBundle = build_data(cfg.data, geometry=cfg.teacher.maps is not None)
@@ -387,26 +411,33 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
-        teacher = build_teacher(cfg, train_set=self.data.train, num_classes=self.data.num_classes, device=self.device)
+        teacher = build_teacher(
+            cfg, train_set=self.data.train, num_classes=self.data.num_classes, device=self.device,
+            amp_dtype=self.precision.dtype if self.precision.enabled else None,
+        )
         self.mixer = build_mixer(cfg.mix, num_classes=self.data.num_classes, teacher=teacher)
         self.loss_fn = _loss_fn(cfg.optim.loss)
-        self.val_loader = eval_loader(
-            self.data.val, cfg.data, cfg.eval.batch_size, pin=cuda, rank=self.dist.rank, world_size=self.dist.world_size
+        self.val_loader = eval_loader(  # eval.batch_size images per process
+            self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda, rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
 
     def _resume(self) -> None:
         if not self.paths.checkpoint.is_file():
             self.writer.info(
-                "starting %s: %s on %s (%d threads), %d steps/epoch",
-                self.run_id, self.cfg.model.name, self.device, self.threads, self.steps,
+                "starting %s: %s on %s (%s, %d threads), %d steps/epoch",
+                self.run_id, self.cfg.model.name, self._device_name(), self._precision_label(), self.threads,
+                self.steps,
             )
             self.writer.metrics([])
             return
         ckpt = self._read_checkpoint()
+        self._check_processes(ckpt)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt.get("model_ema") is not None:
             self.ema.module.load_state_dict(ckpt["model_ema"])
+        self.precision.load_state_dict(ckpt.get("scaler"))
         self.state = TrainState.from_checkpoint(ckpt)
         self._saved = (self.state.epoch, self.state.step)
         _set_rng_state(ckpt["rng"])
@@ -414,6 +445,38 @@ class Trainer:
         self.writer.info(
             "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
         )
+
+    def _check_processes(self, ckpt: Mapping[str, Any]) -> None:
+        """Refuse to resume a mixing run with another process count than it was checkpointed with.
+
+        Images pair for mixing within a process's share of the batch and each process draws its
+        own masks, so another count silently changes the pairs and the draws: the run would no
+        longer be the run its id names. Without mixing only the per-process seeds of dropout
+        change; that is said in the log and the run goes on.
+        """
+        saved = ckpt.get("processes")
+        now = self.dist.world_size
+        if saved is None or int(saved) == now:
+            return
+        if self.cfg.mix.method != "none":
+            raise ConfigError(
+                f"run {self.run_id} was checkpointed with {saved} processes and resumes with {now}: mixing pairs "
+                f"images within each process's batch, so another count changes the pairs. Resume it with {saved} "
+                f"processes (resources.nodes x resources.gpus_per_node, or suite train --nproc {saved}), or delete "
+                f"{self.paths.root} to retrain it"
+            )
+        self.writer.info("resuming with %d processes where the checkpoint had %d (no mixing: only dropout "
+                         "draws change)", now, int(saved))
+
+    def _device_name(self, *, index: bool = True) -> str:
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+            return f"{name} ({self.device})" if index else name
+        return f"cpu ({platform.machine()})"
+
+    def _precision_label(self) -> str:
+        label = self.precision.name + (" + loss scaling" if self.precision.scaler is not None else "")
+        return label + (", tf32" if self.tf32 else "")
 
     def _read_checkpoint(self) -> dict[str, Any]:
         """``checkpoint.pt``, or the one before it (``checkpoint.prev.pt``) when it is unreadable.
@@ -426,7 +489,9 @@ class Trainer:
             if not path.is_file():
                 continue
             try:
-                ckpt = torch.load(path, map_location=self.device, weights_only=True)
+                # On the CPU: the RNG states must stay there; load_state_dict moves the weights and
+                # the optimiser state to their parameters' device.
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
                     raise ValueError("not a suite training checkpoint")
             except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
@@ -497,14 +562,23 @@ class Trainer:
         x, target, stats = self.mixer(x, y, generator=gen, geometry=geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with self.precision.autocast():
             logits = self.forward_model(x)
         loss = self.loss_fn(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-        self.optimizer.step()
+        scaler = self.precision.scaler  # fp16 only: scaled loss, gradients unscaled before clipping
+        if scaler is None:
+            loss.backward()
+            if self.cfg.optim.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            self.optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            if self.cfg.optim.clip_grad:
+                scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            scaler.step(self.optimizer)
+            scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=global_step)
         meter.add(loss, y.shape[0], stats.get("fallbacks", 0))
@@ -567,7 +641,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "model_ema": None if self.ema is None else self.ema.module.state_dict(),
-            "scaler": None,  # bf16 autocast needs no loss scaling
+            "scaler": self.precision.state_dict(),  # fp16's loss scale; None for bf16 and fp32
+            "processes": self.dist.world_size,
             **{**self.state.state_dict(), "seconds": self._elapsed()},
             "rng": _rng_state(),
             "config": self._resolved,
@@ -602,6 +677,7 @@ class Trainer:
             occlusion = evaluate_occlusion(
                 self.model, self.val_loader, fractions=list(cfg.eval.occlusion), patch=patch,
                 seed=cfg.eval.occlusion_seed, device=self.device, amp=self.amp, channels_last=self.channels_last,
+                occlusion_chunk=cfg.eval.batch_size,
             )
         images = sum(r["images_per_s"] * r["epoch_seconds"] for r in history)
         train_seconds = sum(r["epoch_seconds"] for r in history)
@@ -623,7 +699,9 @@ class Trainer:
             "wall_seconds": seconds,
             "train_seconds": train_seconds,
             "images_per_s": images / max(1e-9, train_seconds),
-            "device": torch.cuda.get_device_name(self.device) if gpus else f"cpu ({platform.machine()})",
+            "device": self._device_name(index=False),
+            "precision": self.precision.name,
+            "tf32": self.tf32,
             "threads": self.threads,
             "processes": self.dist.world_size,
             "gpu_hours": gpus * seconds / 3600.0,

@@ -120,7 +120,7 @@ def test_two_processes_train_one_run_equal_to_one_process(tmp_path: Path) -> Non
         assert (a["top1"], a["lr"]) == (b["top1"], b["lr"])
     assert len(record.metrics) == 2
     config = json.loads(run_dir.joinpath("config.json").read_text())
-    assert config["effective"] == {"global_batch": 32, "lr": 1e-3}
+    assert config["effective"] == {"global_batch": 32, "lr": 1e-3, "processes": 2}
 
 
 def _children(pid: int) -> dict[int, int]:

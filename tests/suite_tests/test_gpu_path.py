@@ -1,0 +1,148 @@
+"""The parts of the CUDA path that a CPU can check: resume of a checkpoint whose tensors were not
+loaded on the CPU, loss scaling (fp16), precision choice, process count on resume, and
+evaluation that does not depend on how the validation set is batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from suite.config import ConfigError, load_config
+from suite.evaluate import evaluate, evaluate_occlusion
+from suite.occlusion import OcclusionMasks, occlusion_mask, occlude_patches
+from suite.precision import Precision, _pick, resolve_precision
+from suite.records import RunState
+from suite.trainer import Trainer, _set_rng_state, train
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tiny_overrides: list[str]) -> None:
+    # A GPU run's trainer has device cuda:N; its checkpoint used to be loaded there, so the saved
+    # RNG state landed on the GPU and `.numpy()` / `torch.set_rng_state` raised on every resume.
+    # The meta device stands in for a device that is not the CPU.
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]"])
+    done = train(cfg)
+    assert done.state is RunState.FINISHED
+    trainer = Trainer(cfg)
+    trainer.device = torch.device("meta")
+    ckpt = trainer._read_checkpoint()
+    tensors = [t for t in _tensors(ckpt) if isinstance(t, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    before = torch.get_rng_state()
+    torch.manual_seed(1234)
+    _set_rng_state(ckpt["rng"])
+    assert torch.equal(torch.get_rng_state(), ckpt["rng"]["torch"])
+    torch.set_rng_state(before)
+
+
+def _tensors(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return [value]
+
+
+def test_amp_dtype_follows_the_gpu() -> None:
+    assert _pick("auto", native=True) is torch.bfloat16  # A100, H100
+    assert _pick("auto", native=False) is torch.float16  # V100: fp16 tensor cores, no native bf16
+    assert _pick("fp16", native=True) is torch.float16
+    cpu = resolve_precision(torch.device("cpu"), amp=True, amp_dtype="fp16")
+    assert cpu.name == "fp32" and cpu.scaler is None  # CPU runs are float32
+    with pytest.raises(ValueError, match="run.amp_dtype"):
+        resolve_precision(torch.device("cpu"), amp=True, amp_dtype="fp8")
+
+
+def test_amp_dtype_is_a_checked_option_that_leaves_run_ids_alone() -> None:
+    from suite.config import run_id
+
+    assert run_id(load_config(None, [])) == run_id(load_config(None, ["run.amp_dtype=auto"]))
+    with pytest.raises(ConfigError, match="run.amp_dtype"):
+        load_config(None, ["run.amp_dtype=fp8"])
+
+
+def test_loss_scaling_trains_exactly_like_unscaled_and_resumes_its_scale(
+    tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # fp16's path (scale, unscale before clipping, scaler step) on the CPU: a power-of-two loss
+    # scale is exact in float32, so the trajectory must equal the unscaled one bit for bit.
+    extra = ["mix.method=cutmix", "optim.clip_grad=1.0", "eval.occlusion=[]"]
+    plain = train(load_config(None, [*tiny_overrides, *extra]))
+
+    def scaled(device: torch.device, *, amp: bool, amp_dtype: str) -> Precision:
+        return Precision(device, enabled=False, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
+
+    monkeypatch.setattr("suite.trainer.resolve_precision", scaled)
+    other = [*tiny_overrides[:-1], f"run.output_root={tmp_path / 'scaled'}"]
+    result = train(load_config(None, [*other, *extra]))
+    assert result.summary["top1"] == plain.summary["top1"]
+    assert result.summary["val_loss"] == plain.summary["val_loss"]
+    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] == pytest.approx(2.0**12)  # no overflow: the scale stayed
+    assert ckpt["processes"] == 1
+
+
+def _resumable(tiny_overrides: list[str], method: str, processes: int) -> Trainer:
+    """A finished one-epoch run made resumable again, as if checkpointed with ``processes`` ranks."""
+    cfg = load_config(None, [*tiny_overrides, f"mix.method={method}", "schedule.epochs=1", "eval.occlusion=[]"])
+    result = train(cfg)
+    ckpt_path = result.run_dir / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt.update(processes=processes, epoch=0, step=2, history=[])
+    torch.save(ckpt, ckpt_path)
+    (result.run_dir / "summary.json").unlink()
+    return Trainer(cfg)
+
+
+def test_a_mixing_run_refuses_to_resume_with_another_process_count(tiny_overrides: list[str]) -> None:
+    trainer = _resumable(tiny_overrides, "cutmix", processes=2)
+    with pytest.raises(ConfigError, match="checkpointed with 2 processes and resumes with 1"):
+        trainer.fit()
+
+
+def test_a_run_without_mixing_resumes_with_another_process_count(tiny_overrides: list[str]) -> None:
+    trainer = _resumable(tiny_overrides, "none", processes=2)
+    result = trainer.fit()
+    assert result.state is RunState.FINISHED
+    log = (result.run_dir / "train.log").read_text()
+    assert "resuming with 1 processes where the checkpoint had 2" in log
+
+
+def test_occlusion_masks_follow_the_image_not_the_batching() -> None:
+    size, chunk = 37, 8
+    masks = OcclusionMasks(size, 4, 4, 0.5, seed=3, chunk=chunk)
+    # The masks of a single-process evaluation in batches of `chunk`, as drawn before: one CPU
+    # generator, one draw per batch in order.
+    gen = torch.Generator().manual_seed(3)
+    sequential = torch.cat([occlusion_mask(min(chunk, size - i), 4, 4, 0.5, gen) for i in range(0, size, chunk)])
+    assert torch.equal(masks(torch.arange(size)), sequential)
+    # Another process's rows (positions 1, 3, 5, ... of 2 ranks), asked in batches of 5.
+    again = OcclusionMasks(size, 4, 4, 0.5, seed=3, chunk=chunk)
+    rank1 = torch.arange(1, size, 2)
+    got = torch.cat([again(rank1[i : i + 5]) for i in range(0, len(rank1), 5)])
+    assert torch.equal(got, sequential[1::2])
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
+
+
+def test_evaluation_does_not_depend_on_the_evaluation_batch() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 5))
+    x, y = torch.randn(45, 3, 16, 16), torch.randint(0, 5, (45,))
+    cpu = torch.device("cpu")
+    a = evaluate(model, _loader(x, y, 45), device=cpu)
+    b = evaluate(model, _loader(x, y, 7), device=cpu)
+    assert a["top1"] == b["top1"] and a["top5"] == b["top5"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    kwargs = dict(fractions=[0.25, 0.5], patch=4, seed=0, device=cpu, occlusion_chunk=16)
+    occ_a = evaluate_occlusion(model, _loader(x, y, 16), **kwargs)
+    occ_b = evaluate_occlusion(model, _loader(x, y, 9), **kwargs)
+    assert occ_a == occ_b
+    # The same images as the former per-batch draw with batches of the chunk size.
+    gen = torch.Generator().manual_seed(0)
+    occluded = torch.cat([occlude_patches(x[i : i + 16], 4, 0.5, gen) for i in range(0, 45, 16)])
+    expected = 100.0 * (model(occluded).argmax(1) == y).float().mean().item()
+    assert occ_a["occ50_top1"] == pytest.approx(expected)
