@@ -51,13 +51,63 @@ def _invalid(err: object) -> typer.Exit:
     return invalid("invalid sweep", err)
 
 
+RESOURCES_PREFIX = "resources."
+
+
 def _load(path: Path, overrides: list[str] | None, output_root: Path | None):
+    """The sweep, with ``resources.<key>=<value>`` arguments applied to its resources and the
+    other ``key=value`` arguments to its base run config."""
     from sweeps.spec import SweepError, load_sweep
 
+    items = list(overrides or [])
+    resources = [a for a in items if a.startswith(RESOURCES_PREFIX)]
     try:
-        return load_sweep(path, overrides or [], output_root=output_root)
+        sweep = load_sweep(path, [a for a in items if a not in resources], output_root=output_root)
+        return _with_resources(sweep, resources) if resources else sweep
     except SweepError as err:
         raise _invalid(err) from None
+
+
+def _with_resources(sweep: Any, items: list[str]) -> Any:
+    """``sweep`` with ``resources.nodes=2``-style overrides (YAML values) applied to its resources.
+
+    They change what a run asks the scheduler for, never a run id. When ``gpus_per_node`` is
+    overridden alone, a ``tasks_per_node`` equal to the file's ``gpus_per_node`` follows it (one
+    process per GPU).
+    """
+    import dataclasses
+
+    import yaml
+    from pydantic import ValidationError
+
+    from sweeps.spec import ResourcesSpec, SweepError
+
+    current = sweep.spec.resources.model_dump(exclude_unset=True)
+    updates: dict[str, Any] = {}
+    for item in items:
+        key, _, text = item[len(RESOURCES_PREFIX):].partition("=")
+        if key not in ResourcesSpec.model_fields:
+            raise SweepError(
+                f"{sweep.path}: command-line override {item}: unknown resources key {key!r}; valid keys: "
+                + ", ".join(ResourcesSpec.model_fields)
+            )
+        try:
+            updates[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise SweepError(f"{sweep.path}: command-line override {item}: not a YAML value ({err})") from None
+    if "gpus_per_node" in updates and "tasks_per_node" not in updates and (
+        current.get("tasks_per_node") == current.get("gpus_per_node", ResourcesSpec().gpus_per_node)
+    ):
+        current.pop("tasks_per_node", None)
+    try:
+        resources = ResourcesSpec.model_validate({**current, **updates})
+    except ValidationError as err:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'resources'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise SweepError(f"{sweep.path}: command-line override {' '.join(items)}: {reasons}") from None
+    return dataclasses.replace(sweep, spec=sweep.spec.model_copy(update={"resources": resources}))
 
 
 
@@ -68,6 +118,12 @@ def _hours(value: float | None) -> str:
     if value == 0 or value >= 10:
         return f"{value:,.1f}"
     return f"{value:.2g}" if value < 0.1 else f"{value:.2f}"
+
+
+def _layout(res: Any) -> str:
+    """``2 node(s) x 8 GPU(s) = 16 processes``: what one run of the sweep asks for."""
+    each = f"{res.gpus_per_node} GPU(s)" if res.gpus_per_node else f"{res.tasks} process(es), no GPU"
+    return f"{res.nodes} node(s) x {each} = {res.processes} process(es)"
 
 
 @sweep_app.command()
@@ -187,8 +243,16 @@ def _plan_one(
     res = spec.resources
     console.print(
         f"estimated {est.device}-hours still to spend: [bold]{_hours(est.total_hours)}[/]{unknown}; "
-        f"{res.gpus_per_node} GPU(s), {res.cpus_per_task} CPUs, {res.mem_gb:g} GB, {res.timeout_min} min per job"
+        f"per run: {_layout(res)}, {res.cpus_per_task} CPUs per process, {res.mem_gb:g} GB per node, "
+        f"{res.timeout_min} min per job"
     )
+    if est.wall_hours is not None:
+        console.print(
+            f"wall clock: about {_hours(est.wall_hours)} h per run; the sweep, "
+            f"{min(res.array_parallelism, max(1, len(runs)))} run(s) at a time: about "
+            f"{_hours(est.sweep_wall_hours)} h",
+            highlight=False,
+        )
     for model, source in est.sources.items():
         console.print(f"  throughput {model}: {source}", highlight=False)
     for warning in the_plan.warnings:

@@ -16,11 +16,16 @@ Throughput comes, in this order, from
 Each epoch reads the training set once and the validation set once (counted at a third of a
 training image: forward only). A run on several GPUs (``nodes x gpus_per_node``, one process per
 GPU) is billed for all of them: a table rate is per GPU and assumed to scale linearly with the
-GPUs of a run, a measured rate is the whole run's (its ``images_per_s``).
+GPUs of a run, a measured rate is the whole run's (its ``images_per_s``). So the GPU-hours of a
+sweep do not depend on its node count; its wall clock does. For a GPU sweep the estimate also
+gives the wall clock of one run and of the whole sweep: the waves (runs trained first, maps
+builds, the sweep's runs) one after the other, each ``resources.array_parallelism`` runs at a
+time, as if the cluster granted them at once.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +76,9 @@ class Estimate:
     device: str
     sources: dict[str, str] = field(default_factory=dict)  # model -> where its throughput came from
     unknown: int = 0
+    wall: dict[str, float | None] = field(default_factory=dict)  # run id -> wall-clock hours left
+    wall_hours: float | None = None  # GPU sweeps: the longest run's wall clock left (its GPUs together)
+    sweep_wall_hours: float | None = None  # GPU sweeps: the waves one after another, array_parallelism at a time
 
 
 def train_images(run: PlannedRun) -> tuple[int, int]:
@@ -130,17 +138,19 @@ def estimate(plan: Plan) -> Estimate:
     Example:
         >>> est = estimate(expand(load_sweep("sweeps/paper/methods.yaml"), check_paths=False))  # doctest: +SKIP
         >>> round(est.total_hours)  # doctest: +SKIP
-        5097
+        1909
     """
     gpus = plan.sweep.spec.resources.gpus
     device = "gpu" if gpus > 0 else "cpu"
     measured = _measured(plan.sweep.output_root, device)
     hours: dict[str, float | None] = {}
+    wall: dict[str, float | None] = {}
     sources: dict[str, str] = {}
     unknown = 0
     for run in plan.all_runs():
+        wall[run.run_id] = None
         if run.state().is_finished():
-            hours[run.run_id] = 0.0
+            hours[run.run_id] = wall[run.run_id] = 0.0
             continue
         name, size = run.config.model.name, run.config.data.img_size
         if run.kind == "maps":  # one teacher forward pass over the training set
@@ -164,8 +174,32 @@ def estimate(plan: Plan) -> Estimate:
         else:
             seconds = run.config.schedule.total_epochs * (train + EVAL_COST * val) / rate  # with cooldown
         hours[run.run_id] = seconds / 3600 * max(1, gpus)
+        # a maps build is one process on one GPU: its table rate times the run's GPUs cancels out
+        wall[run.run_id] = hours[run.run_id] if run.kind == "maps" else seconds / 3600
     total = sum(h for h in hours.values() if h is not None)
-    return Estimate(hours, total, device.upper(), sources, unknown)
+    est = Estimate(hours, total, device.upper(), sources, unknown, wall)
+    if device == "gpu":
+        est.wall_hours, est.sweep_wall_hours = _wall_clock(plan, wall)
+    return est
+
+
+def _wall_clock(plan: Plan, wall: dict[str, float | None]) -> tuple[float | None, float | None]:
+    """(the longest run's wall clock, the sweep's): waves in turn, ``array_parallelism`` runs at a time."""
+    parallel = plan.sweep.spec.resources.array_parallelism
+    waves = [
+        [run for run in plan.prerequisites if run.kind != "maps"],
+        [run for run in plan.prerequisites if run.kind == "maps"],
+        plan.runs,
+    ]
+    total = 0.0
+    for wave in waves:
+        left = [h for run in wave if (h := wall[run.run_id])]
+        if left:
+            total += math.ceil(len(left) / parallel) * max(left)
+    runs = [h for run in plan.runs if (h := wall[run.run_id]) is not None]
+    if not runs:
+        return None, None
+    return max(runs), total
 
 
 FORWARD_SPEEDUP = 3.0  # a forward pass without gradients costs about a third of a training step

@@ -21,6 +21,12 @@ before the runs that read it, and the value stands for the step's directory,
 ``@run.yaml``: that run trains first, then the step builds, then the students train. A run that
 reads a step's maps but trains on another training set (``data.*``) is refused.
 
+The batch split. ``data.batch_size`` is the global batch of a run's ``resources.processes``
+processes; each process mixes its own share, so a run whose share is not even, or not a multiple
+of ``mix.groups``, would fail at its first step on the cluster. Such runs are refused here, with
+the processes and the fix (:mod:`sweeps.batch_split`); identical refusals are reported once, with
+the runs they concern.
+
 Missing paths. The run config schema never looks at the filesystem, so every run validates
 (and gets its run id) the same way on a laptop and on the cluster. What this machine lacks is
 found by :func:`suite.preflight.machine_problems`: an unknown timm model is always an error; a
@@ -44,9 +50,10 @@ from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides,
 from suite.preflight import machine_problems
 from suite.maps_step import data_identity, maps_step_id
 from suite.records import RunPaths, RunState, run_state
+from sweeps.batch_split import batch_split_problem
 from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step, to_override
 
-__all__ = ["Plan", "PlannedRun", "expand", "lookup"]
+__all__ = ["Plan", "PlannedRun", "expand", "lookup", "split_problem"]
 
 REFERENCE_PREFIX = "@"
 MAX_SHOWN_ERRORS = 8
@@ -244,6 +251,30 @@ def _validate(
     return cfg
 
 
+def split_problem(sweep: Sweep, cfg: TrainConfig) -> str | None:
+    """Why ``cfg``'s global batch cannot train on the sweep's processes per run (None: it can)."""
+    res = sweep.spec.resources
+    return batch_split_problem(
+        cfg.data.batch_size,
+        res.processes,
+        mixing=cfg.mix.method != "none",
+        groups=cfg.mix.groups,
+        nodes=res.nodes,
+        unit="GPUs" if res.gpus_per_node else "processes",
+    )
+
+
+def _split_errors(sweep: Sweep, refused: dict[str, list[str]]) -> list[str]:
+    """One line per distinct batch-split refusal: the first run it concerns, then the others' indices."""
+    lines = []
+    for problem, runs in refused.items():
+        others = [run.split(" ", 2)[1] for run in runs[1:]]
+        shown = ", ".join(others[:12]) + (", ..." if len(others) > 12 else "")
+        also = f" and {len(others)} more run(s) ({shown})" if others else ""
+        lines.append(f"{sweep.path}: {runs[0]}{also}: {problem}")
+    return lines
+
+
 def _references(data: Any) -> Iterator[str]:
     if isinstance(data, str) and data.startswith(REFERENCE_PREFIX):
         yield data
@@ -292,8 +323,9 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
         sweep: a loaded sweep (:func:`sweeps.spec.load_sweep`).
         check_paths: refuse missing data/checkpoint paths (launch); ``False`` turns them into
             warnings (plan), except that paths made by prerequisites are always accepted.
-        machine: check the runs against this machine at all (files, timm models); a report
-            reading existing records passes False (it needs the run ids, not a runnable setup).
+        machine: check that the runs can run, here (files, timm models) and on the sweep's
+            resources (the batch split); a report reading existing records passes False (it
+            needs the run ids, not a runnable setup).
 
     Returns:
         The :class:`Plan`, with duplicate runs (same run id) dropped.
@@ -319,6 +351,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
     produced = set(by_path)
     base_cfg = _base_config(sweep, table, maps)
     runs: list[PlannedRun] = []
+    refused: dict[str, list[str]] = {}  # batch-split problem -> the runs it refuses
     seen_raw: set[str] = set()
     seen_ids: set[str] = set()
     duplicates = 0
@@ -362,6 +395,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
                 errors.append(f"{prefix}{mismatch}")
                 invalid += 1
                 continue
+            split = split_problem(sweep, cfg) if machine else None
+            if split:
+                refused.setdefault(split, []).append(f"run {index} ({describe(values) or 'base'})")
+                invalid += 1
+                continue
             needs = tuple(sorted({by_path[p] for p in _used_paths(cfg) if p in by_path}))
             runs.append(
                 PlannedRun(
@@ -373,6 +411,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
                     needs=needs,
                 )
             )
+    errors += _split_errors(sweep, refused)
     if errors:
         _raise_collected(sweep, errors, invalid)
     unique_warnings = list(dict.fromkeys(warnings))
@@ -472,6 +511,11 @@ def _prerequisites(
             rid = run_id(cfg)
         except ConfigError as err:
             errors.extend(f"{prefix}{line}" if line.startswith("teacher.") else line for line in str(err).splitlines())
+            invalid += 1
+            return None
+        split = split_problem(sweep, cfg) if machine else None
+        if split:  # a run trained first asks for the sweep's resources too
+            errors.append(f"{prefix}{split}")
             invalid += 1
             return None
         if all(run.run_id != rid for run in trained):  # two spellings of one file train once

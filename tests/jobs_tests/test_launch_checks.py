@@ -145,3 +145,42 @@ def test_plan_validates_every_paper_preset_with_its_maps_steps(cli) -> None:
     students = [r for r in rows if not r["prerequisite"]]
     assert len(students) == 15 and sum(len(r["needs"]) == 1 for r in students) == 12  # 3 area-label runs need none
     assert {need for r in students for need in r["needs"]} == {r["run_id"] for r in steps}
+
+
+def test_plan_and_launch_refuse_paper_groups_on_two_nodes(tmp_path: Path, cli) -> None:
+    """`resources.nodes=2` on the command line: 64 images per GPU cannot hold groups of 128."""
+    methods = str(Path(__file__).parents[2] / "sweeps" / "paper" / "methods.yaml")
+    runner = CliRunner()
+    root = ["--output-root", str(tmp_path / "runs")]
+    result = runner.invoke(cli, ["sweep", "plan", methods, *root])
+    assert result.exit_code == 0, result.output
+    assert "1 node(s) x 8 GPU(s) = 8 process(es)" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", *root])
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert f"{methods}: run 3 (mix.method=mixup seed=0) and 14 more run(s)" in flat
+    assert "mix.groups=128 does not fit the per-process batch: data.batch_size=1024 over 16 processes" in flat
+    assert "(2 nodes x 8 GPUs) gives 64 images per process" in flat and "fix: mix.groups=64" in flat
+    result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", "mix.groups=64", *root])
+    assert result.exit_code == 0, result.output
+    assert "18 runs" in result.output and "2 node(s) x 8 GPU(s) = 16 process(es)" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["sweep", "launch", methods, "resources.nodes=2", "--no-check-paths", "-e", "debug",
+                                 *root])
+    assert result.exit_code == 2 and "fix: mix.groups=64" in " ".join(result.output.split())
+    _assert_nothing_written(tmp_path)
+
+
+def test_resources_overrides_on_the_command_line(tmp_path: Path, cli) -> None:
+    runner = CliRunner()
+    path = write_sweep(tmp_path, overrides={"mix.method": "tokenmix", "data.batch_size": 6})
+    result = runner.invoke(cli, ["sweep", "plan", str(path), "resources.tasks_per_node=2"])
+    assert result.exit_code == 2 and "6 over 2 processes gives 3 images per process, an odd number" in " ".join(
+        result.output.split())
+    result = runner.invoke(cli, ["sweep", "plan", str(path), "resources.tasks_per_node=3"])
+    assert result.exit_code == 0 and "1 node(s) x 3 process(es), no GPU = 3 process(es)" in " ".join(
+        result.output.split())
+    result = runner.invoke(cli, ["sweep", "plan", str(path), "resources.node=2"])
+    assert result.exit_code == 2 and "unknown resources key 'node'; valid keys: partition, nodes" in result.output
+    result = runner.invoke(cli, ["sweep", "plan", str(path), "resources.nodes=0"])
+    assert result.exit_code == 2 and "resources.nodes=0: nodes: Input should be greater than 0" in result.output
+    _assert_nothing_written(tmp_path)

@@ -40,3 +40,19 @@ def test_measured_throughput_of_finished_runs_wins(tmp_path: Path) -> None:
     assert est.hours[done.run_id] == 0.0  # finished: nothing left to spend
     assert est.hours[todo.run_id] == pytest.approx(2 * (256 + 128 / 3) / 256.0 / 3600)
     assert est.sources["vit_micro_patch4_32"].startswith("measured in finished runs")
+
+
+def test_more_nodes_same_gpu_hours_shorter_wall_clock(tmp_path: Path) -> None:
+    import dataclasses
+
+    def planned(nodes: int):
+        sweep = load_sweep(REPO / "sweeps/paper/methods.yaml", ["mix.groups=32"], output_root=tmp_path)
+        resources = sweep.spec.resources.model_copy(update={"nodes": nodes})
+        sweep = dataclasses.replace(sweep, spec=sweep.spec.model_copy(update={"resources": resources}))
+        return estimate(expand(sweep, check_paths=False))
+
+    one, four = planned(1), planned(4)
+    assert four.total_hours == pytest.approx(one.total_hours)  # table rates scale linearly with the GPUs
+    assert four.wall_hours == pytest.approx(one.wall_hours / 4)
+    assert one.wall_hours == pytest.approx(one.total_hours / 18 / 8)  # 18 equal runs of 8 GPUs each
+    assert one.sweep_wall_hours == pytest.approx(5 * one.wall_hours)  # 18 runs, 4 at a time: 5 rounds

@@ -193,3 +193,45 @@ def test_reports_expand_without_the_machine_checks(tmp_path: Path) -> None:
         expand(load_sweep(path), check_paths=False)
     plan = expand(load_sweep(path), check_paths=False, machine=False)
     assert len(plan.runs) == 2 and plan.prerequisites[0].kind == "maps" and not plan.warnings
+
+
+def _on_nodes(sweep, nodes: int):
+    """The sweep with its runs on ``nodes`` nodes (what ``resources.nodes=N`` on the command line gives)."""
+    import dataclasses
+
+    resources = sweep.spec.resources.model_copy(update={"nodes": nodes})
+    return dataclasses.replace(sweep, spec=sweep.spec.model_copy(update={"resources": resources}))
+
+
+def test_paper_groups_are_checked_per_gpu_at_plan_time(tmp_path: Path) -> None:
+    """mix.groups=128 of a 1,024 batch fits 8 GPUs; on 16 each GPU has 64 images and training would fail."""
+    path = REPO / "sweeps/paper/methods.yaml"
+    assert len(expand(load_sweep(path, output_root=tmp_path), check_paths=False).runs) == 18
+    with pytest.raises(SweepError) as err:
+        expand(_on_nodes(load_sweep(path, output_root=tmp_path), 2), check_paths=False)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 15 run(s) of the sweep are invalid")  # the 3 runs without mixing train
+    assert f"{path}: run 3 (mix.method=mixup seed=0) and 14 more run(s)" in message
+    assert "mix.groups=128" in message and "data.batch_size=1024" in message
+    assert "16 processes (2 nodes x 8 GPUs) gives 64 images per process" in message
+    assert "fix: mix.groups=64" in message and "resources.nodes=1" in message
+    halved = _on_nodes(load_sweep(path, ["mix.groups=64"], output_root=tmp_path), 2)
+    plan = expand(halved, check_paths=False)
+    assert len(plan.runs) == 18 and all(run.config.mix.groups == 64 for run in plan.runs)
+
+
+def test_a_report_reads_runs_whatever_the_split(tmp_path: Path) -> None:
+    """Reports expand without the runnable-setup checks: the records decide."""
+    sweep = _on_nodes(load_sweep(REPO / "sweeps/paper/methods.yaml", output_root=tmp_path), 2)
+    assert len(expand(sweep, check_paths=False, machine=False).runs) == 18
+
+
+def test_a_prerequisite_is_checked_on_the_sweep_resources_too(tmp_path: Path) -> None:
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(
+        {"data": {"source": "builtin", "batch_size": 6}, "model": {"name": "cnn_micro"}, "mix": {"method": "cutmix"},
+         "tracking": {"mode": "disabled"}}
+    ))
+    path = write_sweep(tmp_path, overrides={"mix.method": "tokenmix", "teacher": "@teacher.yaml"},
+                       resources={"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1})
+    with pytest.raises(SweepError, match=r"prerequisite @teacher.yaml: data.batch_size=6 over 2 processes gives 3 "):
+        expand(load_sweep(path), check_paths=False)
