@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+from torch.utils.data import BatchSampler, DataLoader
 
 from suite.builtin_data import make_builtin_dataset
 from suite.config import load_config
@@ -51,3 +53,66 @@ def test_imagefolder_tree_loads_with_timm_transforms(image_folder: Path) -> None
     assert xs.shape == (12, 3, 32, 32)
     again = torch.cat([b[0] for b in eval_loader(bundle.val, cfg.data, 8)])
     assert torch.equal(xs, again)  # evaluation is deterministic
+
+
+class _WorkerPids:
+    """A source whose label is the id of the process that loaded the image."""
+
+    def __init__(self, source: object) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[object, int]:
+        return self.source[index][0], os.getpid()
+
+
+def test_loader_workers_survive_epochs_and_evaluations() -> None:
+    cfg = load_config(None, ["data.train_size=64", "data.val_size=32", "data.batch_size=16", "data.workers=2"])
+    bundle = build_data(cfg.data)
+    bundle.train.source, bundle.val.source = _WorkerPids(bundle.train.source), _WorkerPids(bundle.val.source)
+    val = eval_loader(bundle.val, cfg.data, 16)
+    seen = []
+    for epoch in range(2):
+        seen.append({int(p) for _, pids in train_loader(bundle, cfg.data, seed=0, epoch=epoch) for p in pids})
+        seen.append({int(p) for _, pids in val for p in pids})
+    bundle.close()
+    assert len(seen[0]) == 2 and os.getpid() not in seen[0]  # two worker processes loaded the data
+    assert all(pids == seen[0] for pids in seen)  # the same two, both epochs and both evaluations
+
+
+def _fresh_batches(dataset: object, seed: int, epoch: int, start_step: int, batch: int) -> list[list[torch.Tensor]]:
+    """One epoch from a loader of its own, as every epoch was loaded before workers persisted."""
+    sampler = EpochSampler(len(dataset), seed=seed, epoch=epoch, shuffle=True, start=start_step * batch,
+                           stop=len(dataset) // batch * batch)
+    loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch, drop_last=True), num_workers=0)
+    return [list(b) for b in loader]
+
+
+def _assert_same(got: list, expected: list) -> None:
+    assert len(got) == len(expected) > 0
+    for a, b in zip(got, expected):
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_persistent_workers_give_the_batches_of_fresh_loaders(image_folder: Path) -> None:
+    # RandAugment, random erasing and crop geometry: every random draw must come from the sample seed
+    cfg = load_config(None, [f"data={image_folder}", "data.img_size=16", "data.batch_size=4", "data.workers=2"])
+    bundle = build_data(cfg.data, geometry=True)
+    passes = [(0, 0), (1, 0), (1, 3), (0, 5)]  # (epoch, start_step): two epochs, then resumed ones
+    for epoch, start in passes:
+        got = [list(b) for b in train_loader(bundle, cfg.data, seed=7, epoch=epoch, start_step=start)]
+        _assert_same(got, _fresh_batches(bundle.train, 7, epoch, start, 4))
+    # a pass left after two batches (a stop signal) does not leak into the next one
+    partial = iter(train_loader(bundle, cfg.data, seed=7, epoch=2))
+    next(partial), next(partial)
+    del partial
+    _assert_same([list(b) for b in train_loader(bundle, cfg.data, seed=7, epoch=2, start_step=2)],
+                 _fresh_batches(bundle.train, 7, 2, 2, 4))
+    # two passes at once: the second one loads on its own, still the same batches
+    a, b = train_loader(bundle, cfg.data, seed=7, epoch=3), train_loader(bundle, cfg.data, seed=7, epoch=4)
+    pairs = [(list(x), list(y)) for x, y in zip(a, b)]
+    _assert_same([x for x, _ in pairs], _fresh_batches(bundle.train, 7, 3, 0, 4))
+    _assert_same([y for _, y in pairs], _fresh_batches(bundle.train, 7, 4, 0, 4))
+    bundle.close()
