@@ -164,6 +164,9 @@ def test_plan_and_launch_refuse_paper_groups_on_two_nodes(tmp_path: Path, cli) -
     result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", "mix.groups=64", *root])
     assert result.exit_code == 0, result.output
     assert "18 runs" in result.output and "2 node(s) x 8 GPU(s) = 16 process(es)" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", "mix.groups=64", "--json", *root])
+    planned = json.loads(result.output)
+    assert planned["processes"] == 16 and planned["wall_hours"] == pytest.approx(planned["hours"] / 18 / 16)
     result = runner.invoke(cli, ["sweep", "launch", methods, "resources.nodes=2", "--no-check-paths", "-e", "debug",
                                  *root])
     assert result.exit_code == 2 and "fix: mix.groups=64" in " ".join(result.output.split())
