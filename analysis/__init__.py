@@ -1,6 +1,6 @@
 """Ablation reports: sweep runs -> one DataFrame -> tables over seeds (Markdown, LaTeX, CSV) and plots.
 
 Public entry points live in :mod:`analysis.report` (``collect``, ``build_tables``,
-``write_report``) and :mod:`analysis.cli` (``suite report``). pandas and matplotlib are imported
-only here, never by ``suite``.
+``write_report``) and :mod:`analysis.cli` (``suite report``). pandas, scipy and matplotlib are
+imported only here, never by ``suite``.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ import sweeps.expand
 import sweeps.spec
 from analysis._records import trusted
 from suite.records import atomic_write_bytes
-from sweeps.expand import SEED_KEY, describe, expand, lookup
+from sweeps.expand import SEED_KEY, expand, lookup
 from sweeps.spec import Sweep, format_value, load_sweep
 
-__all__ = ["Condition", "SweepPlan", "plan_sweep"]
+__all__ = ["Condition", "SweepPlan", "condition_label", "plan_sweep", "value_label", "value_text"]
 
 PLAN_CACHE = ".report-plan.pkl"
 
@@ -35,7 +36,7 @@ class Condition:
     Attributes:
         index: position in sweep order.
         values: the axis values as written in the sweep (seed excluded).
-        label: ``key=value`` text of what differs from the base run, or ``base``.
+        label: the row's name, :func:`condition_label` of what differs from the base run, or ``base``.
         is_base: the condition equals the sweep's base run.
         run_ids: seed -> run id.
     """
@@ -96,7 +97,7 @@ def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
         except OSError:
             digest.update(b"<missing>")
     digest.update(json.dumps([overrides, str(sweep.output_root)]).encode())
-    for module in (suite.config, sweeps.expand, sweeps.spec):
+    for module in (suite.config, sweeps.expand, sweeps.spec, sys.modules[__name__]):  # ids and labels
         st = Path(module.__file__).stat()  # type: ignore[arg-type]
         digest.update(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()
@@ -155,8 +156,8 @@ def plan_sweep(
         key = _key(values)
         if key not in conditions:
             changed = {k: v for k, v in run.changed.items() if k != SEED_KEY}
-            label = describe(values) if not sweep.spec.axes else describe(changed)
-            conditions[key] = Condition(len(conditions), values, label or "base", not changed)
+            label = condition_label(values if not sweep.spec.axes else changed)
+            conditions[key] = Condition(len(conditions), values, label, not changed)
         conditions[key].run_ids[seed] = run.run_id
     base_values: dict[str, Any] = {}
     base_run = next((c for c in conditions.values() if c.is_base), None)
@@ -195,3 +196,74 @@ def plan_sweep(
 def value_text(value: Any) -> str:
     """An axis value as tables show it (``format_value`` of the sweep code)."""
     return format_value(value)
+
+
+METHOD_NAMES = {"none": "no mixing", "mixup": "Mixup", "cutmix": "CutMix", "tokenmix": "TokenMix"}
+TARGET_NAMES = {"area": "area labels"}
+_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".pt", ".pth", ".ckpt", ".safetensors")
+_LABEL_ORDER = ("mix.method", "teacher", "mix.target")
+
+
+def _is_path(text: str) -> bool:
+    return text.startswith("@") or "/" in text or "\\" in text or text.endswith(_FILE_SUFFIXES)
+
+
+def _path_name(text: str) -> str:
+    """``@base/teacher_cnn.yaml`` -> ``teacher_cnn``; ``maps:/data/maps/cnn`` -> ``maps: cnn``."""
+    prefix = ""
+    if text.startswith("maps:"):
+        prefix, text = "maps: ", text[len("maps:"):]
+    name = text.lstrip("@").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for suffix in _FILE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return prefix + (name or text)
+
+
+def value_label(key: str, value: Any) -> str:
+    """An axis value as a table row shows it: method names spelled out, file paths as their stem.
+
+    Example:
+        >>> value_label("teacher", "@base/teacher_cnn.yaml"), value_label("mix.mask_ratio", 0.5)
+        ('teacher_cnn', '0.5')
+    """
+    if key == "mix.method" and value in METHOD_NAMES:
+        return METHOD_NAMES[value]
+    if key == "teacher" and value in (None, "none"):
+        return "no teacher"
+    if isinstance(value, str) and (key == "teacher" or _is_path(value)):
+        return _path_name(value)
+    return value_text(value)
+
+
+def condition_label(values: dict[str, Any]) -> str:
+    """The default name of a table row, from the axis values that set it apart (``base`` if none).
+
+    The method comes first, then the teacher and the target, then every other ``key=value``;
+    file paths show as their stem, never as paths. This is the one place labels are built: a
+    label given in the sweep file would replace it.
+
+    Example:
+        >>> condition_label({"mix.method": "tokenmix", "mix.target": "teacher_norm",
+        ...                  "teacher": "@base/teacher_cnn.yaml"})
+        'TokenMix · teacher: teacher_cnn · teacher_norm'
+        >>> condition_label({"mix.method": "cutmix", "mix.mixup_alpha": 0.0})
+        'CutMix · mix.mixup_alpha=0.0'
+    """
+    if not values:
+        return "base"
+    keys = [k for k in _LABEL_ORDER if k in values] + [k for k in values if k not in _LABEL_ORDER]
+    parts = []
+    for key in keys:
+        value = values[key]
+        if key == "mix.method" and value in METHOD_NAMES:
+            parts.append(METHOD_NAMES[value])
+        elif key == "teacher":
+            text = value_label(key, value)
+            parts.append(text if text == "no teacher" else f"teacher: {text}")
+        elif key == "mix.target" and isinstance(value, str):
+            parts.append(TARGET_NAMES.get(value, value))
+        else:
+            parts.append(f"{key}={value_label(key, value)}")
+    return " · ".join(parts)

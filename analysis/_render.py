@@ -31,6 +31,7 @@ _TEX_SYMBOLS = {
     "−": r"$-$",
     "–": "--",
     "×": r"$\times$",
+    "·": r"$\cdot$",
     "<": r"$<$",
     ">": r"$>$",
 }
@@ -65,6 +66,8 @@ def to_markdown(table: Table, *, heading: bool = True) -> str:
         cells = [f"**{c}**" if (i, j) in table.bold and c else _md_escape(c) for j, c in enumerate(row)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"*{table.caption}*", ""]
+    if table.note:
+        lines += [_md_escape(table.note), ""]
     return "\n".join(lines)
 
 
@@ -89,13 +92,22 @@ def to_latex(table: Table) -> str:
             text = latex_escape(cell)
             cells.append(f"\\textbf{{{text}}}" if (i, j) in table.bold and cell else text)
         lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    if table.note:  # for the author, not the paper: a comment
+        lines += ["% " + line for line in _wrap(table.note, 100)]
+    lines.append("")
     return "\n".join(lines)
 
 
 def to_csv(table: Table) -> str:
     """The numbers behind the table (means, stds, n, Δ, p, CI bounds, GPU-hours), one row per table row."""
     return table.data.to_csv(index=False)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
 
 
 def to_rich(table: Table) -> RichTable:

@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis._plan import Condition, SweepPlan, value_text
-from analysis._stats import BOOTSTRAP_SAMPLES, EXACT_BOOTSTRAP_MAX, compare_paired
+from analysis._plan import Condition, SweepPlan, value_label, value_text
+from analysis._stats import (
+    ALPHA, BCA_INTERVAL, BOOTSTRAP_MIN_PAIRS, BOOTSTRAP_SAMPLES, CI_LEVEL, POWER, T_INTERVAL, Comparison,
+    binomial_se, compare_paired, holm, seeds_needed,
+)
 
-__all__ = ["METRIC_TEXT", "Table", "build_tables"]
+__all__ = ["DEFAULT_EFFECT", "METRIC_TEXT", "Table", "build_tables", "lower_is_better"]
+
+DEFAULT_EFFECT = 1.0
 
 FINISHED = "finished"
 UNFINISHED_MARK = "†"
@@ -32,7 +37,24 @@ METRIC_TEXT = {
     "best_top1_max": "best top-1 over epochs, raw or EMA (%)",
     "ema_top1": "final-epoch EMA top-1 (%)",
     "top5": "final-epoch top-5 (%)",
+    "val_loss": "final-epoch validation loss",
 }
+_LOWER_IS_BETTER = {"gpu_hours", "wall_seconds", "train_seconds", "tokenmix_fallbacks"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is the better one (losses, time, cost).
+
+    Example:
+        >>> lower_is_better("val_loss"), lower_is_better("top1")
+        (True, False)
+    """
+    return metric.endswith("loss") or metric in _LOWER_IS_BETTER
+
+
+def _percent(metric: str) -> bool:
+    """Top-1/top-5 style metrics, in points (%)."""
+    return "top1" in metric or "top5" in metric
 
 
 @dataclass
@@ -43,7 +65,7 @@ class Table:
         sweep: the sweep name.
         name: file stem, unique within a report (``<sweep>`` or ``<sweep>-<axis>``).
         title: one line.
-        caption: what the numbers are (metric, statistic, test, n, markers).
+        caption: what the numbers are (metric, statistic, test, interval, correction, n, markers).
         header: column titles (unicode: ± † Δ, turned into LaTeX by the renderer).
         rows: cell texts.
         bold: ``(row, column)`` cells holding a column's best value.
@@ -51,6 +73,8 @@ class Table:
         axis: the axis a plot puts on x (None for method rows and pivots).
         conditions: the conditions of the rows (None for pivots), for plots.
         kind: ``rows`` or ``pivot``.
+        note: sentences printed under the table (seeds needed per comparison, the measurement
+            error of top-1 on the validation set); empty when there is nothing to say.
     """
 
     sweep: str
@@ -64,6 +88,7 @@ class Table:
     axis: str | None = None
     conditions: list[Condition] | None = None
     kind: str = "rows"
+    note: str = ""
 
 
 def _fmt(value: float, digits: int = 1, sign: bool = False) -> str:
@@ -145,9 +170,9 @@ def _row_label(cond: Condition, axis: str | None, plan: SweepPlan) -> str:
     if axis is None:
         return cond.label
     if axis in cond.values:
-        return value_text(cond.values[axis])
+        return value_label(axis, cond.values[axis])
     base = plan.base_values.get(axis)
-    return f"{value_text(base)} (base)" if axis in plan.base_values and _simple(base) else "base"
+    return f"{value_label(axis, base)} (base)" if axis in plan.base_values and _simple(base) else "base"
 
 
 def _simple(value: Any) -> bool:
@@ -196,41 +221,122 @@ def _column_title(key: str, metric: str) -> str:
     return key
 
 
-def _caption(metric: str, baseline: str, ns: list[int], unfinished: bool) -> str:
+def _n_text(pairs: list[tuple[str, int]]) -> str:
+    counts = {n for _, n in pairs}
+    if not pairs:
+        return "no compared rows"
+    if len(counts) == 1:
+        return f"n = {pairs[0][1]} pairs for every compared row"
+    return "n pairs per row: " + ", ".join(f"{label} {n}" for label, n in pairs)
+
+
+def _interval_text(intervals: set[str]) -> str:
+    t_text = ("Student t interval of Δ (df = n − 1), the interval of the t-test: it excludes 0 exactly when "
+              "p < 0.05")
+    bca = f"BCa bootstrap of Δ (scipy.stats.bootstrap, {BOOTSTRAP_SAMPLES:,} resamples)"
+    if BCA_INTERVAL in intervals and T_INTERVAL in intervals:
+        return f"{t_text}, for rows with fewer than {BOOTSTRAP_MIN_PAIRS} pairs; {bca} for rows with more"
+    if BCA_INTERVAL in intervals:
+        return f"{bca} (every row has at least {BOOTSTRAP_MIN_PAIRS} pairs)"
+    return t_text
+
+
+def _caption(
+    metric: str, baseline: str, pairs: list[tuple[str, int]], unfinished: bool, intervals: set[str], occlusion: bool
+) -> str:
     what = METRIC_TEXT.get(metric, metric)
-    pairs = sorted(set(n for n in ns if n > 0))
-    n_text = ", ".join(str(n) for n in pairs) or "0"
-    ci = (
-        f"exact over all n^n resamples (n ≤ {EXACT_BOOTSTRAP_MAX})"
-        if all(n <= EXACT_BOOTSTRAP_MAX for n in pairs) else f"{BOOTSTRAP_SAMPLES:,} resamples"
-    )
+    level = f"{CI_LEVEL * 100:.0f} %"
+    best = (f"lowest {_column_title(metric, metric)}, highest top-1 in the top-1 columns"
+            if lower_is_better(metric) else "the highest")
     text = (
         f"{what[0].upper()}{what[1:]} on the validation set: mean ± sample std over seeds; n = finished seeds of "
-        f"planned. Occlusion columns: top-1 with that share of patches blanked. Δ = mean paired difference to "
-        f"the baseline row ({baseline}) over the seeds both finished (n = {n_text} pairs); p = two-sided paired "
-        f"t-test (df = n − 1); 95 % CI = percentile bootstrap of Δ, {ci}. GPU-h = sum over the row's runs. "
-        f"Bold = best mean per column."
+        f"planned. {'Occlusion columns: top-1 with that share of patches blanked. ' if occlusion else ''}"
+        f"Δ = mean paired difference (row − baseline) to the baseline row ({baseline}), paired by seed over "
+        f"the seeds both finished ({_n_text(pairs)}). p = two-sided paired t-test (df = n − 1); p (Holm) = p adjusted by Holm's step-down "
+        f"method over the {len(pairs)} comparison{'s' if len(pairs) != 1 else ''} with the baseline in this table. "
+        f"{level} CI = {_interval_text(intervals)}. p and CI are – with fewer than 2 pairs or when every difference "
+        f"is the same (no spread to test). GPU-h = sum over the row's runs. Bold = best mean per column ({best})."
     )
     if unfinished:
         text += f" {UNFINISHED_MARK} = not all seeds finished: the statistics use the finished seeds only."
     return text
 
 
+def _effect_text(metric: str, effect: float) -> str:
+    if _percent(metric):
+        return f"{effect:g} point{'' if effect == 1 else 's'} of {_column_title(metric, metric)}"
+    return f"{effect:g} ({metric})"
+
+
+def _seeds_text(value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"> {100_000:,}" if math.isinf(value) else f"{int(value)}"
+
+
+def _note(
+    metric: str, effect: float, needed: list[tuple[str, float]], errors: list[tuple[float, float, str]]
+) -> str:
+    """Seeds needed per comparison, and the measurement error of top-1 on the validation set."""
+    parts = []
+    if needed:
+        listed = "; ".join(f"{label}: {_seeds_text(n)}" for label, n in needed)
+        parts.append(
+            f"Seeds needed to detect a true Δ of {_effect_text(metric, effect)} with {POWER * 100:.0f} % power "
+            f"(two-sided paired t-test, α = {ALPHA:g}, from the observed sd of the paired differences): {listed}"
+            + (" (– = fewer than 2 pairs or no spread observed)."
+               if any(math.isnan(n) for _, n in needed) else ".")
+        )
+    known = [(se, n_val, source) for se, n_val, source in errors if not math.isnan(se)]
+    if known:
+        low, high = min(se for se, _, _ in known), max(se for se, _, _ in known)
+        sizes = sorted({int(n) for _, n, _ in known})
+        sources = sorted({source for _, _, source in known})
+        size_text = " or ".join(f"{n:,}" for n in sizes)
+        span = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
+        parts.append(
+            f"Measurement error of one run's top-1 from the finite validation set alone ({size_text} images, "
+            f"from {' and '.join(sources)}): binomial SE {span} points, apart from the seed-to-seed spread."
+        )
+    return " ".join(parts)
+
+
+def _n_val(runs: _Runs, cond: Condition) -> tuple[float, str]:
+    """Validation images of the row's finished runs (the fewest if they differ) and where that came from.
+
+    The summary's ``val_images`` when a run records it; else the resolved config's ``data.val_size``:
+    the exact number for the built-in data, an upper bound for an ImageFolder (a cap on ``val/``).
+    NaN when neither says (an ImageFolder without a cap).
+    """
+    index = runs.rows(cond)
+    done = index[runs.column("state")[index] == FINISHED]
+    recorded = pd.to_numeric(pd.Series(runs.column("val_images")[done]), errors="coerce").dropna()
+    if len(recorded):
+        return float(recorded.min()), "the run summary (val_images)"
+    sizes = pd.to_numeric(pd.Series(runs.column("cfg.data.val_size")[done]), errors="coerce").dropna()
+    if not len(sizes):
+        return math.nan, ""
+    folder = any(source == "folder" for source in runs.column("cfg.data.source")[done])
+    return float(sizes.min()), "the config's data.val_size" + (" (a cap: val/ may hold fewer)" if folder else "")
+
+
 def _rows_table(
     runs: _Runs, plan: SweepPlan, conds: list[Condition], baseline: Condition | None,
-    *, metric: str, name: str, title: str, axis: str | None,
+    *, metric: str, name: str, title: str, axis: str | None, effect: float = DEFAULT_EFFECT,
 ) -> Table:
     columns = _metric_columns(runs.frame, metric)
     first = axis if axis is not None else "condition"
     header = [first] + [_column_title(c, metric) for c in columns] + ["n", "Δ " + _column_title(metric, metric),
-                                                                     "p", "95 % CI", "GPU-h"]
+                                                                     "p", "p (Holm)", f"{CI_LEVEL * 100:.0f} % CI",
+                                                                     "GPU-h"]
     base_values = _values(runs, baseline, metric)[0] if baseline is not None else {}
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
     means: dict[str, list[float]] = {c: [] for c in columns}
-    ns: list[int] = []
+    compared: list[tuple[int, str, Comparison]] = []
+    errors: list[tuple[float, float, str]] = []
     unfinished_any = False
-    for cond in conds:
+    for i, cond in enumerate(conds):
         label = _row_label(cond, axis, plan)
         cells = [label]
         record: dict[str, Any] = {"sweep": plan.name, "label": label}
@@ -249,31 +355,48 @@ def _rows_table(
         record["planned"] = planned
         record["unfinished"] = planned - len(values)
         record["unfinished_states"] = ",".join(sorted(set(other)))
+        n_val, n_val_from = _n_val(runs, cond)
+        top1_mean = _mean_std(list(_values(runs, cond, "top1")[0].values()))[0]
+        se = binomial_se(top1_mean, n_val)
+        errors.append((se, n_val, n_val_from))
+        record.update(n_val=n_val, n_val_from=n_val_from, top1_binomial_se=se)
         if baseline is not None and cond is baseline:
-            cells += ["baseline", "", "", ]
-            record.update(delta=0.0, pairs=len(values), p=math.nan, ci_low=math.nan, ci_high=math.nan, baseline=True)
+            cells += ["baseline", "", "", ""]
+            record.update(delta=0.0, pairs=len(values), diff_sd=math.nan, p=math.nan, p_holm=math.nan,
+                          ci_low=math.nan, ci_high=math.nan, ci_interval="", effect=effect,
+                          seeds_needed=math.nan, baseline=True)
         elif baseline is not None:
             cmp = compare_paired(values, base_values)
-            ns.append(cmp.n)
+            compared.append((i, label, cmp))
             ci = "–" if math.isnan(cmp.ci_low) else f"[{_fmt(cmp.ci_low, sign=True)}, {_fmt(cmp.ci_high, sign=True)}]"
-            cells += [_fmt(cmp.delta, sign=True), _p(cmp.p), ci]
-            record.update(delta=cmp.delta, pairs=cmp.n, p=cmp.p, ci_low=cmp.ci_low, ci_high=cmp.ci_high, baseline=False)
+            cells += [_fmt(cmp.delta, sign=True), _p(cmp.p), "–", ci]
+            record.update(delta=cmp.delta, pairs=cmp.n, diff_sd=cmp.sd, p=cmp.p, p_holm=math.nan,
+                          ci_low=cmp.ci_low, ci_high=cmp.ci_high, ci_interval=cmp.interval, effect=effect,
+                          seeds_needed=seeds_needed(cmp.sd, effect), baseline=False)
         else:
-            cells += ["–", "–", "–"]
+            cells += ["–", "–", "–", "–"]
         hours = _sum(runs, cond, "gpu_hours")
         cells.append(_hours(hours))
         record["gpu_hours"] = hours
         record["run_ids"] = " ".join(cond.run_ids.values())
         rows.append(cells)
         data.append(record)
+    holm_column = header.index("p (Holm)")
+    for (i, _, _), adjusted in zip(compared, holm([c.p for _, _, c in compared])):
+        rows[i][holm_column] = _p(adjusted)
+        data[i]["p_holm"] = adjusted
     bold = set()
     for j, key in enumerate(columns, start=1):
         finite = [m for m in means[key] if not math.isnan(m)]
         if len(finite) > 1:
-            best = max(finite)
+            best = min(finite) if lower_is_better(key) else max(finite)
             bold |= {(i, j) for i, m in enumerate(means[key]) if m == best}
-    caption = _caption(metric, _row_label(baseline, axis, plan) if baseline else "none", ns, unfinished_any)
-    return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds)
+    pairs = [(label, c.n) for _, label, c in compared]
+    intervals = {c.interval for _, _, c in compared if c.interval}
+    caption = _caption(metric, _row_label(baseline, axis, plan) if baseline else "none", pairs, unfinished_any,
+                       intervals, any(key.startswith("occ") for key in columns))
+    note = _note(metric, effect, [(label, data[i]["seeds_needed"]) for i, label, _ in compared], errors)
+    return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds, note=note)
 
 
 def _sum(runs: _Runs, cond: Condition, column: str) -> float:
@@ -302,8 +425,8 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] 
         means: list[list[float]] = []
         data = []
         unfinished_any = False
-        for rv in rows_vals:
-            cells = [rv]
+        for rv, raw in zip(rows_vals, plan.axes[a]):
+            cells = [value_label(a, raw)]
             mrow = []
             for cv in cols:
                 cond = grid.get((rv, cv))
@@ -324,22 +447,25 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] 
         flat = [m for r in means for m in r if not math.isnan(m)]
         bold = set()
         if len(flat) > 1:
-            best = max(flat)
+            best = min(flat) if lower_is_better(metric) else max(flat)
             bold = {(i_, j + 1) for i_, r in enumerate(means) for j, m in enumerate(r) if m == best}
         what = METRIC_TEXT.get(metric, metric)
         caption = (f"{what[0].upper()}{what[1:]} on the validation set: mean ± sample std over seeds (n finished). "
-                   f"Rows: {a}; columns: {b}" + (f"; {rest_key}" if rest_key else "") + ". Bold = best cell.")
+                   f"Rows: {a}; columns: {b}" + (f"; {rest_key}" if rest_key else "")
+                   + f". Bold = best cell ({'lowest' if lower_is_better(metric) else 'highest'} {metric}).")
         if unfinished_any:
             caption += f" {UNFINISHED_MARK} = not all seeds finished: the statistics use the finished seeds only."
         suffix = f"-pivot{i + 1}" if len(groups) > 1 else "-pivot"
         tables.append(Table(plan.name, plan.name + suffix, f"{plan.name}: {metric} over {a} × {b}"
-                            + (f" ({rest_key})" if rest_key else ""), caption, [f"{a} \\ {b}", *cols], rows,
+                            + (f" ({rest_key})" if rest_key else ""), caption,
+                            [f"{a} \\ {b}", *[value_label(b, v) for v in plan.axes[b]]], rows,
                             bold, pd.DataFrame(data), None, None, "pivot"))
     return tables
 
 
 def build_tables(
-    frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1", pivot: tuple[str, str] | None = None
+    frame: pd.DataFrame, plan: SweepPlan, *, metric: str = "top1", pivot: tuple[str, str] | None = None,
+    effect: float = DEFAULT_EFFECT,
 ) -> list[Table]:
     """The tables of one sweep.
 
@@ -349,6 +475,8 @@ def build_tables(
         metric: the summary metric compared (``top1`` = final-epoch top-1).
         pivot: the (rows, columns) axes of a grid sweep's pivot (default: its first two axes;
             ignored when the sweep lacks either).
+        effect: the true difference (metric units, e.g. 1 point of top-1) for which each row's note
+            gives the seeds needed at 80 % power.
 
     Returns:
         One table per axis (``one_at_a_time``), pivots plus a row table (``grid``), or one row
@@ -359,7 +487,8 @@ def build_tables(
         base = next((c for c in plan.conditions if c.is_base), None)
         return [
             _rows_table(runs, plan, _order_axis(plan, axis), base, metric=metric,
-                        name=f"{plan.name}-{axis.replace('.', '-')}", title=f"{plan.name}: {axis}", axis=axis)
+                        name=f"{plan.name}-{axis.replace('.', '-')}", title=f"{plan.name}: {axis}", axis=axis,
+                        effect=effect)
             for axis in plan.axes
         ]
     conds = list(plan.conditions)
@@ -369,7 +498,8 @@ def build_tables(
         baseline = conds[0] if conds else None
     axis = next(iter(plan.axes)) if len(plan.axes) == 1 and not any(
         set(c.values) != set(plan.axes) for c in conds) else None
-    row_table = _rows_table(runs, plan, conds, baseline, metric=metric, name=plan.name, title=plan.name, axis=axis)
+    row_table = _rows_table(runs, plan, conds, baseline, metric=metric, name=plan.name, title=plan.name, axis=axis,
+                            effect=effect)
     if plan.mode == "grid":
         return [*_pivot(runs, plan, metric=metric, pivot=pivot), row_table]
     return [row_table]

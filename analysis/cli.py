@@ -33,6 +33,11 @@ def report(
     pivot: Annotated[
         str | None, typer.Option("--pivot", help="ROWS,COLUMNS: the two axes of a grid sweep's pivot table.")
     ] = None,
+    effect: Annotated[
+        float,
+        typer.Option("--effect", help="True difference (metric units, e.g. points of top-1) for which each table "
+                     "states the seeds needed at 80 % power."),
+    ] = 1.0,
     source: Annotated[
         str, typer.Option("--from", help="Read runs from their directories (runs) or the W&B public API (wandb).")
     ] = "runs",
@@ -69,7 +74,8 @@ def report(
             sources, overrides=overrides or [], output_root=output_root, origin=source, wandb_path=wandb_path,
             cache=not no_cache, curves="png" in wanted,
         )
-        result = write_report(collection, out, formats=wanted, metric=metric, pivot=axes)  # type: ignore[arg-type]
+        result = write_report(collection, out, formats=wanted, metric=metric, pivot=axes,  # type: ignore[arg-type]
+                              effect=effect)
     except SweepError as err:
         raise invalid("invalid report input", err) from None
     if not quiet:

@@ -25,7 +25,7 @@ import pandas as pd
 from analysis import _plots, _render
 from analysis._plan import SweepPlan, plan_sweep, value_text
 from analysis._records import CURVE_KEYS, Parsed, RecordCache
-from analysis._tables import Table, build_tables
+from analysis._tables import DEFAULT_EFFECT, Table, build_tables
 from sweeps.spec import SweepError
 
 __all__ = ["FORMATS", "Collection", "Report", "all_tables", "build_tables", "collect", "sweep_files", "write_report"]
@@ -34,7 +34,7 @@ FORMATS: tuple[str, ...] = ("md", "tex", "csv", "png")
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "top1", "top5", "best_top1", "best_top5", "best_epoch", "best_top1_max", "ema_top1", "ema_top5",
     "best_ema_top1", "val_loss", "epochs", "gpu_hours", "wall_seconds", "train_seconds", "images_per_s",
-    "device", "threads", "tokenmix_fallbacks", "prune_reason",
+    "device", "threads", "tokenmix_fallbacks", "prune_reason", "val_images",
 )
 
 
@@ -248,9 +248,10 @@ class Report:
 
 
 def all_tables(
-    collection: Collection, *, metric: str = "top1", pivot: tuple[str, str] | None = None
+    collection: Collection, *, metric: str = "top1", pivot: tuple[str, str] | None = None,
+    effect: float = DEFAULT_EFFECT,
 ) -> list[Table]:
-    """Every sweep's tables, in the order of the sweeps (``pivot``: see :func:`build_tables`)."""
+    """Every sweep's tables, in the order of the sweeps (``pivot``, ``effect``: see :func:`build_tables`)."""
     if pivot is not None:
         grids = [p for p in collection.plans if p.mode == "grid"]
         for plan in grids:
@@ -264,7 +265,7 @@ def all_tables(
         part = collection.frame[collection.frame["sweep"] == plan.name] if len(collection.frame) else collection.frame
         if metric not in part.columns:
             part = part.assign(**{metric: np.nan})
-        tables += build_tables(part, plan, metric=metric, pivot=pivot)
+        tables += build_tables(part, plan, metric=metric, pivot=pivot, effect=effect)
     return tables
 
 
@@ -275,6 +276,7 @@ def write_report(
     formats: Sequence[str] = FORMATS,
     metric: str = "top1",
     pivot: tuple[str, str] | None = None,
+    effect: float = DEFAULT_EFFECT,
 ) -> Report:
     """Write the report folder: ``index.md`` plus ``tables/*.{md,tex,csv}`` and ``plots/*.png``.
 
@@ -284,6 +286,7 @@ def write_report(
         formats: any of ``md``, ``tex``, ``csv``, ``png``; ``index.md`` is always written.
         metric: the summary metric compared (``top1`` = final-epoch top-1).
         pivot: the (rows, columns) axes of grid sweeps' pivots (default: their first two).
+        effect: the difference (metric units) for which the tables give the seeds needed.
 
     Returns:
         The :class:`Report`.
@@ -299,7 +302,9 @@ def write_report(
         raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    tables = all_tables(collection, metric=metric, pivot=pivot)
+    if not (math.isfinite(effect) and effect > 0):
+        raise SweepError(f"--effect {effect}: give a positive difference to detect, e.g. 1 (point of top-1)")
+    tables = all_tables(collection, metric=metric, pivot=pivot, effect=effect)
     files: list[Path] = []
     index = ["# Ablation report", ""]
     index.append(f"Metric: `{metric}`. Sweeps: " + ", ".join(f"`{p.name}`" for p in collection.plans) + ".")

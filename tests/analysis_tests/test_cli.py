@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -59,6 +60,39 @@ def test_report_end_to_end(app: typer.Typer, tmp_path: Path) -> None:
     assert "2/3 †" in index and "Runs not in the statistics" in index and "missing" in index
     rerun = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(out), "--format", "md", "-q"])
     assert rerun.exit_code == 0 and "ratio: mix.mask_ratio" not in rerun.output
+
+
+def test_metric_val_loss_bolds_the_lowest(app: typer.Typer, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "loss", include=[{"mix.method": "none"}, {"mix.method": "cutmix"},
+                                                   {"mix.method": "mixup"}], seeds=[0, 1])
+    plan = plan_of(path)
+    losses = {0: 2.5, 1: 1.5, 2: 2.0}  # CutMix has the lowest validation loss, and the lowest top-1
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            loss = losses[cond.index] + 0.1 * seed * (cond.index + 1)
+            write_run(plan, rid, 50.0 - cond.index + seed, val_loss=loss)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", str(path), "--out", str(out), "--format", "md,csv",
+                                      "--metric", "val_loss"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    table = (out / "tables" / "loss.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "**" in line]
+    assert rows == [next(line for line in table.splitlines() if line.startswith("| CutMix |"))]
+    assert "| CutMix | **1.6 ± 0.1** |" in table  # the lowest mean loss, not the highest
+    assert "lowest val_loss" in table
+
+
+def test_effect_option_sets_the_seeds_needed(app: typer.Typer, tmp_path: Path) -> None:
+    sweeps = _sweeps(tmp_path)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(out), "--format", "md,csv",
+                                      "--effect", "2.5"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "true Δ of 2.5 points of top-1" in (out / "tables" / "methods.md").read_text()
+    frame = pd.read_csv(out / "tables" / "methods.csv")
+    assert set(frame["effect"]) == {2.5}
+    bad = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(out), "--effect", "0"])
+    assert bad.exit_code == EXIT_INVALID and "--effect 0.0: give a positive difference" in bad.output
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ def test_latex_escapes_specials_and_marks_best_bold() -> None:
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "\\label{tab:s-mix-mask-ratio}" in tex
     assert latex_escape("<0.001") == "$<$0.001"
+    assert latex_escape("TokenMix · area labels") == r"TokenMix $\cdot$ area labels"
 
 
 def test_markdown_and_csv() -> None:
@@ -81,3 +82,21 @@ def test_latex_tables_compile_with_pdflatex(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
     assert "Missing character" not in (tmp_path / "paper.log").read_text(errors="replace")
+
+
+def _methods_tables(folder: Path) -> list[Table]:
+    path = write_sweep(folder, "methods", include=[
+        {"mix.method": "none"}, {"mix.method": "cutmix", "mix.mixup_alpha": 0.0},
+        {"mix.method": "tokenmix", "mix.target": "area"}], seeds=[0, 1, 2])
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed, rid in cond.run_ids.items():
+            write_run(plan, rid, 50.0 + cond.index * (1 + seed) + 0.3 * seed, occ50=30.0 + seed)
+    return all_tables(collect([path], cache=False))
+
+
+def test_every_row_has_a_cell_per_column(tmp_path: Path) -> None:
+    (table,) = _methods_tables(tmp_path)
+    assert {len(row) for row in table.rows} == {len(table.header)}
+    md_rows = [line for line in to_markdown(table).splitlines() if line.startswith("| ")]
+    assert {line.count(" | ") for line in md_rows} == {len(table.header) - 1}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from scipy import stats as sps
 
-from analysis.report import collect, write_report
+from analysis._render import to_csv
+from analysis.report import all_tables, collect, write_report
 from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
 
 SEEDS = [0, 1, 2]
@@ -43,29 +47,89 @@ def _table(path: Path):  # noqa: ANN202 - analysis._tables.Table
 def test_methods_table_numbers_equal_independent_values(methods: Path) -> None:
     table = _table(methods)
     data = table.data
-    assert list(data["label"]) == ["mix.method=none", "mix.method=cutmix", "mix.method=mixup"]  # sweep order
+    assert list(data["label"]) == ["no mixing", "CutMix", "Mixup"]  # sweep order, readable names
     for i, values in enumerate((BASE, PLUS, MINUS)):
         assert data.loc[i, "top1_mean"] == pytest.approx(statistics.mean(values))
         assert data.loc[i, "top1_std"] == pytest.approx(statistics.stdev(values))
         assert data.loc[i, "top1_n"] == 3
         assert data.loc[i, "occ50_top1_mean"] == pytest.approx(statistics.mean(values) - 20)
         assert data.loc[i, "gpu_hours"] == pytest.approx(1.5)
+    pvalues = {}
     for i, values in ((1, PLUS), (2, MINUS)):
         test = sps.ttest_rel(values, BASE)
         diffs = np.subtract(values, BASE)
+        pvalues[i] = test.pvalue
         assert data.loc[i, "delta"] == pytest.approx(diffs.mean())
+        assert data.loc[i, "diff_sd"] == pytest.approx(statistics.stdev(diffs))
         assert data.loc[i, "p"] == pytest.approx(test.pvalue, rel=1e-9)
         assert data.loc[i, "pairs"] == 3
-        boot = [diffs[list(idx)].mean() for idx in np.ndindex(3, 3, 3)]
-        assert data.loc[i, "ci_low"] == pytest.approx(np.percentile(boot, 2.5))
-        assert data.loc[i, "ci_high"] == pytest.approx(np.percentile(boot, 97.5))
-    # the cells say the same, the best mean is bold, the caption names metric, test and n
+        low, high = sps.t.interval(0.95, 2, loc=diffs.mean(), scale=statistics.stdev(diffs) / np.sqrt(3))
+        assert (data.loc[i, "ci_low"], data.loc[i, "ci_high"]) == pytest.approx((low, high))
+        assert data.loc[i, "ci_interval"] == "t"
+    # Holm over the two comparisons: the smaller p doubled, the larger one kept (or raised to it)
+    small, large = sorted(pvalues, key=pvalues.get)
+    assert data.loc[small, "p_holm"] == pytest.approx(2 * pvalues[small])
+    assert data.loc[large, "p_holm"] == pytest.approx(max(pvalues[large], 2 * pvalues[small]))
+    # one run's measurement error: 400 validation images (config data.val_size), top-1 at the row mean
+    assert list(data["n_val"]) == [400, 400, 400] and "data.val_size" in data.loc[0, "n_val_from"]
+    base_p = statistics.mean(BASE) / 100
+    assert data.loc[0, "top1_binomial_se"] == pytest.approx(100 * (base_p * (1 - base_p) / 400) ** 0.5)
+    assert "binomial SE 2.5 points" in table.note and "400 images" in table.note
+    # the cells say the same, the best mean is bold, the caption names test, interval, correction and n
     assert table.rows[1][1] == f"{statistics.mean(PLUS):.1f} ± {statistics.stdev(PLUS):.1f}"
     assert table.rows[1][table.header.index("p")] == f"{sps.ttest_rel(PLUS, BASE).pvalue:.3f}"
+    assert table.rows[1][table.header.index("p (Holm)")] == f"{data.loc[1, 'p_holm']:.3f}"
     assert (1, 1) in table.bold and (0, 1) not in table.bold
     assert table.rows[0][table.header.index("Δ top-1")] == "baseline"
-    assert "final-epoch top-1" in table.caption.lower() and "paired t-test" in table.caption
-    assert "n = 3 pairs" in table.caption
+    caption = table.caption
+    assert "final-epoch top-1" in caption.lower() and "paired t-test" in caption
+    assert "Student t interval" in caption and "Holm" in caption and "2 comparisons" in caption
+    assert "n = 3 pairs for every compared row" in caption
+
+
+def test_row_with_identical_differences_shows_no_p_and_no_ci(tmp_path: Path) -> None:
+    """Every seed exactly +1 over the baseline: "–" for p, p (Holm) and the CI, NaN in the CSV."""
+    path = write_sweep(tmp_path, "same", include=[{"mix.method": "none"}, {"mix.method": "cutmix"}], seeds=SEEDS)
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed, value in zip(SEEDS, BASE):
+            write_run(plan, cond.run_ids[seed], value + cond.index)
+    table = _table(path)
+    row = dict(zip(table.header, table.rows[1]))
+    assert row["Δ top-1"] == "+1.0" and row["p"] == "–" and row["p (Holm)"] == "–" and row["95 % CI"] == "–"
+    frame = pd.read_csv(io.StringIO(to_csv(table)))
+    assert frame.loc[1, "delta"] == pytest.approx(1.0)
+    assert frame.loc[1, ["p", "p_holm", "ci_low", "ci_high", "seeds_needed"]].isna().all()
+
+
+def test_seeds_needed_for_the_chosen_effect(tmp_path: Path) -> None:
+    """Differences +1, +3, +5 (sd 2): a true Δ of 1 point needs 34 seeds at 80 % power (see
+    test_stats for the hand computation); 2 points (d = 1) need 10."""
+    path = write_sweep(tmp_path, "power", include=[{"mix.method": "none"}, {"mix.method": "cutmix"}], seeds=SEEDS)
+    plan = plan_of(path)
+    for cond in plan.conditions:
+        for seed, value, diff in zip(SEEDS, BASE, (1.0, 3.0, 5.0)):
+            write_run(plan, cond.run_ids[seed], value + diff * cond.index)
+    table = _table(path)
+    frame = pd.read_csv(io.StringIO(to_csv(table)))
+    assert frame.loc[1, "diff_sd"] == pytest.approx(2.0) and frame.loc[1, "seeds_needed"] == 34
+    assert frame.loc[1, "effect"] == 1.0
+    assert "Seeds needed to detect a true Δ of 1 point of top-1 with 80 % power" in table.note
+    assert "CutMix: 34" in table.note
+    two = all_tables(collect([path], cache=False), effect=2.0)[0]
+    assert two.data.loc[1, "seeds_needed"] == 10 and "2 points of top-1" in two.note and "CutMix: 10" in two.note
+
+
+def test_rows_with_a_teacher_file_are_named_without_paths(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "teacher_cnn.yaml").write_text(yaml.safe_dump(
+        {"name": "teacher", "model": {"name": "cnn_micro"}, "data": {"source": "builtin"},
+         "mix": {"method": "none"}, "schedule": {"epochs": 1}, "tracking": {"mode": "disabled"}}))
+    path = write_sweep(tmp_path, "methods", include=[
+        {"mix.method": "none"}, {"mix.method": "tokenmix", "mix.target": "area"},
+        {"mix.method": "tokenmix", "mix.target": "teacher_norm", "teacher": "@base/teacher_cnn.yaml"}], seeds=[0])
+    labels = [c.label for c in plan_of(path).conditions]
+    assert labels == ["no mixing", "TokenMix · area labels", "TokenMix · teacher: teacher_cnn · teacher_norm"]
 
 
 def test_corrupt_and_missing_runs_are_listed_and_change_no_other_row(methods: Path) -> None:
@@ -191,7 +255,7 @@ def test_curves_of_runs_evaluated_every_few_epochs(tmp_path: Path) -> None:
     collection = collect([path], cache=False)
     (table,) = [t for t in write_report(collection, tmp_path / "report").tables]
     series = curve_series(table, collection.frame, collection.curves)
-    assert [s[0] for s in series] == ["mix.method=none", "mix.method=cutmix"]
+    assert [s[0] for s in series] == ["no mixing", "CutMix"]
     for _label, epochs, mean, std, n in series:
         assert list(epochs) == [3.0, 6.0] and list(mean) == [30.5, 60.5] and n == 2
         assert np.allclose(std, [statistics.stdev([30, 31])] * 2)
