@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from rich.cells import cell_len
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
 from analysis._tables import Table
 
-__all__ = ["latex_escape", "to_csv", "to_latex", "to_markdown", "to_rich"]
+__all__ = ["latex_escape", "print_tables", "to_csv", "to_latex", "to_markdown", "to_rich"]
 
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -110,11 +113,80 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def to_rich(table: Table) -> RichTable:
-    """The table for the terminal (best values bold)."""
-    out = RichTable(title=table.title, title_justify="left")
-    for j, head in enumerate(table.header):
-        out.add_column(head, justify="left" if j == 0 else "right", overflow="fold")
+def _min_width(table: Table, columns: list[int]) -> int:
+    """Narrowest a rich table of these columns can be: numbers never wrap, the label wraps at spaces."""
+    total = len(columns) + 1  # vertical rules
+    for j in columns:
+        cells = [table.header[j], *(row[j] for row in table.rows)]
+        if j == 0:  # wraps at spaces; a word longer than 12 cells is folded
+            widest = min(12, max((cell_len(word) for cell in cells for word in cell.split()), default=1))
+        else:
+            widest = max(cell_len(cell) for cell in cells)
+        total += widest + 2  # padding
+    return total
+
+
+def _droppable(table: Table) -> list[int]:
+    """Columns a narrow terminal may leave out, least needed first: GPU-h, the extra metric columns
+    (right to left), the unadjusted p (p (Holm) stays), then n."""
+    header = table.header
+    order = [j for j, h in enumerate(header) if h == "GPU-h"]
+    if "n" in header:
+        order += list(range(header.index("n") - 1, 1, -1))  # best top-1, occlusion: right to left
+    order += [j for j, h in enumerate(header) if h == "p" and "p (Holm)" in header]
+    order += [j for j, h in enumerate(header) if h == "n"]
+    return order
+
+
+def _fit(table: Table, width: int) -> tuple[list[int], list[str]] | None:
+    """The columns that fit ``width`` and the titles of those left out; None when nothing fits."""
+    keep = list(range(len(table.header)))
+    dropped: list[str] = []
+    for j in _droppable(table):
+        if _min_width(table, keep) <= width:
+            break
+        keep.remove(j)
+        dropped.append(table.header[j])
+    return (keep, dropped) if _min_width(table, keep) <= width else None
+
+
+def to_rich(table: Table, width: int | None = None) -> RichTable:
+    """The table for the terminal (best values bold), fitted to ``width`` columns.
+
+    Numbers never wrap; the row label wraps. When even that is too wide, columns are left out,
+    least needed first (GPU-h, extra metric columns, the unadjusted p, n); a line under the
+    table names them, and the report's files keep them.
+    """
+    fitted = _fit(table, width) if width is not None else None
+    keep, dropped = fitted if fitted is not None else (list(range(len(table.header))), [])
+    caption = f"left out to fit the terminal: {', '.join(dropped)}" if dropped else None
+    out = RichTable(title=table.title, title_justify="left", caption=caption, caption_justify="left")
+    for j in keep:
+        if j == 0:  # the label wraps at spaces, never narrower than its longest word (up to 12 cells)
+            longest = _min_width(table, [0]) - 4  # less the two rules and the padding
+            out.add_column(table.header[j], justify="left", overflow="fold", min_width=longest)
+        else:
+            out.add_column(table.header[j], justify="right", no_wrap=True)
     for i, row in enumerate(table.rows):
-        out.add_row(*[f"[bold]{escape(c)}[/]" if (i, j) in table.bold else escape(c) for j, c in enumerate(row)])
+        out.add_row(*[f"[bold]{escape(row[j])}[/]" if (i, j) in table.bold else escape(row[j]) for j in keep])
     return out
+
+
+def print_tables(tables: Sequence[Table], console: Console) -> None:
+    """Print tables: fitted to a terminal's width, or as Markdown when the output is a file or a pipe.
+
+    Piped output has no width to fit, and rich would wrap its boxes at 80 columns; Markdown stays
+    one line per row and can be pasted as it is.
+    """
+    if not console.is_terminal:
+        for table in tables:
+            console.out(to_markdown(table), highlight=False)
+        return
+    for table in tables:
+        if _fit(table, console.width) is None:  # too narrow even for label, Δ and CI: Markdown, wrapped
+            console.print(to_markdown(table), markup=False, highlight=False, emoji=False)
+            continue
+        console.print(to_rich(table, width=console.width))
+        if table.note:
+            console.print(table.note, highlight=False)
+        console.print()

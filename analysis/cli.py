@@ -59,9 +59,9 @@ def report(
     Reads every run the sweep files plan from the run directories (cached by file size and
     modification time), or from W&B with --from wandb --wandb-path ENTITY/PROJECT, and writes
     OUT/index.md, OUT/tables/*.md|tex|csv and OUT/plots/*.png. Runs that are not finished are
-    listed, never averaged in silently.
+    listed, never averaged in silently. On a terminal the tables are fitted to its width;
+    piped or redirected, they are printed as Markdown.
     """
-    from analysis import _render
     from analysis.report import collect, write_report
     from sweeps.spec import SweepError
 
@@ -79,8 +79,9 @@ def report(
     except SweepError as err:
         raise invalid("invalid report input", err) from None
     if not quiet:
-        for table in result.tables:
-            console.print(_render.to_rich(table))
+        from analysis._render import print_tables
+
+        print_tables(result.tables, console)
     frame = collection.frame
     finished = int((frame["state"] == "finished").sum()) if len(frame) else 0
     console.print(f"{finished}/{len(frame)} planned runs finished; report: [bold]{result.index}[/]"

@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +271,30 @@ def all_tables(
     return tables
 
 
+class _Relative:
+    """Paths as ``index.md`` shows them: relative to the report folder, never this machine's absolute paths."""
+
+    def __init__(self, out: Path, plans: Sequence[SweepPlan]) -> None:
+        self.out = Path(os.path.abspath(out))
+        roots = {str(path) for p in plans for folder in (p.output_root, p.path.parent)
+                 for path in (folder, os.path.abspath(folder)) if str(path) not in ("", ".")}
+        # one pass, the longest first: an absolute root wins over its relative spelling inside it
+        ordered = sorted(roots, key=len, reverse=True)
+        self._roots = re.compile("|".join(re.escape(r) for r in ordered)) if roots else None
+
+    def path(self, path: Path | str) -> str:
+        try:
+            return Path(os.path.relpath(os.path.abspath(path), self.out)).as_posix()
+        except ValueError:  # another drive (Windows): the name alone
+            return Path(path).name
+
+    def text(self, text: str) -> str:
+        """``text`` with the sweeps' folders and output roots written relative to the report."""
+        if self._roots is None:
+            return text
+        return self._roots.sub(lambda match: self.path(match.group(0)), text)
+
+
 def write_report(
     collection: Collection,
     out: Path | str,
@@ -305,6 +331,7 @@ def write_report(
     if not (math.isfinite(effect) and effect > 0):
         raise SweepError(f"--effect {effect}: give a positive difference to detect, e.g. 1 (point of top-1)")
     tables = all_tables(collection, metric=metric, pivot=pivot, effect=effect)
+    where = _Relative(out, collection.plans)
     files: list[Path] = []
     index = ["# Ablation report", ""]
     index.append(f"Metric: `{metric}`. Sweeps: " + ", ".join(f"`{p.name}`" for p in collection.plans) + ".")
@@ -313,7 +340,8 @@ def write_report(
         index += [f"## {plan.name}", ""]
         if plan.description:
             index += [plan.description, ""]
-        index += [f"Sweep file `{plan.path}`, mode `{plan.mode}`, runs in `{plan.output_root}`.", ""]
+        index += [f"Sweep file `{where.path(plan.path)}`, mode `{plan.mode}`, "
+                  f"runs in `{where.path(plan.output_root)}`.", ""]
         for table in (t for t in tables if t.sweep == plan.name):
             index.append(_render.to_markdown(table))
             links = []
@@ -344,7 +372,7 @@ def write_report(
         for r in problems.itertuples(index=False):
             problem = "" if r.problem is None or (isinstance(r.problem, float) and math.isnan(r.problem)) else r.problem
             index.append(f"| {r.sweep} | {r.label} | {r.seed} | `{r.run_id}` | {r.state} | "
-                         f"{str(problem).replace('|', '/')} |")
+                         f"{where.text(str(problem)).replace('|', '/')} |")
         index.append("")
     path = out / "index.md"
     path.write_text("\n".join(index))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -62,6 +63,20 @@ def test_report_end_to_end(app: typer.Typer, tmp_path: Path) -> None:
     assert rerun.exit_code == 0 and "ratio: mix.mask_ratio" not in rerun.output
 
 
+def test_piped_output_prints_markdown_tables(app: typer.Typer, tmp_path: Path) -> None:
+    """Output that is not a terminal (a file, a pipe, CliRunner) gets Markdown, not boxes wrapped at 80 columns."""
+    sweeps = _sweeps(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(tmp_path / "r"), "--format", "md"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "### methods" in lines
+    header = "| condition | top-1 | occl. 50 % | n | Δ top-1 | p | p (Holm) | 95 % CI | GPU-h |"
+    assert header in lines  # one line per table row, however long
+    assert any(line.startswith("| CutMix | **45.0 ± 1.0** |") for line in lines)
+    assert not set("┏┃━│└") & set(result.output)
+
+
 def test_metric_val_loss_bolds_the_lowest(app: typer.Typer, tmp_path: Path) -> None:
     path = write_sweep(tmp_path, "loss", include=[{"mix.method": "none"}, {"mix.method": "cutmix"},
                                                    {"mix.method": "mixup"}], seeds=[0, 1])
@@ -93,6 +108,19 @@ def test_effect_option_sets_the_seeds_needed(app: typer.Typer, tmp_path: Path) -
     assert set(frame["effect"]) == {2.5}
     bad = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(out), "--effect", "0"])
     assert bad.exit_code == EXIT_INVALID and "--effect 0.0: give a positive difference" in bad.output
+
+
+def test_index_has_no_absolute_paths(app: typer.Typer, tmp_path: Path) -> None:
+    sweeps = _sweeps(tmp_path)
+    out = tmp_path / "reports" / "latest"
+    result = CliRunner().invoke(app, ["report", str(sweeps), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    index = (out / "index.md").read_text()
+    assert str(tmp_path) not in index
+    assert "Sweep file `../../sweeps/ratio.yaml`" in index and "runs in `../../sweeps/runs/ratio`" in index
+    assert "| missing | ../../sweeps/runs/ratio/" in index  # the problem line names the run folder, relatively
+    for link in re.findall(r"\]\(([^)]+)\)", index):  # every link and image resolves from the report folder
+        assert not Path(link).is_absolute() and (out / link).is_file(), link
 
 
 @pytest.mark.parametrize(

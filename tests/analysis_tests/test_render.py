@@ -16,7 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis._render import latex_escape, to_csv, to_latex, to_markdown
+from rich.cells import cell_len
+from rich.console import Console
+
+from analysis._render import latex_escape, print_tables, to_csv, to_latex, to_markdown
 from analysis._tables import Table
 from analysis.report import all_tables, collect
 from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
@@ -100,3 +103,22 @@ def test_every_row_has_a_cell_per_column(tmp_path: Path) -> None:
     assert {len(row) for row in table.rows} == {len(table.header)}
     md_rows = [line for line in to_markdown(table).splitlines() if line.startswith("| ")]
     assert {line.count(" | ") for line in md_rows} == {len(table.header) - 1}
+
+
+@pytest.mark.parametrize("width", [40, 72, 80, 120, 160])
+def test_terminal_tables_fit_the_terminal(tmp_path: Path, width: int) -> None:
+    (table,) = _methods_tables(tmp_path)
+    out = io.StringIO()
+    print_tables([table], Console(file=out, width=width, force_terminal=True, color_system=None))
+    text = out.getvalue()
+    assert max(cell_len(line) for line in text.splitlines()) <= width
+    if width < 66:  # not even label, top-1, Δ, p (Holm) and CI fit: the Markdown, wrapped at the width
+        assert "| condition |" in text and "Seeds needed" in text
+        return
+    ci = table.rows[2][table.header.index("95 % CI")]
+    assert ci in text and table.rows[2][table.header.index("p (Holm)")] in text  # numbers are never cut
+    assert "CutMix" in text and "labels" in text and "Seeds needed" in text
+    left_out = "left out to fit the terminal" in text
+    assert left_out == (width <= 80)  # a wide terminal shows every column; a narrow one names those it drops
+    if left_out:
+        assert "GPU-h" in text.split("left out to fit the terminal")[1]
