@@ -235,15 +235,18 @@ def _interval_text(intervals: set[str]) -> str:
               "p < 0.05")
     bca = f"BCa bootstrap of Δ (scipy.stats.bootstrap, {BOOTSTRAP_SAMPLES:,} resamples)"
     if BCA_INTERVAL in intervals and T_INTERVAL in intervals:
-        return f"{t_text}, for rows with fewer than {BOOTSTRAP_MIN_PAIRS} pairs; {bca} for rows with more"
+        n = BOOTSTRAP_MIN_PAIRS
+        return f"{t_text}, for rows with fewer than {n} pairs; {bca} for rows with {n} or more"
     if BCA_INTERVAL in intervals:
         return f"{bca} (every row has at least {BOOTSTRAP_MIN_PAIRS} pairs)"
     return t_text
 
 
 def _caption(
-    metric: str, baseline: str, pairs: list[tuple[str, int]], unfinished: bool, intervals: set[str], occlusion: bool
+    metric: str, baseline: str, pairs: list[tuple[str, int]], unfinished: bool, intervals: set[str], occlusion: bool,
+    tested: int,
 ) -> str:
+    """What the table's numbers are; ``tested``: the comparisons with a p (Holm's family)."""
     what = METRIC_TEXT.get(metric, metric)
     level = f"{CI_LEVEL * 100:.0f} %"
     best = (f"lowest {_column_title(metric, metric)}, highest top-1 in the top-1 columns"
@@ -253,7 +256,7 @@ def _caption(
         f"planned. {'Occlusion columns: top-1 with that share of patches blanked. ' if occlusion else ''}"
         f"Δ = mean paired difference (row − baseline) to the baseline row ({baseline}), paired by seed over "
         f"the seeds both finished ({_n_text(pairs)}). p = two-sided paired t-test (df = n − 1); p (Holm) = p adjusted by Holm's step-down "
-        f"method over the {len(pairs)} comparison{'s' if len(pairs) != 1 else ''} with the baseline in this table. "
+        f"method over the {tested} comparison{'s' if tested != 1 else ''} with the baseline that have a p. "
         f"{level} CI = {_interval_text(intervals)}. p and CI are – with fewer than 2 pairs or when every difference "
         f"is the same (no spread to test). GPU-h = sum over the row's runs. Bold = best mean per column ({best})."
     )
@@ -394,7 +397,8 @@ def _rows_table(
     pairs = [(label, c.n) for _, label, c in compared]
     intervals = {c.interval for _, _, c in compared if c.interval}
     caption = _caption(metric, _row_label(baseline, axis, plan) if baseline else "none", pairs, unfinished_any,
-                       intervals, any(key.startswith("occ") for key in columns))
+                       intervals, any(key.startswith("occ") for key in columns),
+                       sum(1 for _, _, c in compared if not math.isnan(c.p)))
     note = _note(metric, effect, [(label, data[i]["seeds_needed"]) for i, label, _ in compared], errors)
     return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds, note=note)
 

@@ -83,7 +83,7 @@ def test_methods_table_numbers_equal_independent_values(methods: Path) -> None:
     assert table.rows[0][table.header.index("Δ top-1")] == "baseline"
     caption = table.caption
     assert "final-epoch top-1" in caption.lower() and "paired t-test" in caption
-    assert "Student t interval" in caption and "Holm" in caption and "2 comparisons" in caption
+    assert "Student t interval" in caption and "Holm" in caption and "over the 2 comparisons" in caption
     assert "n = 3 pairs for every compared row" in caption
 
 
@@ -100,6 +100,24 @@ def test_row_with_identical_differences_shows_no_p_and_no_ci(tmp_path: Path) -> 
     frame = pd.read_csv(io.StringIO(to_csv(table)))
     assert frame.loc[1, "delta"] == pytest.approx(1.0)
     assert frame.loc[1, ["p", "p_holm", "ci_low", "ci_high", "seeds_needed"]].isna().all()
+
+
+def test_a_bootstrap_only_from_ten_pairs_named_in_caption_and_csv(tmp_path: Path) -> None:
+    """10 seeds: CutMix has 10 pairs (BCa bootstrap), Mixup's last seed is unfinished (9 pairs, t interval)."""
+    seeds = list(range(10))
+    path = write_sweep(tmp_path, "many", include=[{"mix.method": "none"}, {"mix.method": "cutmix"},
+                                                  {"mix.method": "mixup"}], seeds=seeds)
+    plan = plan_of(path)
+    rng = np.random.default_rng(7)
+    for cond in plan.conditions:
+        for seed in seeds:
+            unfinished = cond.index == 2 and seed == 9
+            write_run(plan, cond.run_ids[seed], None if unfinished else 50.0 + cond.index + float(rng.normal()))
+    table = _table(path)
+    assert list(table.data["pairs"]) == [10, 10, 9]
+    assert list(table.data["ci_interval"]) == ["", "BCa bootstrap", "t"]
+    assert "Student t interval" in table.caption and "fewer than 10 pairs" in table.caption
+    assert "BCa bootstrap of Δ (scipy.stats.bootstrap, 9,999 resamples) for rows with 10 or more" in table.caption
 
 
 def test_seeds_needed_for_the_chosen_effect(tmp_path: Path) -> None:
