@@ -99,8 +99,7 @@ def run_demo(
     console.print(f"trained {len(unique) - done_before} of {len(unique)} runs in {time.perf_counter() - start:.0f} s")
     collection = collect(files, output_root=output_root)
     report = write_report(collection, report_dir)
-    for table in report.tables:
-        console.print(_render.to_rich(table))
+    _render.print_tables(report.tables, console)
     console.print(f"report: [bold]{report.index}[/] (tables in md/tex/csv, plots in {report_dir / 'plots'})")
     return len(failed), report.index
 

@@ -109,7 +109,9 @@ def evaluate(
     correct1, correct5, loss_sum, count = sums.tolist()  # the one host sync of the evaluation
     if count == 0:
         raise ValueError("evaluation loader is empty")
-    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count}
+    return {
+        "top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count, "images": int(count),
+    }
 
 
 def evaluate_occlusion(

@@ -265,6 +265,7 @@ class Trainer:
         self.writer = writer or RunWriter(self.paths, enabled=self.dist.is_main)
         self.state = TrainState()
         self._saved = (0, 0)  # (epoch, step) of the last checkpoint written or read
+        self._val_images = 0  # images of the last evaluation
 
     # -- the recipe ------------------------------------------------------------------------
 
@@ -614,6 +615,7 @@ class Trainer:
         kwargs = dict(device=self.device, amp=self.amp, channels_last=self.channels_last)
         metrics = evaluate(self.model, self.val_loader, **kwargs)
         row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"]}
+        self._val_images = metrics["images"]
         best = self.state.best
         if metrics["top1"] > best["top1"]:
             best.update({"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1})
@@ -692,6 +694,7 @@ class Trainer:
             "top1": last.get("top1"),
             "top5": last.get("top5"),
             "val_loss": last.get("val_loss"),
+            "val_images": self._val_images or len(self.data.val),  # the n of top-1's binomial error
             "best_top1": best_top1,
             "best_top5": best["top5"] if best_top1 is not None else None,
             "best_epoch": best["epoch"] if best_top1 is not None else None,
