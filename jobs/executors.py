@@ -59,6 +59,22 @@ def _mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}GB" if float(mem_gb).is_integer() else f"{round(mem_gb * 1024)}MB"
 
 
+def srun_args(resources: ResourcesSpec) -> list[str]:
+    """What the job's ``srun`` line must say itself, beyond what it inherits from sbatch.
+
+    - ``--cpus-per-task``: SLURM 22.05 to 23.02 do not pass sbatch's value on to srun (23.11 reads
+      ``SRUN_CPUS_PER_TASK`` again), so without it each task may be bound to a single core while
+      ``SLURM_CPUS_PER_TASK`` promises more.
+    - ``--kill-on-bad-exit=1`` for several processes: a rank that dies (it records its failure
+      first) would leave the others waiting at their next collective until the time limit; srun
+      ends them all at once.
+    """
+    args = [f"--cpus-per-task={resources.cpus_per_task}"]
+    if resources.processes > 1:
+        args.append("--kill-on-bad-exit=1")
+    return args
+
+
 def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, Any]:
     """submitit ``SlurmExecutor.update_parameters`` keywords for ``resources``."""
     params: dict[str, Any] = {
@@ -73,9 +89,7 @@ def slurm_parameters(resources: ResourcesSpec, *, job_name: str) -> dict[str, An
     }
     if resources.gpus_per_node:
         params["gpus_per_node"] = resources.gpus_per_node
-    if resources.processes > 1:
-        # A rank that dies would leave the others waiting at their next collective: end them all.
-        params["srun_args"] = ["--kill-on-bad-exit=1"]
+    params["srun_args"] = srun_args(resources)
     for key in ("partition", "account", "qos", "constraint"):
         value = getattr(resources, key)
         if value is not None:

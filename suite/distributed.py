@@ -10,7 +10,9 @@ Where the process group comes from, first match wins:
 3. Otherwise one process: every helper here is a no-op and the training core runs exactly the
    single-process code.
 
-``nccl`` on CUDA with each rank on ``cuda:<local rank>``; ``gloo`` on CPU.
+``nccl`` on CUDA with each rank on ``cuda:<local rank>``; ``gloo`` on CPU. CPU threads: ranks that
+share one CPU allocation (torchrun, ``--nproc``, local jobs) divide it; a SLURM task has its own
+(:meth:`Context.threads`).
 
 The semantics the trainer relies on:
 
@@ -78,6 +80,7 @@ class Environment:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     source: str = "single"
+    slurm_task: bool = False  # each rank is a SLURM task: its own CPUs, maybe its own GPU
 
 
 def environment() -> Environment:
@@ -108,6 +111,7 @@ def environment() -> Environment:
                 master_addr=job.hostnames[0],
                 master_port=port,
                 source=f"submitit ({job.cluster})",
+                slurm_task=job.cluster == "slurm",
             )
     return Environment()
 
@@ -135,12 +139,19 @@ class Context:
         return device
 
     def threads(self) -> int | None:
-        """Default torch threads: the job's CPUs per task, or this node's CPUs shared by its ranks."""
-        if not self.active or os.environ.get("SLURM_CPUS_PER_TASK"):
+        """Default torch threads of this rank (None: one process, which takes its whole allocation).
+
+        A rank that is a SLURM task has its own allocation (``SLURM_CPUS_PER_TASK``, bounded by
+        its affinity mask). Ranks started by torchrun or ``suite train --nproc`` (inside a SLURM
+        task or not) and the tasks of a local job all inherit one allocation, which each would
+        take whole: they divide it by the ranks on this node.
+        """
+        if not self.active:
             return None
         from suite.hardware import cpu_allocation
 
-        return max(1, cpu_allocation() // max(1, self.env.local_world_size))
+        sharing = 1 if self.env.slurm_task else max(1, self.env.local_world_size)
+        return max(1, cpu_allocation() // sharing)
 
     def check_batch(self, batch_size: int, *, mixing: bool) -> int:
         """The per-rank batch of a global ``batch_size``; it must divide (and be even when mixing)."""

@@ -1,8 +1,11 @@
 """Device and CPU-allocation helpers.
 
-Threads come from the job's CPU allocation (``SLURM_CPUS_PER_TASK``, else the process
-affinity): several trainings sharing a node each at full thread count run several times
-slower than with their fair share.
+Threads come from the job's CPU allocation: several trainings sharing a node each at full
+thread count run several times slower than with their fair share. The allocation is the
+smaller of ``SLURM_CPUS_PER_TASK`` and the process's affinity mask: SLURM 22.05 to 23.02 do
+not pass sbatch's ``--cpus-per-task`` on to ``srun`` (jobs ask srun for it explicitly, see
+``jobs.executors``), so a task can be bound to fewer cores than the variable says, and
+starting that many threads and data workers on them only makes them wait for each other.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ __all__ = ["cpu_allocation", "resolve_device", "configure_threads", "host_to_dev
 
 
 def cpu_allocation() -> int:
-    """CPUs this process may use: SLURM's allocation, else the affinity mask."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm and slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
+    """CPUs this process may use: SLURM's allocation, but never more than the affinity mask.
+
+    The mask is what the kernel lets the process run on; ``SLURM_CPUS_PER_TASK`` is what the
+    job asked for. A larger mask (no CPU binding on the node) is shared fairly by taking
+    SLURM's number; a smaller one (srun bound the task to fewer cores) is the truth.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        mask = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
+        mask = max(1, os.cpu_count() or 1)
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return min(int(slurm), mask)
+    return mask
 
 
 def resolve_device(spec: str) -> torch.device:

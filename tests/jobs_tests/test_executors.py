@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from jobs.executors import render_sbatch, slurm_executor
 from jobs.launch import launch, wait_for
 from jobs.state import SweepState
 from jobs.status import collect
@@ -50,7 +52,7 @@ def test_local_runs_share_the_cpus_and_failures_show_in_status(tmp_path: Path) -
     good, bad = report.plan.runs
     assert report.final == {good.run_id: RunState.FINISHED, bad.run_id: RunState.FAILED}
     assert report.failed() == [bad.run_id]
-    assert "(1 threads)" in (good.paths.root / "train.log").read_text()  # 2 CPUs shared by 2 runs
+    assert " 1 threads)" in (good.paths.root / "train.log").read_text()  # 2 CPUs shared by 2 runs
     status = collect(SweepState.read(sweep.state_file))
     failed = next(r for r in status.runs if r.run_id == bad.run_id)
     assert failed.state is RunState.FAILED
@@ -142,3 +144,23 @@ def test_failed_teacher_blocks_its_maps_step_and_the_students(tmp_path: Path) ->
     pre, step = report.plan.prerequisites
     assert report.final == {pre.run_id: RunState.FAILED}
     assert report.blocked == [step.run_id, report.plan.runs[0].run_id]
+
+
+def test_srun_asks_for_the_cpus_of_each_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM 22.05-23.02 do not pass sbatch's --cpus-per-task on to srun: the srun line must say it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit's executor wants an srun; nothing runs it
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    sweep = load_sweep(Path("sweeps/paper/methods.yaml"))  # 8 tasks of 10 CPUs per run
+    resources = sweep.spec.resources
+    two_nodes = resources.model_copy(update={"nodes": 2})
+    for res in (resources, two_nodes):
+        executor = slurm_executor(tmp_path / ".submitit", res, job_name=sweep.name)
+        script = render_sbatch(executor, 3)
+        (srun,) = [line.split() for line in script.splitlines() if line.startswith("srun ")]
+        assert f"--cpus-per-task={res.cpus_per_task}" in srun  # each task bound to its 10 cores, not 1
+        assert "--kill-on-bad-exit=1" in srun  # a rank that dies ends the others
+        assert f"#SBATCH --cpus-per-task={res.cpus_per_task}" in script
+        assert f"#SBATCH --ntasks-per-node={res.tasks}" in script and f"#SBATCH --nodes={res.nodes}" in script

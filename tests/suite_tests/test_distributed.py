@@ -89,6 +89,20 @@ def test_batch_rules_seeds_and_lr_scaling() -> None:
     assert load_config(None, ["optim.lr=5e-4"]).optim.effective_lr(1024) == 5e-4
 
 
+def test_ranks_share_the_cpus_of_one_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    # torchrun (or --nproc 4) inside one SLURM task of 8 CPUs: its 4 ranks divide them
+    torchrun = Context(Environment(rank=1, local_rank=1, world_size=4, local_world_size=4, source="torchrun"))
+    assert torchrun.threads() == 2
+    # each rank a SLURM task of its own: its own 8 CPUs
+    task = Context(Environment(rank=1, local_rank=1, world_size=4, local_world_size=4, slurm_task=True))
+    assert task.threads() == 8
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert torchrun.threads() == 4  # no SLURM: the 16 CPUs of the mask
+    assert Context(Environment()).threads() is None  # one process: configure_threads takes the allocation
+
+
 # -- real processes ------------------------------------------------------------------------------
 
 
