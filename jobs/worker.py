@@ -131,7 +131,18 @@ def _keep_resumable(paths: RunPaths, err: BaseException) -> None:
     service, and the trainer's next W&B call raises although the training state is safely in
     ``checkpoint.pt``. W&B is only a sink: the run stays resumable and continues the same W&B
     run (``resume="allow"``, id = run id) when it restarts.
+
+    Only this process's own record is undone: a record that names another rank is that rank's
+    failure (for example an out-of-memory on rank 3 that made srun stop the job), and stays.
     """
+    from suite.records import read_json
+
+    try:
+        record = read_json(paths.failure)
+    except (ValueError, UnicodeDecodeError, OSError):
+        record = None
+    if isinstance(record, dict) and record.get("rank") not in (None, _global_rank()):
+        return
     clear_failure(paths)
     with open(paths.log, "a") as handle:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -30,7 +30,9 @@ The semantics the trainer relies on:
   for the global evaluation batch and each rank keeps its rows, so the occluded images are those
   of a single-process evaluation (when ``eval.batch_size`` is a multiple of the world size).
 - Rank 0 alone writes (its :class:`~suite.writer.RunWriter` is enabled, the others are silent),
-  holds the run lock and runs the epoch callbacks; a callback's stop reason is broadcast.
+  holds the run lock and runs the epoch callbacks; a callback's stop reason is broadcast. The
+  one exception is a failure: the rank that fails first records it (``failure.json`` names the
+  rank), and the others, which then fail at their next collective, keep that record.
 - Stops are agreed: every ``run.log_every`` steps (the step loop's existing host read) one
   all-reduce carries the running loss sum and a stop flag, so a signal on any rank stops all ranks
   at the same step boundary, with one checkpoint (rank 0) and one requeue (submitit requeues from

@@ -9,7 +9,8 @@
 - ``summary.json``  final/best metrics and ``status`` (``finished`` or ``pruned``): the commit
   marker of a run that ended, written last;
 - ``failure.json``  error type, message and traceback tail of the last attempt, if it raised;
-  removed when a new attempt starts;
+  removed when a new attempt starts. In a data-parallel run it names the ``rank`` that failed
+  first; the ranks that fail after it (at their next collective) keep it;
 - ``train.log``     the human-readable log;
 - ``.lock``         held (``flock``) by the process that trains the run.
 
@@ -257,16 +258,58 @@ def write_summary(paths: RunPaths, summary: dict[str, Any]) -> None:
     clear_failure(paths)
 
 
-def write_failure(paths: RunPaths, err: BaseException | None = None, *, error: str = "", message: str = "") -> None:
-    """Record why the last attempt failed (the run state becomes ``failed``)."""
-    record = {
+def write_failure(
+    paths: RunPaths,
+    err: BaseException | None = None,
+    *,
+    error: str = "",
+    message: str = "",
+    rank: int | None = None,
+    processes: int | None = None,
+    first: bool = False,
+) -> bool:
+    """Record why the last attempt failed (the run state becomes ``failed``); True when written.
+
+    Args:
+        rank, processes: the failing process of a data-parallel run, recorded with the error.
+        first: keep a failure record that is already there (another rank of the same attempt
+            failed first; the later failures are usually its consequence, a collective that
+            lost a peer). The check and the write are one atomic step (a hard link that fails
+            when the name exists), so two ranks failing together leave one complete record.
+    """
+    record: dict[str, Any] = {
         "error": type(err).__name__ if err is not None else error,
         "message": str(err) if err is not None else message,
         "time": time.time(),
     }
+    if rank is not None:
+        record["rank"] = rank
+    if processes is not None:
+        record["processes"] = processes
     if err is not None and err.__traceback__ is not None:
         record["traceback"] = "".join(traceback.format_exception(err))[-4000:]
-    atomic_write_json(paths.failure, record)
+    if not first:
+        atomic_write_json(paths.failure, record)
+        return True
+    return _create_json(paths.failure, record)
+
+
+def _create_json(path: Path, obj: Any) -> bool:
+    """Write ``obj`` to ``path`` unless ``path`` exists, atomically; False when it existed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new.tmp")
+    atomic_write_json(tmp, obj)
+    try:
+        os.link(tmp, path)  # fails when path exists: the check and the write are one step
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: check, then rename
+        if path.exists():
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def clear_failure(paths: RunPaths) -> None:

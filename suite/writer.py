@@ -5,6 +5,13 @@ summaries to a :class:`RunWriter`. A data-parallel run gives rank 0 a writer and
 rank a silent one (``RunWriter(paths, enabled=False)``), so one run directory, one checkpoint and
 one W&B run come out however many processes train.
 
+Failures are the exception: any rank records its own. The rank that fails first writes
+``failure.json`` with its rank (an out-of-memory on rank 3 would otherwise leave no record, and
+the run would look interrupted); the ranks that fail after it, usually because a collective lost
+that rank, keep its record. A non-zero rank also adds one line to ``train.log``. So that no rank
+records a failure before rank 0 has cleared the last attempt's, :meth:`RunWriter.start` is a
+barrier of the ranks.
+
 Order of writes at the end of an epoch: checkpoint first, then ``metrics.jsonl``, then W&B, so
 the metrics never hold an epoch that the checkpoint (where a resume restarts) does not.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,35 +69,46 @@ class RunWriter:
 
     Args:
         paths: the run directory.
-        enabled: False for the non-zero ranks of a data-parallel run.
+        enabled: False for the non-zero ranks of a data-parallel run (they write only a failure).
+        rank, processes: this process's place in a data-parallel run (default: the
+            ``torch.distributed`` process group's, if one is initialised, else rank 0 of 1).
     """
 
-    def __init__(self, paths: RunPaths, *, enabled: bool = True) -> None:
+    def __init__(
+        self, paths: RunPaths, *, enabled: bool = True, rank: int | None = None, processes: int | None = None
+    ) -> None:
         self.paths = paths
         self.enabled = enabled
+        self._rank, self._processes = rank, processes
         self.log = _logger(paths, to_file=False)
         self._tracker: Any = None
         self._sent = 0  # last epoch handed to W&B
 
     def start(self, *, config: dict[str, Any], tracking: TrackingConfig, run_id: str, name: str) -> None:
-        """Open the log and the W&B run; write ``config.json`` once; forget the last failure."""
-        if not self.enabled:
-            return
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        try:
-            readable = isinstance(read_json(self.paths.config), dict)
-        except (ValueError, UnicodeDecodeError, OSError):
-            readable = False  # damaged: rewritten from the run's config, which fixes it
-        if not readable:
-            atomic_write_json(self.paths.config, config)
-        clear_failure(self.paths)
-        for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
-        self.log = _logger(self.paths, to_file=True)
-        from suite.tracking import Tracker
+        """Open the log and the W&B run; write ``config.json`` once; forget the last failure.
 
-        self._tracker = Tracker(tracking, run_id=run_id, run_dir=self.paths.root, config=config, name=name)
-        self._sent = self._wandb_epochs() if self._tracker.active else 0
+        Called by every rank, it ends with a barrier of the ranks: no rank can record a failure
+        of this attempt before rank 0 has forgotten the last one. When rank 0's start fails
+        (W&B cannot start), the others fail at this barrier, here, before training, and record
+        nothing in place of rank 0's error.
+        """
+        if self.enabled:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            try:
+                readable = isinstance(read_json(self.paths.config), dict)
+            except (ValueError, UnicodeDecodeError, OSError):
+                readable = False  # damaged: rewritten from the run's config, which fixes it
+            if not readable:
+                atomic_write_json(self.paths.config, config)
+            clear_failure(self.paths)
+            for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write
+                stale.unlink(missing_ok=True)
+            self.log = _logger(self.paths, to_file=True)
+            from suite.tracking import Tracker
+
+            self._tracker = Tracker(tracking, run_id=run_id, run_dir=self.paths.root, config=config, name=name)
+            self._sent = self._wandb_epochs() if self._tracker.active else 0
+        _barrier()
 
     def _wandb_epochs(self) -> int:
         """Epochs W&B confirmed in earlier sessions of this run (``wandb.json``; 0 when unknown)."""
@@ -141,10 +160,49 @@ class RunWriter:
             self._tracker.summarize(summary)
 
     def failure(self, err: BaseException) -> None:
-        if not self.enabled:
+        """Record ``err`` as the reason the run failed; in a data-parallel run, on any rank, first one wins."""
+        rank, processes = self._place()
+        if processes == 1:
+            if self.enabled:
+                write_failure(self.paths, err)
+                self.log.error("run failed: %s: %s (see %s)", type(err).__name__, err, self.paths.failure)
             return
-        write_failure(self.paths, err)
-        self.log.error("run failed: %s: %s (see %s)", type(err).__name__, err, self.paths.failure)
+        try:
+            first = write_failure(self.paths, err, rank=rank, processes=processes, first=True)
+        except OSError as write_error:  # the run folder cannot be written: say so, raise the run's error
+            print(f"rank {rank}: cannot record the failure in {self.paths.failure}: {write_error}", file=sys.stderr)
+            return
+        what = f"rank {rank} of {processes} failed: {type(err).__name__}: {err}"
+        after = f" (see {self.paths.failure})" if first else f"; {self.paths.failure.name} keeps {self._first()}"
+        if self.enabled:
+            self.log.error("%s%s", what, after)
+        else:  # rank 0's log handler owns train.log; one appended line is atomic (O_APPEND)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            try:
+                with open(self.paths.log, "a") as handle:
+                    handle.write(f"{stamp} {what}{after}\n")
+            except OSError:
+                pass
+            print(f"[suite.run.{self.paths.root.name}] {what}{after}", file=sys.stderr)
+
+    def _first(self) -> str:
+        """Whose failure the record holds (it was there before this rank's)."""
+        try:
+            record = read_json(self.paths.failure)
+        except (ValueError, UnicodeDecodeError, OSError):
+            record = None
+        rank = record.get("rank") if isinstance(record, dict) else None
+        return "the failure of the rank that failed first" + (f", rank {rank}" if rank is not None else "")
+
+    def _place(self) -> tuple[int, int]:
+        """(rank, processes) of this process: as given, else the process group's, else (0, 1)."""
+        if self._rank is not None and self._processes is not None:
+            return self._rank, self._processes
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return self._rank or 0, self._processes or 1
 
     def close(self, state: RunState) -> None:
         """End the W&B run with the run's state and close the log."""
@@ -160,3 +218,11 @@ class RunWriter:
     @property
     def root(self) -> Path:
         return self.paths.root
+
+
+def _barrier() -> None:
+    """Wait for every rank of the process group, if there is one (no-op for one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

@@ -98,6 +98,30 @@ def test_preempted_two_task_job_checkpoints_once_and_resumes_exactly(tmp_path: P
     assert observed[run.run_id].record.requeued_before  # requeued once, then the final attempt
 
 
+@pytest.mark.slurm
+def test_a_rank_failing_in_a_two_task_job_is_recorded_and_ends_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    # rank 1 runs out of memory at step 2 (tests/rank_fault_hook); sbatch passes this environment on
+    hook = Path.cwd() / "tests" / "rank_fault_hook"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAULT_RANK", "1")
+    monkeypatch.setenv("FAULT_STEP", "2")
+    resources = {"gpus_per_node": 2, "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 30}
+    sweep = load_sweep(write_sweep(tmp_path, "ddp-fail", resources=resources))
+    report = launch(sweep, executor="slurm")
+    (run,) = report.plan.runs
+    # srun --kill-on-bad-exit ends rank 0, which would otherwise wait at its next collective
+    states = wait_for(SweepState.read(sweep.state_file), report.submitted, poll_s=1, timeout_s=300)
+    assert states == {run.run_id: RunState.FAILED}
+    record = read_run(run.paths.root)
+    assert record.state is RunState.FAILED
+    assert (record.failure["rank"], record.failure["error"]) == (1, "OutOfMemoryError")
+    assert "injected on rank 1" in record.failure["message"]
+
+
 def test_local_executor_runs_the_processes_of_one_run(tmp_path: Path) -> None:
     resources = {"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 30}
     sweep = load_sweep(write_sweep(tmp_path, "local-ddp", overrides={"tracking.mode": "offline"}, resources=resources))

@@ -30,6 +30,7 @@ from suite.trainer import train
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[2]
+RANK_FAULT_HOOK = REPO / "tests" / "rank_fault_hook"
 
 
 # -- invariants (no processes) -------------------------------------------------------------------
@@ -180,6 +181,31 @@ def test_interrupting_one_rank_stops_all_and_resumes_exactly(tmp_path: Path) -> 
         assert resumed.summary[key] == reference.summary[key], key
     for a, b in zip(reference.metrics, resumed.metrics):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-9)
+
+
+@pytest.mark.parametrize("failing", [1, 0])
+def test_a_failing_rank_records_its_failure_and_ends_the_run(tmp_path: Path, failing: int) -> None:
+    # An out-of-memory on one rank: the run is failed (not interrupted), failure.json names that
+    # rank and its error, and the other rank's consequent error (a collective that lost its
+    # peer) replaces neither.
+    root = tmp_path / "runs"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(RANK_FAULT_HOOK), str(REPO)]),
+        "FAULT_RANK": str(failing),
+        "FAULT_STEP": "2",
+    }
+    cmd = [sys.executable, "-m", "suite.cli", "train", *_overrides(root), "--no-progress", "--nproc", "2"]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    (run_dir,) = list(root.iterdir())
+    record = read_run(run_dir)
+    assert record.state is RunState.FAILED
+    failure = record.failure
+    assert (failure["rank"], failure["processes"]) == (failing, 2)
+    assert failure["error"] == "OutOfMemoryError" and f"injected on rank {failing}" in failure["message"]
+    assert "injected" in failure["traceback"]
+    assert f"rank {failing} of 2 failed: OutOfMemoryError" in (run_dir / "train.log").read_text()
 
 
 def test_a_busy_run_stops_every_rank_at_once(tmp_path: Path) -> None:

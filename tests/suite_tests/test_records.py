@@ -71,3 +71,31 @@ def test_read_run_reports_a_malformed_metrics_line(tmp_path: Path) -> None:
     assert record.metrics == [] and "metrics.jsonl" in record.problem
     paths.metrics.write_text(json.dumps({"epoch": 1}) + "\n" + '{"epo')  # torn last line: tolerated
     assert read_run(paths.root).metrics == [{"epoch": 1}]
+
+
+def test_the_first_failure_of_an_attempt_is_kept(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    assert write_failure(paths, MemoryError("rank 3 out of memory"), rank=3, processes=8, first=True)
+    # rank 0 then fails at a collective that lost rank 3: the cause stays on record
+    assert not write_failure(paths, RuntimeError("Connection closed by peer"), rank=0, processes=8, first=True)
+    record = read_run(paths.root).failure
+    assert (record["rank"], record["processes"], record["error"]) == (3, 8, "MemoryError")
+    assert run_state(paths) is RunState.FAILED
+    assert [p.name for p in paths.root.iterdir() if p.name.endswith(".tmp")] == []
+    write_failure(paths, RuntimeError("next attempt"))  # one process: the last failure, as always
+    assert read_run(paths.root).failure["message"] == "next attempt"
+
+
+def test_a_silent_rank_writes_its_own_failure(tmp_path: Path) -> None:
+    from suite.writer import RunWriter
+
+    paths = _paths(tmp_path)
+    RunWriter(paths, enabled=False, rank=1, processes=2).failure(MemoryError("CUDA out of memory"))
+    record = read_run(paths.root)
+    assert record.state is RunState.FAILED and (record.failure["rank"], record.failure["error"]) == (1, "MemoryError")
+    assert "rank 1 of 2 failed: MemoryError: CUDA out of memory" in paths.log.read_text()
+    # rank 0 then fails at a collective that lost rank 1: the record keeps rank 1's cause
+    RunWriter(paths, rank=0, processes=2).failure(RuntimeError("Connection closed by peer"))
+    assert read_run(paths.root).failure["rank"] == 1
+    RunWriter(paths, enabled=False).failure(RuntimeError("x"))  # a silent writer of one process writes nothing
+    assert read_run(paths.root).failure["rank"] == 1
