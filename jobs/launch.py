@@ -26,7 +26,7 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +114,8 @@ def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True
         _check_maps_steps(sweep, plan)
     if kind == "slurm":
         _check_slurm(sweep, len(plan.all_runs()))
+    if kind == "local":
+        _check_local_gpus(sweep)
     return Checked(sweep, plan, kind, time.perf_counter() - start)
 
 
@@ -147,6 +149,20 @@ def _check_maps_steps(sweep: Sweep, plan: Plan) -> None:
                 f"on them, belong to the old teacher. Restore the file, or delete {run.paths.root} and the runs "
                 "that read it, then launch again to rebuild. Nothing was submitted"
             )
+
+
+def _check_local_gpus(sweep: Sweep) -> None:
+    """Refuse a local launch whose runs ask for more GPUs than this machine shows (none: runs use the CPU)."""
+    per_run = sweep.spec.resources.gpus_per_node
+    gpus = _local_gpus(per_run, os.environ, _cuda_device_count())
+    if gpus and per_run > len(gpus):
+        inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+        seen = f"CUDA_VISIBLE_DEVICES={inherited}" if inherited is not None else "torch.cuda.device_count()"
+        raise SweepError(
+            f"{sweep.path}: resources.gpus_per_node={per_run}, but this machine shows {len(gpus)} GPU(s) "
+            f"({seen}); a run trains one process per GPU, so set resources.gpus_per_node={len(gpus)} or less for a "
+            "local launch (data.batch_size stays the global batch), or launch on SLURM. Nothing was started"
+        )
 
 
 def _check_slurm(sweep: Sweep, count: int) -> None:
@@ -405,7 +421,7 @@ def _run_here(
 ) -> None:
     """Local and debug executors: prerequisites first, then the rest, in the foreground."""
     res = sweep.spec.resources
-    gpus = _local_gpus(res.gpus_per_node) if kind == "local" else []
+    gpus = _local_gpus(res.gpus_per_node, os.environ, _cuda_device_count()) if kind == "local" else []
     parallel = 1 if kind == "debug" else (max_parallel or max(1, _cpus() // res.cpus_per_task))
     if gpus:
         parallel = min(parallel, max(1, len(gpus) // min(res.gpus_per_node, len(gpus))))
@@ -454,27 +470,54 @@ def _waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:
     ]
 
 
-def _local_gpus(per_run: int) -> list[int]:
-    """CUDA devices this machine offers local runs (none when runs ask for none or there is no GPU)."""
-    if per_run <= 0:
-        return []
+def _cuda_device_count() -> int:
+    """GPUs this process sees (0 without CUDA)."""
     import torch
 
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _local_gpus(per_run: int, env: Mapping[str, str], device_count: int) -> list[str]:
+    """The GPUs local runs may use, as ``CUDA_VISIBLE_DEVICES`` entries (none when runs ask for none).
+
+    With an inherited ``CUDA_VISIBLE_DEVICES`` (a SLURM allocation, a shared workstation) they
+    are its entries, ids or UUIDs, read as CUDA reads them (up to an empty or negative entry,
+    at most ``device_count`` of them); numbering ``range(device_count)`` instead would hand out
+    GPUs of the machine that this process was not given. Without it: ``0 .. device_count-1``.
+    """
+    if per_run <= 0 or device_count <= 0:
+        return []
+    inherited = env.get("CUDA_VISIBLE_DEVICES")
+    if inherited is None:
+        return [str(i) for i in range(device_count)]
+    entries: list[str] = []
+    for entry in (e.strip() for e in inherited.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        entries.append(entry)
+    return entries[:device_count]
 
 
 class _GpuSlots:
-    """Hands each concurrent local run its own GPUs (``CUDA_VISIBLE_DEVICES``)."""
+    """Hands each concurrent local run its own GPUs (``CUDA_VISIBLE_DEVICES`` entries)."""
 
-    def __init__(self, gpus: list[int], per_run: int) -> None:
+    def __init__(self, gpus: list[str], per_run: int) -> None:
         self.free = list(gpus)
         self.per_run = per_run
-        self.taken: dict[str, list[int]] = {}
+        self.taken: dict[str, list[str]] = {}
 
-    def take(self, run_id: str, executor: Any) -> None:
+    def take(self, run_id: str, executor: Any) -> list[str]:
+        """The next free GPUs for ``run_id``; the executor's next job gets them (empty: the CPU).
+
+        submitit's local executor takes integer ids only: numeric entries go through it, and
+        the job sets ``CUDA_VISIBLE_DEVICES`` to the returned entries itself (UUIDs included)
+        before anything touches CUDA (:class:`jobs.worker.RunJob`).
+        """
         ids, self.free = self.free[: self.per_run], self.free[self.per_run :]
         self.taken[run_id] = ids
-        executor.update_parameters(gpus_per_node=len(ids), visible_gpus=tuple(ids))
+        numeric = tuple(int(i) for i in ids) if all(i.isdigit() for i in ids) else ()
+        executor.update_parameters(gpus_per_node=len(ids), visible_gpus=numeric)
+        return ids
 
     def give_back(self, run_id: str) -> None:
         self.free += self.taken.pop(run_id, [])
@@ -556,9 +599,9 @@ def _local(
             while (queue or running) and not stop.requested:
                 while queue and len(running) < parallel and not stop.requested:
                     run = queue.pop(0)
-                    slots.take(run.run_id, executor)
+                    devices = slots.take(run.run_id, executor)
                     with _controller_ignores_sigint():
-                        job = executor.submit(job_for(run, _job_config(run, threads)))
+                        job = executor.submit(job_for(run, _job_config(run, threads), devices=devices or None))
                     running[run.run_id] = (run, job)
                     _mark_submitted(state, report, run, "local", str(job.job_id))
                     say(f"started     {run.run_id}  {run.label()}  (pid {job.job_id}, {threads} threads)")

@@ -38,7 +38,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import submitit
@@ -67,6 +67,8 @@ class RunJob(submitit.helpers.Checkpointable):
         config: the run's resolved config (``TrainConfig.model_dump``, JSON data).
         run_id: the run id the sweep planned; the job refuses to train if the config on the
             node resolves to another id (for example a different suite version).
+        devices: ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs) the job exposes before it
+            touches CUDA; a local launch hands each run its GPUs this way (None: as inherited).
 
     Returns (when called):
         ``{"run_id", "state", "summary"}``; ``state`` is ``finished``, ``pruned`` or ``interrupted``.
@@ -75,15 +77,17 @@ class RunJob(submitit.helpers.Checkpointable):
         >>> job = executor.submit(RunJob(plan.runs[0].resolved(), plan.runs[0].run_id))  # doctest: +SKIP
     """
 
-    def __init__(self, config: dict[str, Any], run_id: str) -> None:
+    def __init__(self, config: dict[str, Any], run_id: str, devices: Sequence[str] | None = None) -> None:
         self.config = config
         self.run_id = run_id
+        self.devices = None if devices is None else list(devices)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same callable: the training state is on disk, not in this object."""
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def __call__(self) -> dict[str, Any]:
+        _expose(getattr(self, "devices", None))
         import suite  # noqa: F401 - torchvision shim before timm
         from suite.config import run_id
         from suite.records import RunState
@@ -177,16 +181,25 @@ class MapsJob(submitit.helpers.Checkpointable):
         batch_size: teacher batch size.
     """
 
-    def __init__(self, config: dict[str, Any], step_id: str, img_size: int | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        step_id: str,
+        img_size: int | None,
+        batch_size: int,
+        devices: Sequence[str] | None = None,
+    ) -> None:
         self.config = config
         self.step_id = step_id
         self.img_size = img_size
         self.batch_size = batch_size
+        self.devices = None if devices is None else list(devices)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def __call__(self) -> dict[str, Any]:
+        _expose(getattr(self, "devices", None))
         import suite  # noqa: F401 - torchvision shim before timm
         from suite.maps_step import maps_step_id, run_maps_step
 
@@ -228,10 +241,19 @@ def _global_rank() -> int:
         return int(os.environ.get("RANK", "0"))
 
 
-def job_for(run: Any, config: dict[str, Any] | None = None) -> RunJob | MapsJob:
-    """The submitit callable of a planned run (:class:`sweeps.expand.PlannedRun`): training or maps build."""
+def _expose(devices: Sequence[str] | None) -> None:
+    """Make ``devices`` this process's ``CUDA_VISIBLE_DEVICES`` (read when CUDA starts, so first)."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+
+
+def job_for(run: Any, config: dict[str, Any] | None = None, *, devices: Sequence[str] | None = None) -> RunJob | MapsJob:
+    """The submitit callable of a planned run (:class:`sweeps.expand.PlannedRun`): training or maps build.
+
+    ``devices``: the GPUs (``CUDA_VISIBLE_DEVICES`` entries) the job uses; None leaves them as inherited.
+    """
     config = run.resolved() if config is None else config
     if run.kind == "maps":
         build = run.build or {}
-        return MapsJob(config, run.run_id, build.get("img_size"), int(build.get("batch_size", 128)))
-    return RunJob(config, run.run_id)
+        return MapsJob(config, run.run_id, build.get("img_size"), int(build.get("batch_size", 128)), devices)
+    return RunJob(config, run.run_id, devices)

@@ -6,13 +6,15 @@ Where the process group comes from, first match wins:
    ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``.
 2. A submitit job with several tasks (``SUBMITIT_EXECUTOR`` set): submitit's ``JobEnvironment``
    (global rank, local rank, task count; the master is the job's first host and the port is
-   derived from the job id, as ``submitit.helpers.TorchDistributedEnvironment`` does).
+   derived from the job id, :func:`master_port`; an inherited ``MASTER_PORT`` is not used, set
+   ``SUITE_MASTER_PORT`` to choose one).
 3. Otherwise one process: every helper here is a no-op and the training core runs exactly the
    single-process code.
 
-``nccl`` on CUDA with each rank on ``cuda:<local rank>``; ``gloo`` on CPU. CPU threads: ranks that
-share one CPU allocation (torchrun, ``--nproc``, local jobs) divide it; a SLURM task has its own
-(:meth:`Context.threads`).
+``nccl`` on CUDA, each rank on its own GPU (:func:`cuda_index`: ``cuda:<local rank>`` when the
+process sees the node's GPUs, ``cuda:0`` when the scheduler bound one GPU to the task);
+``gloo`` on CPU. CPU threads: ranks that share one CPU allocation (torchrun, ``--nproc``,
+local jobs) divide it; a SLURM task has its own (:meth:`Context.threads`).
 
 The semantics the trainer relies on:
 
@@ -62,13 +64,17 @@ __all__ = [
     "Context",
     "all_reduce_sum",
     "context",
+    "cuda_index",
     "environment",
     "launch_local",
+    "master_port",
     "shutdown",
     "step_seed",
 ]
 
 TIMEOUT = timedelta(minutes=30)  # a rank that waits longer than this at a collective fails
+PORTS = (20000, 60000)  # rendezvous ports derived from job ids lie in [20000, 60000)
+PORT_VARIABLE = "SUITE_MASTER_PORT"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,50 @@ class Environment:
     master_port: int = 29500
     source: str = "single"
     slurm_task: bool = False  # each rank is a SLURM task: its own CPUs, maybe its own GPU
+
+
+def master_port(job_id: str, env: Mapping[str, str]) -> int:
+    """The rendezvous port of a multi-task submitit job.
+
+    ``SUITE_MASTER_PORT`` when set. Otherwise derived from the job id (SLURM's numeric id,
+    unique per array task): consecutive ids get consecutive ports, so jobs sharing a node never
+    meet on one port unless their ids are 40,000 apart; other ids are hashed. An inherited
+    ``MASTER_PORT`` (exported by a login shell or a parent launcher into every job) is ignored:
+    it would put every multi-task job of a node on the same port.
+    """
+    chosen = env.get(PORT_VARIABLE, "").strip()
+    if chosen:
+        if not chosen.isdigit() or not 0 < int(chosen) < 65536:
+            raise ValueError(f"{PORT_VARIABLE}={chosen!r} is not a TCP port (1 to 65535)")
+        return int(chosen)
+    low, high = PORTS
+    if job_id.isdigit():
+        return low + int(job_id) % (high - low)
+    return random.Random(job_id).randrange(low, high)
+
+
+def cuda_index(local_rank: int, local_world_size: int, visible: int, *, bound: bool = False) -> int:
+    """The CUDA device (among the ``visible`` ones) that a rank trains on.
+
+    - At least as many visible GPUs as ranks on this node: ``cuda:<local rank>``. Every rank
+      sees the node's GPUs (torchrun, ``suite train --nproc``, local jobs, srun without GPU
+      binding), and local ranks are distinct.
+    - Exactly one visible GPU in a SLURM task (``bound``): ``cuda:0``, the GPU that SLURM bound
+      to this task (``--gpus-per-task=1``, ``--gpu-bind``; ``CUDA_VISIBLE_DEVICES`` has one entry).
+    - Otherwise two ranks would share a GPU (NCCL refuses that): a ValueError. ``local_rank %
+      visible`` is deliberately not used: it hides exactly this mistake until the first collective.
+    """
+    if visible < 1:
+        raise ValueError("CUDA was chosen but this process sees no GPU (CUDA_VISIBLE_DEVICES is empty?)")
+    if visible >= local_world_size:
+        return local_rank
+    if visible == 1 and bound:
+        return 0
+    raise ValueError(
+        f"{local_world_size} processes on this node but {visible} GPU(s) visible to each: every process needs "
+        "a GPU of its own; ask for one GPU per process (resources.gpus_per_node = tasks per node), or train on "
+        "CPU (run.device=cpu)"
+    )
 
 
 def environment() -> Environment:
@@ -104,14 +154,13 @@ def environment() -> Environment:
 
         job = submitit.JobEnvironment()
         if job.num_tasks > 1:
-            port = int(env.get("MASTER_PORT") or random.Random(str(job.job_id)).randint(20000, 60000))
             return Environment(
                 rank=job.global_rank,
                 local_rank=job.local_rank,
                 world_size=job.num_tasks,
                 local_world_size=max(1, job.num_tasks // job.num_nodes),
                 master_addr=job.hostnames[0],
-                master_port=port,
+                master_port=master_port(str(job.raw_job_id), env),
                 source=f"submitit ({job.cluster})",
                 slurm_task=job.cluster == "slurm",
             )
@@ -134,11 +183,17 @@ class Context:
         return self.world_size > 1
 
     def device(self, device: torch.device) -> torch.device:
-        """Each rank on ``cuda:<local rank>``; CPU stays CPU."""
+        """Each rank on its own GPU (:func:`cuda_index`); CPU stays CPU."""
         if self.active and device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
+            device = torch.device("cuda", self.cuda_index())
             torch.cuda.set_device(device)
         return device
+
+    def cuda_index(self) -> int:
+        """This rank's CUDA device among those the process sees (:func:`cuda_index`)."""
+        return cuda_index(
+            self.local_rank, self.env.local_world_size, torch.cuda.device_count(), bound=self.env.slurm_task
+        )
 
     def threads(self) -> int | None:
         """Default torch threads of this rank (None: one process, which takes its whole allocation).
@@ -257,7 +312,7 @@ def context(device: str = "auto") -> Context:
     if ctx.active and not dist.is_initialized():
         cuda = torch.cuda.is_available() and device != "cpu"
         if cuda:
-            torch.cuda.set_device(env.local_rank)
+            torch.cuda.set_device(ctx.cuda_index())
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
             init_method=f"tcp://{env.master_addr}:{env.master_port}",

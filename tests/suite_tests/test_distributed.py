@@ -23,7 +23,7 @@ import torch
 
 from suite.config import load_config
 from suite.data import EpochSampler, Shard
-from suite.distributed import Context, Environment, launch_local, step_seed
+from suite.distributed import Context, Environment, cuda_index, launch_local, master_port, step_seed
 from suite.occlusion import occlude_patches
 from suite.records import RunState, read_run
 from suite.trainer import train
@@ -88,6 +88,33 @@ def test_batch_rules_seeds_and_lr_scaling() -> None:
     cfg = load_config(None, ["data.batch_size=1024", "optim.lr=5e-4", "optim.lr_scale=linear"])
     assert cfg.optim.effective_lr(cfg.data.batch_size) == pytest.approx(1e-3)
     assert load_config(None, ["optim.lr=5e-4"]).optim.effective_lr(1024) == 5e-4
+
+
+def test_each_rank_gets_its_own_gpu() -> None:
+    # every rank sees the node's GPUs (torchrun, srun without GPU binding): one per local rank
+    assert [cuda_index(r, 8, 8) for r in range(8)] == list(range(8))
+    # SLURM bound one GPU to each task: CUDA_VISIBLE_DEVICES has one entry, it is cuda:0
+    assert [cuda_index(r, 8, 1, bound=True) for r in range(8)] == [0] * 8
+    assert cuda_index(0, 1, 1) == 0  # one process, one GPU
+    # fewer GPUs than ranks that share them: an error before NCCL finds two ranks on one GPU
+    with pytest.raises(ValueError, match="8 processes on this node but 4 GPU"):
+        cuda_index(5, 8, 4)
+    with pytest.raises(ValueError, match="2 processes on this node but 1 GPU"):
+        cuda_index(1, 2, 1)  # torchrun / --nproc 2 on a one-GPU machine: not bound per rank
+    with pytest.raises(ValueError, match="sees no GPU"):
+        cuda_index(0, 1, 0)
+
+
+def test_rendezvous_port_comes_from_the_job_not_an_inherited_master_port() -> None:
+    inherited = {"MASTER_PORT": "29500"}  # exported into every job of the node
+    ports = {master_port(str(job), inherited) for job in range(4100, 4108)}
+    assert len(ports) == 8 and 29500 not in ports  # jobs sharing a node do not meet
+    assert all(20000 <= p < 60000 for p in ports)
+    assert master_port("4100", {}) == master_port("4100", inherited)  # every task of a job agrees
+    assert master_port("12_3", {}) == master_port("12_3", {}) != master_port("12_4", {})
+    assert master_port("4100", {"SUITE_MASTER_PORT": "31000"}) == 31000  # the user's explicit choice
+    with pytest.raises(ValueError, match="SUITE_MASTER_PORT='x'"):
+        master_port("4100", {"SUITE_MASTER_PORT": "x"})
 
 
 def test_ranks_share_the_cpus_of_one_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
