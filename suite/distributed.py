@@ -210,8 +210,14 @@ class Context:
         sharing = 1 if self.env.slurm_task else max(1, self.env.local_world_size)
         return max(1, cpu_allocation() // sharing)
 
-    def check_batch(self, batch_size: int, *, mixing: bool) -> int:
-        """The per-rank batch of a global ``batch_size``; it must divide (and be even when mixing)."""
+    def check_batch(self, batch_size: int, *, mixing: bool, groups: int | None = None) -> int:
+        """The per-rank batch of a global ``batch_size``; it must divide (and be even when mixing).
+
+        With ``groups`` (``mix.groups``) and mixing, the per-rank batch must also be a multiple of
+        the group size: each process splits its own share of the batch into groups, so a value
+        that divides the global batch can still fail on every process (128 with 1,024 images
+        over 16 GPUs, 64 each).
+        """
         if batch_size % self.world_size:
             raise ValueError(
                 f"data.batch_size={batch_size} is the global batch and must be divisible by the "
@@ -222,6 +228,14 @@ class Context:
             raise ValueError(
                 f"data.batch_size={batch_size} gives {per_rank} images per process; mixing pairs images "
                 "within a process, so the per-process batch must be even"
+            )
+        if mixing and groups is not None and per_rank % groups:
+            valid = max((g for g in range(2, min(groups, per_rank) + 1, 2) if per_rank % g == 0), default=2)
+            raise ValueError(
+                f"mix.groups={groups} does not fit the per-process batch: data.batch_size={batch_size} over "
+                f"{self.world_size} processes gives {per_rank} images per process, and each process cuts its batch "
+                f"into groups of mix.groups images; fix: mix.groups={valid} (the largest valid value up to {groups}) "
+                f"or data.batch_size={groups * self.world_size} ({groups} images per process)"
             )
         return per_rank
 

@@ -90,6 +90,22 @@ def test_batch_rules_seeds_and_lr_scaling() -> None:
     assert load_config(None, ["optim.lr=5e-4"]).optim.effective_lr(1024) == 5e-4
 
 
+def test_groups_must_fit_each_process_batch() -> None:
+    # The paper's mix.groups=128 with a global batch of 1,024: fine on 8 GPUs, 64 images each on 16.
+    assert Context(Environment(world_size=8)).check_batch(1024, mixing=True, groups=128) == 128
+    sixteen = Context(Environment(rank=3, world_size=16, local_world_size=8))
+    with pytest.raises(ValueError) as err:
+        sixteen.check_batch(1024, mixing=True, groups=128)
+    message = str(err.value)
+    for part in ("mix.groups=128", "data.batch_size=1024", "16 processes", "64 images per process",
+                 "mix.groups=64", "data.batch_size=2048"):
+        assert part in message, part
+    with pytest.raises(ValueError, match="fix: mix.groups=16 "):  # largest even divisor of 48 up to 20
+        Context(Environment(world_size=2)).check_batch(96, mixing=True, groups=20)
+    assert sixteen.check_batch(1024, mixing=False, groups=128) == 64  # groups only matter when mixing
+    assert Context(Environment()).check_batch(1024, mixing=True, groups=128) == 1024  # one process
+
+
 def test_each_rank_gets_its_own_gpu() -> None:
     # every rank sees the node's GPUs (torchrun, srun without GPU binding): one per local rank
     assert [cuda_index(r, 8, 8) for r in range(8)] == list(range(8))
