@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from suite.console import (
@@ -107,19 +108,20 @@ def train(
     try:
         result = run_training(cfg, progress=progress if main_rank else False)
     except RunBusyError as err:
-        err_console.print(f"[bold red]busy[/]: {err}")
+        err_console.print(f"[bold red]busy[/]: {escape(str(err))}")
         raise typer.Exit(EXIT_FAILED) from None
     except ConfigError as err:  # e.g. the teacher file changed since the run started
         raise invalid("invalid config", err) from None
     except OSError as err:  # the run folder cannot be written (read-only output root, full disk)
-        err_console.print(f"[bold red]cannot write[/] {err.filename or cfg.run.output_root}: {err.strerror or err}; "
+        err_console.print(f"[bold red]cannot write[/] {escape(str(err.filename or cfg.run.output_root))}: "
+                          f"{escape(str(err.strerror or err))}; "
                           "choose a writable run.output_root", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     except CorruptRecordError as err:
-        err_console.print(f"[bold red]corrupt[/]: {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]corrupt[/]: {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as err:  # noqa: BLE001 - summarised for the user; traceback kept in failure.json
-        err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {err}")
+        err_console.print(f"[bold red]run {rid} failed[/]: {type(err).__name__}: {escape(str(err))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         shutdown()
@@ -222,7 +224,7 @@ def runs_migrate(
     for old, new in moves:
         console.print(f"{'would rename' if dry_run else 'renamed'} {old.name} -> {new.name}", highlight=False)
     for line in problems:
-        err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(str(line))}", highlight=False)
     console.print(f"{len(moves)} run folder(s) {'to migrate' if dry_run else 'migrated'}, {len(problems)} skipped")
     if problems:
         raise typer.Exit(EXIT_FAILED)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = [
     "EXIT_FAILED",
@@ -62,5 +63,5 @@ def styled_state(state: str) -> str:
 
 def invalid(title: str, err: object) -> typer.Exit:
     """Print ``title`` and the error's lines to stderr; the Exit to raise (code 2)."""
-    err_console.print(f"[bold red]{title}[/]\n{err}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]{title}[/]\n{escape(str(err))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INVALID)

@@ -378,7 +378,7 @@ class Trainer:
         cfg = self.cfg
         self.device = self.dist.device(resolve_device(cfg.run.device))
         self.threads = configure_threads(cfg.run.threads or self.dist.threads())
-        self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none")
+        self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none", groups=cfg.mix.groups)
         cuda = self.device.type == "cuda"
         self.precision: Precision = resolve_precision(self.device, amp=cfg.run.amp, amp_dtype=cfg.run.amp_dtype)
         self.amp: bool | torch.dtype = self.precision.dtype if self.precision.enabled else False
