@@ -358,6 +358,18 @@ def prefetch_batches(workers: int, bytes_per_batch: int) -> int | None:
     return 2 if 2 * workers * bytes_per_batch <= QUEUE_BYTES else 1
 
 
+def _leave_stops_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore the stop signals (Ctrl-C reaches the whole process group, SLURM's
+    SIGTERM every process of the job): the main process stops at its next step or chunk boundary
+    and ends its workers; a worker that died of the signal would fail the pass instead."""
+    import signal
+
+    from suite.signals import DEFAULT_STOP_SIGNALS
+
+    for signum in DEFAULT_STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class _Members(Dataset):
     """The datasets of one worker pool: ``members[(member, index, seed)]``."""
 
@@ -431,6 +443,7 @@ class WorkerPool:
                 pin_memory=pin,
                 persistent_workers=workers > 0,
                 prefetch_factor=prefetch,
+                worker_init_fn=_leave_stops_to_the_main_process,
             )
             self._key = key
         return self._loader
@@ -471,7 +484,8 @@ class SeededLoader:
         bytes_per_batch: int,
     ) -> None:
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
-        self.drop_last, self.workers, self.pin, self.bytes_per_batch = drop_last, workers, pin, bytes_per_batch
+        self.drop_last, self.workers, self.pin = drop_last, workers, pin
+        self.bytes_per_batch = bytes_per_batch
         self.shard: Shard | None = None
         if dataset.pool is None:
             dataset.pool = WorkerPool()
@@ -503,6 +517,7 @@ class SeededLoader:
             num_workers=self.workers,
             pin_memory=self.pin,
             prefetch_factor=prefetch_batches(self.workers, self.bytes_per_batch),
+            worker_init_fn=_leave_stops_to_the_main_process,
         )
 
 
@@ -572,17 +587,27 @@ class Shard:
 
 
 def eval_loader(
-    dataset: SeededDataset, cfg: DataConfig, batch_size: int, *, pin: bool = False, rank: int = 0, world_size: int = 1
+    dataset: SeededDataset,
+    cfg: DataConfig,
+    batch_size: int,
+    *,
+    pin: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    start: int = 0,
 ) -> SeededLoader:
     """Deterministic evaluation batches (no shuffling, no augmentation).
 
     With several ranks each holds positions ``rank, rank + world_size, ...`` without padding (every
     image is evaluated exactly once over all ranks), in batches of ``batch_size // world_size``;
     the loader's ``shard`` tells :func:`suite.evaluate.evaluate` to all-reduce its sums. Iterate the
-    same loader for every evaluation: its workers stay alive between passes.
+    same loader for every evaluation: its workers stay alive between passes. ``start`` skips this
+    rank's first positions (a maps build continuing where it stopped).
     """
     per_rank = max(1, batch_size // world_size)
-    sampler = EpochSampler(len(dataset), seed=0, epoch=0, shuffle=False, rank=rank, world_size=world_size)
+    sampler = EpochSampler(
+        len(dataset), seed=0, epoch=0, shuffle=False, start=start, rank=rank, world_size=world_size
+    )
     loader = _loader(dataset, sampler, per_rank, False, cfg, pin)
     loader.shard = Shard(rank, world_size, per_rank * world_size, len(dataset)) if world_size > 1 else None
     return loader

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from suite.config import DataConfig, TrainConfig, file_sha256, teacher_identity, teacher_run_folder
 from suite.records import RunPaths, RunState, clear_failure, run_lock, write_failure, write_summary
+from suite.signals import GracefulStop
 
 __all__ = ["DATA_IDENTITY_FIELDS", "data_identity", "maps_step_id", "run_maps_step", "stale_teacher"]
 
@@ -93,18 +94,24 @@ def run_maps_step(
     img_size: int | None,
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
+    stop: GracefulStop | None = None,
 ) -> dict[str, Any]:
     """Build the step's maps into ``paths.root`` under the run lock, recording the outcome.
 
-    Idempotent: a finished step returns its summary without touching the teacher. A failure is
-    written to ``failure.json`` (state ``failed``) and raised; the next attempt starts over
-    (a build is one pass over the training set; it keeps no partial progress).
+    Idempotent: a finished step returns its summary without touching the teacher. The build
+    writes its maps in durable chunks (:func:`suite.offline_maps.build_offline_maps`): the next
+    attempt, after a failure, a kill or a requeue, continues at the first unfinished chunk. A
+    failure is written to ``failure.json`` (state ``failed``) and raised. A stop signal (``stop``,
+    the job's; else the build's own for SIGTERM, SIGUSR1 and SIGINT) ends the build at the next
+    chunk boundary with :class:`~suite.offline_maps.MapsBuildStopped`, raised without a failure
+    record: the step stays unfinished, ready to continue.
 
     Raises:
         RunBusyError: another process builds this step right now.
+        MapsBuildStopped: a stop signal ended the build early.
     """
     from suite.hardware import configure_threads
-    from suite.offline_maps import build_offline_maps
+    from suite.offline_maps import MapsBuildStopped, build_offline_maps
     from suite.records import read_summary
 
     configure_threads(cfg.run.threads)  # the job's CPU share, as a training run uses it
@@ -117,8 +124,12 @@ def run_maps_step(
         clear_failure(paths)
         start = time.time()
         try:
-            meta = build_offline_maps(cfg, paths.root, img_size=img_size, batch_size=batch_size, progress=progress)
-        except Exception as err:  # an interrupt leaves the step new: the next launch builds it again
+            meta = build_offline_maps(
+                cfg, paths.root, img_size=img_size, batch_size=batch_size, progress=progress, stop=stop
+            )
+        except MapsBuildStopped:  # a stop is no failure: the next launch continues the build
+            raise
+        except Exception as err:  # not KeyboardInterrupt (Ctrl-C twice): that leaves the step unfinished
             write_failure(paths, err)
             raise
         summary = {

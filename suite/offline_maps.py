@@ -11,16 +11,20 @@ maps move that cost to one pass over the training set:
    and the ground-truth class's rank among all classes at each location (``DIR/ranks.npy``,
    uint8 ``(N, h, w)``: how many classes score strictly higher, capped at 255), plus what it was
    built from (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint, rank cap;
-   written last, so a directory with ``maps.json`` is complete).
+   written last, so a directory with ``maps.json`` is complete). The build writes the arrays in
+   durable chunks: stopped by a signal (at a chunk boundary), killed or requeued, it continues
+   where it was when run again with the same inputs (:func:`build_offline_maps`).
 2. A run with ``teacher.maps=DIR`` loads the arrays memory-mapped. With ``topk`` (the reference's
    5) a location's value is kept only where its rank is below ``topk``, which is exactly the
    reference's top-5 gating; one build serves every ``topk`` up to the cap, and ``topk=None``
    (dense) ignores the ranks. Its training items carry the crop
-   box and flip of their augmentation (``suite.geometry.CropFlip``). Each step gathers the
-   batch's maps, cuts every map to its sample's box and mirrors it where the image was mirrored.
-   This is one ``affine_grid`` / ``grid_sample`` call for the batch, on the training device,
-   sampled 4x finer than the token grid and average-pooled. The result is normalised like the
-   online maps.
+   box and flip of their augmentation (``suite.geometry.CropFlip``) and, once
+   :meth:`OfflineMaps.deliver_to` was called on the training set, the sample's stored (gated) map:
+   the loader workers read it from the memory-mapped arrays, so it arrives with the batch, pinned,
+   and reaches the device in one non-blocking copy. Each step cuts every map to its sample's box
+   and mirrors it where the image was mirrored. This is one ``affine_grid`` / ``grid_sample`` call
+   for the batch, on the training device, sampled 4x finer than the token grid and average-pooled.
+   The result is normalised like the online maps.
 
 RandAugment's geometric ops (rotate, shear-x/y, translate-x/y) are followed as the reference's
 label pipeline follows them: each sample also carries the affine those ops applied, with the
@@ -50,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,14 +66,17 @@ import torch.nn.functional as F
 from suite.cam import class_logit_maps, class_rank, normalise_maps
 from suite.config import DataConfig, TrainConfig
 from suite.hardware import host_to_device
-from suite.records import atomic_write_json
+from suite.records import atomic_write_json, read_json
+from suite.signals import GracefulStop
 from suite.preflight import resolve_checkpoint_path
 
 __all__ = [
     "MAPS_FILE",
     "META_FILE",
+    "MapsBuildStopped",
     "RANKS_FILE",
     "OfflineMaps",
+    "StoredRows",
     "build_offline_maps",
     "crop_maps",
     "training_set_fingerprint",
@@ -80,6 +88,8 @@ META_FILE = "maps.json"
 FORMAT = 2  # 2 added ranks.npy (top-k gating); format-1 directories serve dense maps only
 RANK_CAP = 255  # ranks are stored as uint8; any topk <= RANK_CAP can be applied at training time
 _SUPERSAMPLE = 4  # samples per token cell and side before average pooling
+PROGRESS_FILE = ".progress.json"  # a build in progress: maps done so far, and for which inputs
+CHUNK_BATCHES = 50  # batches per durably written chunk of a build (6400 images at batch 128)
 
 
 def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor:
@@ -215,16 +225,79 @@ class OfflineMaps:
             raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, not {maps.shape}")
         return cls(directory, maps, meta, ranks=ranks, topk=topk)
 
+    def deliver_to(self, dataset: Any) -> None:
+        """Have the loader workers read each sample's stored map along with its image.
+
+        ``dataset`` is the training set (a ``SeededDataset`` built with ``geometry=True``): its
+        items' ``where`` rows go on with the sample's stored map, gated by ``topk`` as :meth:`maps`
+        gates it, as float64 (exact for float16). :meth:`maps` then takes the maps from the batch
+        instead of reading the arrays on the training thread; its results are the same.
+        """
+        dataset.extend_geometry(StoredRows(self.directory, self.topk))
+
     def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
-        """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index)."""
+        """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index).
+
+        ``geometry`` rows are ``[index, crop box, flip, affine]`` (12 values, see ``crop_maps``),
+        or those followed by the sample's stored map when the loader delivered it
+        (:meth:`deliver_to`); without it the maps are read here from the memory-mapped arrays.
+        """
         if geometry is None:
             raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
+        side = self.array.shape[1:]
+        if geometry.dim() == 2 and geometry.shape[1] == 12 + int(np.prod(side)):  # delivered with the batch
+            where = host_to_device(geometry, x.device)
+            return crop_maps(where[:, 12:].view(-1, *side), where[:, :12], grid)
         index = geometry[:, 0].long().numpy()
         raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
         if self.topk is not None:
             ranks = host_to_device(torch.from_numpy(np.ascontiguousarray(self.ranks[index])), x.device)
             raw = torch.where(ranks < self.topk, raw, torch.zeros_like(raw))
-        return crop_maps(raw, geometry, grid)
+        return crop_maps(raw, host_to_device(geometry, x.device), grid)
+
+
+class StoredRows:
+    """``rows(index)``: one sample's stored map, gated by its ranks below ``topk``, flat float64.
+
+    Picklable and cheap to copy into loader workers: each process opens the memory-mapped arrays
+    of ``directory`` at its first read.
+    """
+
+    def __init__(self, directory: str | Path, topk: int | None) -> None:
+        self.directory, self.topk = Path(directory), topk
+        self._maps: np.ndarray | None = None
+        self._ranks: np.ndarray | None = None
+
+    def __call__(self, index: int) -> np.ndarray:
+        if self._maps is None:
+            self._maps = np.load(self.directory / MAPS_FILE, mmap_mode="r")
+            if self.topk is not None:
+                self._ranks = np.load(self.directory / RANKS_FILE, mmap_mode="r")
+        row = np.asarray(self._maps[index])
+        if self._ranks is not None:
+            row = np.where(np.asarray(self._ranks[index]) < self.topk, row, np.zeros_like(row))
+        return row.astype(np.float64).reshape(-1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": None, "_ranks": None}
+
+
+class MapsBuildStopped(Exception):
+    """A stop signal ended a maps build at a chunk boundary; the maps finished so far are kept.
+
+    Rerunning the build with the same inputs continues at the first unfinished chunk.
+    """
+
+    def __init__(self, out: Path, done: int, total: int, signum: int | None) -> None:
+        try:
+            name = "a stop request" if signum is None else signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(
+            f"maps build stopped by {name} after {done} of {total} maps in {out}; "
+            "rerun it with the same inputs to continue"
+        )
+        self.out, self.done, self.total, self.signum = out, done, total, signum
 
 
 def build_offline_maps(
@@ -235,12 +308,26 @@ def build_offline_maps(
     batch_size: int = 128,
     device: torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stop: GracefulStop | None = None,
+    chunk_batches: int = CHUNK_BATCHES,
 ) -> dict[str, Any]:
     """Run the configured teacher over the whole training set once and store its maps in ``out``.
 
     Idempotent: a complete directory built from the same teacher checkpoint, training set and
-    ``img_size`` is left as it is. The array is written under a temporary name and renamed;
-    ``maps.json`` is written last.
+    ``img_size`` is left as it is. ``maps.json`` is written last.
+
+    Resumable: the arrays are written in chunks of ``chunk_batches`` batches into memory-mapped
+    files under temporary names (``.maps.npy.partial``, ``.ranks.npy.partial``). After each chunk
+    they are flushed to disk and ``.progress.json`` (written atomically) records how many maps
+    are done and for which inputs. A rerun with the same inputs (teacher checkpoint, training
+    set, ``img_size``, ``batch_size``) continues at the first unfinished chunk, with the same
+    batches, so the result is byte-identical to an uninterrupted build on the same device type; a
+    rerun with other inputs starts over. At the end the arrays are renamed into place.
+
+    A stop signal (SIGTERM, SIGUSR1, SIGINT; a second Ctrl-C stops at once) ends the build at the
+    next chunk boundary with :class:`MapsBuildStopped`. ``stop`` is the caller's
+    :class:`~suite.signals.GracefulStop` (a job's, listening to its own signals); without it the
+    build installs one while it runs.
 
     Args:
         cfg: Run config naming the data (``data.*``) and the teacher (``teacher.checkpoint``).
@@ -249,10 +336,33 @@ def build_offline_maps(
         batch_size: Teacher batch size.
         device: Default: CUDA if available, else CPU.
         progress: Called with ``(done, total)`` after every batch.
+        stop: Checked after every chunk.
+        chunk_batches: Batches per durably written chunk.
 
     Returns:
         The metadata written to ``maps.json``.
+
+    Raises:
+        MapsBuildStopped: a stop was requested; the chunks written so far are kept for the rerun.
     """
+    if chunk_batches < 1:
+        raise ValueError(f"chunk_batches must be at least 1, but got {chunk_batches}")
+    if stop is not None:
+        return _build(cfg, Path(out), img_size, batch_size, device, progress, stop, chunk_batches)
+    with GracefulStop() as own:
+        return _build(cfg, Path(out), img_size, batch_size, device, progress, own, chunk_batches)
+
+
+def _build(
+    cfg: TrainConfig,
+    out: Path,
+    img_size: int | None,
+    batch_size: int,
+    device: torch.device | None,
+    progress: Callable[[int, int], None] | None,
+    stop: GracefulStop,
+    chunk_batches: int,
+) -> dict[str, Any]:
     from torchvision.transforms import v2
 
     from suite.data import SeededDataset, build_data, eval_loader
@@ -260,7 +370,6 @@ def build_offline_maps(
 
     if cfg.teacher.checkpoint is None:
         raise ValueError("teacher.checkpoint: building offline maps needs a teacher (teacher=runs/<id> or a file)")
-    out = Path(out)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = int(img_size or cfg.data.img_size)
     bundle = build_data(cfg.data)
@@ -284,42 +393,111 @@ def build_offline_maps(
         old = json.loads(existing.read_text())
         if all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher")):
             return old
-    teacher = load_teacher(cfg, num_classes=bundle.num_classes, device=device)
-    whole = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(bundle.mean, bundle.std),
-        ]
-    )
-    images = SeededDataset(bundle.train.source, whole)
+    total = len(bundle.train)
+    inputs = {k: meta[k] for k in ("format", "count", "num_classes", "img_size", "fingerprint", "teacher")}
+    inputs.update(batch_size=batch_size, rank_cap=RANK_CAP)
     out.mkdir(parents=True, exist_ok=True)
     existing.unlink(missing_ok=True)  # the directory is incomplete until maps.json is back
-    partial = out / f".{MAPS_FILE}.partial"
-    partial_ranks = out / f".{RANKS_FILE}.partial"
-    array = ranks = None
-    done = 0
-    for x, y in eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda"):
-        y = y.to(device)
-        logits = class_logit_maps(teacher.model, x.to(device, non_blocking=True))
-        cams = logits.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
-        if array is None:
-            shape = (len(images), *cams.shape[1:])
-            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
-            ranks = np.lib.format.open_memmap(partial_ranks, mode="w+", dtype=np.uint8, shape=shape)
-        array[done : done + len(y)] = cams.clamp(-6e4, 6e4).cpu().numpy().astype(np.float16)
-        ranks[done : done + len(y)] = class_rank(logits, y).clamp_max(RANK_CAP).cpu().numpy().astype(np.uint8)
-        done += len(y)
-        if progress is not None:
-            progress(done, len(images))
-    assert array is not None and ranks is not None and done == len(images)
-    meta["map_size"] = list(array.shape[1:])
+    files = _BuildFiles(out)
+    done, shape = files.resume(inputs, total)
+    if done < total:
+        teacher = load_teacher(cfg, num_classes=bundle.num_classes, device=device)
+        whole = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(bundle.mean, bundle.std),
+            ]
+        )
+        images = SeededDataset(bundle.train.source, whole)
+        loader = eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda", start=done)
+        batches = 0
+        try:
+            for x, y in loader:
+                y = y.to(device)
+                logits = class_logit_maps(teacher.model, x.to(device, non_blocking=True))
+                cams = logits.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
+                if shape is None:
+                    shape = tuple(cams.shape[1:])
+                    files.create(total, shape)
+                rows = slice(done, done + len(y))
+                files.maps[rows] = cams.clamp(-6e4, 6e4).cpu().numpy().astype(np.float16)
+                files.ranks[rows] = class_rank(logits, y).clamp_max(RANK_CAP).cpu().numpy().astype(np.uint8)
+                done += len(y)
+                batches += 1
+                if progress is not None:
+                    progress(done, total)
+                if batches % chunk_batches == 0 or done == total:
+                    files.commit(inputs, done, shape)
+                    if stop.requested and done < total:
+                        raise MapsBuildStopped(out, done, total, stop.signum)
+        finally:
+            images.close()
+            bundle.close()
+    assert shape is not None and done == total
+    meta["map_size"] = list(shape)
     meta["rank_cap"] = RANK_CAP
-    for memmap in (array, ranks):
-        memmap.flush()
-    del array, ranks
-    os.replace(partial_ranks, out / RANKS_FILE)
-    os.replace(partial, out / MAPS_FILE)
+    files.finish()
     atomic_write_json(existing, meta)
+    files.progress.unlink(missing_ok=True)
     return meta
+
+
+class _BuildFiles:
+    """The partial arrays of a maps build and its progress record (see ``build_offline_maps``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.partial = {MAPS_FILE: out / f".{MAPS_FILE}.partial", RANKS_FILE: out / f".{RANKS_FILE}.partial"}
+        self.progress = out / PROGRESS_FILE
+        self.maps: np.ndarray | None = None
+        self.ranks: np.ndarray | None = None
+
+    def resume(self, inputs: dict[str, Any], total: int) -> tuple[int, tuple[int, ...] | None]:
+        """Maps done and their shape from an earlier build of the same inputs, else ``(0, None)``
+        after removing what another build left."""
+        try:
+            record = read_json(self.progress)
+        except ValueError:  # not ours: written atomically, it is never torn
+            record = None
+        if record is not None and record.get("inputs") == json.loads(json.dumps(inputs, default=str)):
+            done, shape = int(record["done"]), tuple(record["shape"])
+            expected = (total, *shape)
+            if all(p.is_file() for p in self.partial.values()):
+                self.maps = np.load(self.partial[MAPS_FILE], mmap_mode="r+")
+                self.ranks = np.load(self.partial[RANKS_FILE], mmap_mode="r+")
+                if self.maps.shape == expected and self.ranks.shape == expected and 0 <= done <= total:
+                    return done, shape
+                self.maps = self.ranks = None
+            elif done == total and all(_npy_shape(self.out / name) == expected for name in self.partial):
+                return done, shape  # renamed into place, then stopped before maps.json
+        for path in (*self.partial.values(), self.progress):
+            path.unlink(missing_ok=True)
+        return 0, None
+
+    def create(self, total: int, shape: tuple[int, ...]) -> None:
+        """Start both arrays (sparse files of their full size)."""
+        full = (total, *shape)
+        self.maps = np.lib.format.open_memmap(self.partial[MAPS_FILE], mode="w+", dtype=np.float16, shape=full)
+        self.ranks = np.lib.format.open_memmap(self.partial[RANKS_FILE], mode="w+", dtype=np.uint8, shape=full)
+
+    def commit(self, inputs: dict[str, Any], done: int, shape: tuple[int, ...]) -> None:
+        """Make the first ``done`` maps durable, then record them."""
+        for array in (self.maps, self.ranks):
+            array.flush()  # msync: on disk before the record says so
+        atomic_write_json(self.progress, {"inputs": inputs, "done": done, "shape": list(shape)})
+
+    def finish(self) -> None:
+        """Rename the complete arrays into place (ranks first; ``maps.json``, written after, marks
+        the directory complete)."""
+        self.maps = self.ranks = None  # close the memory maps
+        for name in (RANKS_FILE, MAPS_FILE):
+            if self.partial[name].is_file():
+                os.replace(self.partial[name], self.out / name)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    if not path.is_file():
+        return None
+    return tuple(np.load(path, mmap_mode="r").shape)

@@ -271,3 +271,101 @@ def test_crop_flip_and_two_randaugment_ops_keep_map_and_image_aligned() -> None:
         assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0, seed
         checked += 1
     assert checked >= 15
+
+
+@pytest.mark.parametrize("topk", [None, 5])
+def test_maps_delivered_by_the_loader_workers_equal_the_maps_read_directly(tmp_path: Path, topk: int | None) -> None:
+    import pickle
+
+    from suite.data import train_loader
+
+    cfg = load_config(None, ["data.train_size=64", "data.val_size=16", "data.batch_size=16", "data.workers=2"])
+    bundle = build_data(cfg.data, geometry=True)
+    rng = np.random.default_rng(0)
+    stored = rng.normal(0, 3, (64, 4, 4)).astype(np.float16)
+    directory = _maps_dir(tmp_path / "m", stored, rng.integers(0, 10, (64, 4, 4), dtype=np.uint8))
+    offline = OfflineMaps.open(directory, fingerprint="f", num_classes=3, topk=topk)
+    x, y = torch.zeros(16, 3, 32, 32), torch.zeros(16, dtype=torch.long)
+    direct = [offline.maps(x, y, 4, geometry=where) for _, _, where in train_loader(bundle, cfg.data, seed=1, epoch=0)]
+
+    plain = len(pickle.dumps(bundle.train))
+    offline.deliver_to(bundle.train)
+    assert bundle.train[(3, 1)][2].shape == (12 + 16,)  # crop geometry, then the sample's stored map
+    assert len(pickle.dumps(bundle.train)) - plain < 1000  # workers get the file names, not the arrays
+    batches = list(train_loader(bundle, cfg.data, seed=1, epoch=0))
+    delivered = [offline.maps(x, y, 4, geometry=where) for _, _, where in batches]
+    assert len(delivered) == len(direct) == 4
+    for a, b in zip(delivered, direct):
+        assert torch.equal(a, b)
+    bundle.close()
+
+
+def test_a_stopped_maps_build_resumes_to_the_same_bytes(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from suite.offline_maps import MAPS_FILE, PROGRESS_FILE, MapsBuildStopped
+    from suite.signals import GracefulStop
+
+    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
+    whole = build_offline_maps(cfg, tmp_path / "whole", batch_size=32, chunk_batches=2)  # 8 batches, 4 chunks
+
+    # stopped during chunk 2 by a flag: the chunk is finished and recorded, then the build stops
+    stop = GracefulStop()
+    resumed = tmp_path / "resumed"
+    with pytest.raises(MapsBuildStopped) as stopped:
+        build_offline_maps(cfg, resumed, batch_size=32, chunk_batches=2, stop=stop,
+                           progress=lambda done, total: stop.request() if done == 96 else None)
+    assert stopped.value.done == 128 and not (resumed / META_FILE).exists()
+    assert json.loads((resumed / PROGRESS_FILE).read_text())["done"] == 128
+
+    # the rerun continues at chunk 3, and is stopped again after it by SIGUSR1 (the build's own handler)
+    seen: list[int] = []
+
+    def signal_at_160(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 160:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(MapsBuildStopped, match="SIGUSR1 after 192 of 256"):
+        build_offline_maps(cfg, resumed, batch_size=32, chunk_batches=2, progress=signal_at_160)
+    assert seen == [160, 192] and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handler given back
+
+    seen.clear()
+    meta = build_offline_maps(cfg, resumed, batch_size=32, chunk_batches=2, progress=lambda d, t: seen.append(d))
+    assert seen == [224, 256]  # only the last chunk was computed
+    assert meta == whole and json.loads((resumed / META_FILE).read_text())["fingerprint"] == whole["fingerprint"]
+    for name in (MAPS_FILE, RANKS_FILE):
+        assert (resumed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert sorted(p.name for p in resumed.iterdir()) == sorted([MAPS_FILE, RANKS_FILE, META_FILE])
+
+
+def test_a_maps_build_with_other_inputs_starts_over(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
+    from suite.offline_maps import MapsBuildStopped
+    from suite.signals import GracefulStop
+
+    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
+    stop = GracefulStop()
+    stop.request()
+    with pytest.raises(MapsBuildStopped):
+        build_offline_maps(cfg, tmp_path / "m", batch_size=32, chunk_batches=2, stop=stop)
+    seen: list[int] = []
+    build_offline_maps(cfg, tmp_path / "m", batch_size=64, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 64  # another batch size: other batches, so no mixing with the stopped build's chunks
+
+
+def test_a_stopped_maps_step_is_no_failure_and_continues(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
+    from suite.maps_step import run_maps_step
+    from suite.offline_maps import MapsBuildStopped
+    from suite.records import RunPaths
+    from suite.signals import GracefulStop
+
+    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
+    paths = RunPaths.of(tmp_path / "out", "maps-0123456789ab")
+    stop = GracefulStop()
+    stop.request()
+    with pytest.raises(MapsBuildStopped):
+        run_maps_step(cfg, paths, img_size=None, batch_size=4, stop=stop)  # 64 batches: 2 chunks
+    assert not paths.failure.exists() and not paths.summary.exists()  # unfinished, not failed
+    summary = run_maps_step(cfg, paths, img_size=None, batch_size=4)
+    assert summary["status"] == "finished" and summary["count"] == 256
