@@ -32,7 +32,9 @@ def _fits(batch_size: int, processes: int, mixing: bool, groups: int | None) -> 
     return not (mixing and groups is not None and per % groups)
 
 
-def _fewer(batch_size: int, processes: int, nodes: int, unit: str, mixing: bool, groups: int | None) -> str | None:
+def _fewer(
+    batch_size: int, processes: int, nodes: int, unit: str, mixing: bool, groups: int | None
+) -> str | None:
     """The largest smaller node count (or, on one node, processes per node) whose split works."""
     per_node = processes // nodes
     if nodes > 1:
@@ -94,7 +96,8 @@ def batch_split_problem(
         step = processes * ((groups or 2) if mixing else 1)
         fixes = [f"data.batch_size={_multiple_near(batch_size, step)} (a multiple of {step})"]
         return (
-            f"data.batch_size={batch_size} is the global batch and does not divide by the {layout} of the run; "
+            f"data.batch_size={batch_size} is the global batch and does not divide by the {layout} "
+            "of the run; "
             f"fix: {' or '.join([*fixes, *([fewer] if fewer else [])])}"
         )
     per = batch_size // processes
@@ -102,7 +105,8 @@ def batch_split_problem(
         step = processes * (groups or 2)
         fixes = [f"data.batch_size={_multiple_near(batch_size, step)}", *([fewer] if fewer else [])]
         return (
-            f"data.batch_size={batch_size} over {layout} gives {per} images per process, an odd number; mixing "
+            f"data.batch_size={batch_size} over {layout} gives {per} images per process, an odd number; "
+            "mixing "
             f"pairs images inside each process's batch; fix: {' or '.join(fixes)}"
         )
     assert groups is not None  # the only rule left
@@ -120,7 +124,13 @@ def batch_split_problem(
 
 
 def per_process_batch(
-    batch_size: int, processes: int, *, mixing: bool, groups: int | None = None, nodes: int = 1, unit: str = "processes"
+    batch_size: int,
+    processes: int,
+    *,
+    mixing: bool,
+    groups: int | None = None,
+    nodes: int = 1,
+    unit: str = "processes",
 ) -> int:
     """The images each process loads per step (``batch_size // processes``).
 
