@@ -169,10 +169,11 @@ def _hand_over(handler: Callable[[int, Any], Any], signum: int) -> None:
 class MapsJob(submitit.helpers.Checkpointable):
     """Build a sweep's offline-maps step (``kind: maps``) in a submitit job.
 
-    The build is one pass of the teacher over the training set, written to the step's folder
-    (:func:`suite.maps_step.run_maps_step`); it keeps no partial progress, so a requeued or
-    relaunched step builds again from the start, and a finished one returns at once. When the
-    sweep's resources give a run several processes, only global rank 0 builds.
+    The build is one pass of the teacher over the training set, written to the step's folder in
+    durable chunks (:func:`suite.maps_step.run_maps_step`): a stop signal ends it at the next chunk
+    boundary, a preempted step is requeued, and a requeued or relaunched step continues at the
+    first unfinished chunk; a finished one returns at once. When the sweep's resources give a run
+    several processes, only global rank 0 builds.
 
     Args:
         config: the step's resolved config (the teacher and the sweep base's data).
@@ -207,7 +208,20 @@ class MapsJob(submitit.helpers.Checkpointable):
             return {"run_id": self.step_id, "state": "finished", "summary": {}}
         paths = RunPaths.of(self.config["run"]["output_root"], self.step_id)
         cfg = _checked_config(self.config, paths, f"maps step {self.step_id}", lambda c: maps_step_id(c, self.img_size))
-        summary = run_maps_step(cfg, paths, img_size=self.img_size, batch_size=self.batch_size)
+        from suite.offline_maps import MapsBuildStopped
+
+        preempt = preemption_signal()
+        submitit_handler = signal.getsignal(preempt)
+        stop = GracefulStop((signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, preempt))
+        with stop:
+            try:
+                summary = run_maps_step(cfg, paths, img_size=self.img_size, batch_size=self.batch_size, stop=stop)
+            except MapsBuildStopped:
+                summary = None
+        if summary is None:
+            if preempt in stop.received and callable(submitit_handler):
+                _hand_over(submitit_handler, preempt)  # the finished chunks are on disk: requeue
+            return {"run_id": self.step_id, "state": "interrupted", "summary": {}}
         return {"run_id": self.step_id, "state": "finished", "summary": summary}
 
 

@@ -188,20 +188,26 @@ def maps_build(
     data=/path/to/imagenet --out maps/r50 --img-size 448`. Then train with
     `teacher.maps=maps/r50` (or `teacher=maps:maps/r50`): each step cuts the stored maps to the
     samples' crops instead of running the teacher. Rerunning with the same inputs does nothing.
+    SIGTERM, SIGUSR1 or Ctrl-C stop the build at the next chunk boundary (exit code 75); the same
+    command continues it from there.
     """
     from rich.progress import Progress
 
-    from suite.offline_maps import build_offline_maps
+    from suite.offline_maps import MapsBuildStopped, build_offline_maps
 
     cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])], machine=True)  # teacher needs TokenMix
     if cfg.teacher.checkpoint is None:
         raise invalid("invalid config", "teacher: give the teacher, e.g. teacher=runs/<run_id>")
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("teacher maps", total=None)
-        meta = build_offline_maps(
-            cfg, out, img_size=img_size, batch_size=batch_size,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    try:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("teacher maps", total=None)
+            meta = build_offline_maps(
+                cfg, out, img_size=img_size, batch_size=batch_size,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except MapsBuildStopped as err:
+        err_console.print(f"[yellow]stopped[/]: {escape(str(err))}; run the same command to continue", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     h, w = meta["map_size"]
     console.print(f"{meta['count']} maps of {h}x{w} ({meta['img_size']} px input) in [bold]{out}[/]; "
                   f"train with teacher.maps={out}")

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from suite.config import DataConfig
-from suite.hardware import cpu_allocation
+from suite.hardware import cpu_share
 
 if TYPE_CHECKING:
     from suite.geometry import CropFlip
@@ -326,10 +326,10 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
 
 
 def default_workers(cfg: DataConfig) -> int:
-    """Workers for loading: none for in-memory data, else the CPU allocation minus one (≤ 8)."""
+    """Workers for loading: none for in-memory data, else this process's CPU share minus one (≤ 8)."""
     if cfg.workers is not None:
         return cfg.workers
-    return 0 if cfg.source == "builtin" else min(8, max(0, cpu_allocation() - 1))
+    return 0 if cfg.source == "builtin" else min(8, max(0, cpu_share() - 1))
 
 
 # At most this many bytes of finished batches wait in one loader's queue (see prefetch_batches).

@@ -14,7 +14,9 @@ import os
 
 import torch
 
-__all__ = ["cpu_allocation", "resolve_device", "configure_threads", "host_to_device"]
+__all__ = ["cpu_allocation", "cpu_share", "set_cpu_share", "resolve_device", "configure_threads", "host_to_device"]
+
+_SHARE: int | None = None  # this process's share of its allocation, when it shares one with other ranks
 
 
 def cpu_allocation() -> int:
@@ -32,6 +34,21 @@ def cpu_allocation() -> int:
     if slurm.isdigit() and int(slurm) > 0:
         return min(int(slurm), mask)
     return mask
+
+
+def set_cpu_share(cpus: int | None) -> None:
+    """Record this process's share of the CPUs (``suite.distributed.Context.threads``; None: all of them).
+
+    Loader workers are sized from it: ranks that inherit one allocation (torchrun, ``--nproc``)
+    would otherwise each start workers for the whole allocation.
+    """
+    global _SHARE
+    _SHARE = cpus
+
+
+def cpu_share() -> int:
+    """CPUs this process may use for itself: its recorded share, else its whole allocation."""
+    return _SHARE if _SHARE is not None else cpu_allocation()
 
 
 def resolve_device(spec: str) -> torch.device:

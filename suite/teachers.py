@@ -40,12 +40,14 @@ def build_teacher(
     if cfg.teacher.maps is not None:
         from suite.offline_maps import OfflineMaps, training_set_fingerprint
 
-        return OfflineMaps.open(
+        maps = OfflineMaps.open(
             cfg.teacher.maps,
             fingerprint=training_set_fingerprint(cfg.data, train_set),
             num_classes=num_classes,
             topk=cfg.teacher.topk,
         )
+        maps.deliver_to(train_set)  # loader workers read each sample's stored map with its image
+        return maps
     if cfg.teacher.enabled:
         return load_teacher(cfg, num_classes=num_classes, device=device, amp_dtype=amp_dtype)
     return None

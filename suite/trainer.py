@@ -52,7 +52,7 @@ from suite import distributed
 from suite.config import ID_VERSION, ConfigError, TrainConfig, file_sha256, run_id, teacher_identity
 from suite.data import DataBundle, build_data, derive_seed, eval_loader, seed_everything, steps_per_epoch, train_loader
 from suite.evaluate import evaluate, evaluate_occlusion
-from suite.hardware import configure_threads, resolve_device
+from suite.hardware import configure_threads, resolve_device, set_cpu_share
 from suite.mixing import build_mixer
 from suite.models import build_model
 from suite.precision import Precision, enable_tf32, resolve_precision
@@ -320,6 +320,8 @@ class Trainer:
                 raise
             finally:
                 self.writer.close(ended)
+                if getattr(self, "data", None) is not None:
+                    self.data.close()  # idle loader workers end now, not when the bundle is collected
 
     def _teacher_record(self, *, required: bool = True) -> dict[str, Any]:
         """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.
@@ -377,7 +379,9 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         self.device = self.dist.device(resolve_device(cfg.run.device))
-        self.threads = configure_threads(cfg.run.threads or self.dist.threads())
+        share = self.dist.threads()  # None when this process has its allocation to itself
+        set_cpu_share(share)  # loader workers are sized from this process's share
+        self.threads = configure_threads(cfg.run.threads or share)
         self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none", groups=cfg.mix.groups)
         cuda = self.device.type == "cuda"
         self.precision: Precision = resolve_precision(self.device, amp=cfg.run.amp, amp_dtype=cfg.run.amp_dtype)
