@@ -218,26 +218,10 @@ class Context:
         that divides the global batch can still fail on every process (128 with 1,024 images
         over 16 GPUs, 64 each).
         """
-        if batch_size % self.world_size:
-            raise ValueError(
-                f"data.batch_size={batch_size} is the global batch and must be divisible by the "
-                f"{self.world_size} processes of this run"
-            )
-        per_rank = batch_size // self.world_size
-        if mixing and per_rank % 2:
-            raise ValueError(
-                f"data.batch_size={batch_size} gives {per_rank} images per process; mixing pairs images "
-                "within a process, so the per-process batch must be even"
-            )
-        if mixing and groups is not None and per_rank % groups:
-            valid = max((g for g in range(2, min(groups, per_rank) + 1, 2) if per_rank % g == 0), default=2)
-            raise ValueError(
-                f"mix.groups={groups} does not fit the per-process batch: data.batch_size={batch_size} over "
-                f"{self.world_size} processes gives {per_rank} images per process, and each process cuts its batch "
-                f"into groups of mix.groups images; fix: mix.groups={valid} (the largest valid value up to {groups}) "
-                f"or data.batch_size={groups * self.world_size} ({groups} images per process)"
-            )
-        return per_rank
+        from suite.batch_split import per_process_batch
+
+        nodes = max(1, self.world_size // max(1, self.env.local_world_size))
+        return per_process_batch(batch_size, self.world_size, mixing=mixing, groups=groups, nodes=nodes)
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """The module the training step calls: DDP around ``model`` when there are several ranks."""

@@ -24,7 +24,7 @@ reads a step's maps but trains on another training set (``data.*``) is refused.
 The batch split. ``data.batch_size`` is the global batch of a run's ``resources.processes``
 processes; each process mixes its own share, so a run whose share is not even, or not a multiple
 of ``mix.groups``, would fail at its first step on the cluster. Such runs are refused here, with
-the processes and the fix (:mod:`sweeps.batch_split`); identical refusals are reported once, with
+the processes and the fix (:mod:`suite.batch_split`); identical refusals are reported once, with
 the runs they concern.
 
 Missing paths. The run config schema never looks at the filesystem, so every run validates
@@ -50,7 +50,7 @@ from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides,
 from suite.preflight import machine_problems
 from suite.maps_step import data_identity, maps_step_id
 from suite.records import RunPaths, RunState, run_state
-from sweeps.batch_split import batch_split_problem
+from suite.batch_split import batch_split_problem
 from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step, to_override
 
 __all__ = ["Plan", "PlannedRun", "expand", "lookup", "split_problem"]

@@ -77,9 +77,9 @@ def test_sharded_evaluation_sees_every_image_once_with_the_same_occlusion() -> N
 def test_batch_rules_seeds_and_lr_scaling() -> None:
     ctx = Context(Environment(rank=1, world_size=4))
     assert ctx.check_batch(128, mixing=True) == 32
-    with pytest.raises(ValueError, match="global batch and must be divisible by the 4 processes"):
+    with pytest.raises(ValueError, match="global batch and does not divide by the 4 processes"):
         ctx.check_batch(130, mixing=False)
-    with pytest.raises(ValueError, match="per-process batch must be even"):
+    with pytest.raises(ValueError, match="3 images per process, an odd number"):
         ctx.check_batch(12, mixing=True)
     assert step_seed(0, 2, 5, 0) != step_seed(0, 2, 5, 1)
     from suite.data import derive_seed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.batch_split import batch_split_problem, per_process_batch
+from suite.batch_split import batch_split_problem, per_process_batch
 
 
 @pytest.mark.parametrize(
