@@ -145,7 +145,8 @@ def _error(paths: RunPaths, observation: Observation) -> str | None:
     if failure and not isinstance(failure, dict):
         return f"{paths.failure}: not a failure record; delete it and relaunch the run"
     if failure:
-        return f"{failure.get('error', 'Error')}: {failure.get('message', '')}".strip()
+        where = f" (rank {failure['rank']} of {failure.get('processes', '?')})" if "rank" in failure else ""
+        return f"{failure.get('error', 'Error')}: {failure.get('message', '')}".strip() + where
     if observation.scheduler:
         record = observation.record
         exit_code = f" (exit {record.exit_code})" if record else ""
