@@ -20,7 +20,7 @@ import suite.config
 import sweeps.expand
 import sweeps.spec
 from analysis._records import trusted
-from suite.records import atomic_write_bytes
+from suite.run.records import atomic_write_bytes
 from sweeps.expand import SEED_KEY, expand, lookup
 from sweeps.spec import Sweep, format_value, load_sweep
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.records import RunPaths, atomic_write_bytes
+from suite.run.records import RunPaths, atomic_write_bytes
 
 __all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "flatten", "parse_run", "trusted"]
 

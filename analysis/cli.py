@@ -1,6 +1,6 @@
 """``suite report``: ablation tables, plots and a report folder from sweep files.
 
-``suite.cli`` attaches the command through :func:`register`. Exit codes follow the rest of the
+``suite.cli.main`` attaches the command through :func:`register`. Exit codes follow the rest of the
 CLI: 0 the report was written, 2 invalid input (a sweep file, format or source that cannot be
 used; nothing was written).
 """
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from suite.console import EXIT_INVALID, console, invalid
+from suite.cli.console import EXIT_INVALID, console, invalid
 
 __all__ = ["EXIT_INVALID", "register"]
 

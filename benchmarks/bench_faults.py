@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 import suite  # noqa: E402,F401 - torchvision shim before timm
 from suite.config import load_config  # noqa: E402
-from suite.records import RunState, read_run  # noqa: E402
-from suite.trainer import train  # noqa: E402
+from suite.run.records import RunState, read_run  # noqa: E402
+from suite.train.trainer import train  # noqa: E402
 from tests.helpers import wandb_history  # noqa: E402
 
 TINY = ["data.train_size=256", "data.val_size=128", "data.batch_size=32", "model.depth=1", "model.embed_dim=48",

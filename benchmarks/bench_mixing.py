@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.cam import Teacher
-from suite.masks import token_masks
-from suite.tokenmix import TokenMix
+from suite.teacher.cam import Teacher
+from suite.mixing.masks import token_masks
+from suite.mixing.tokenmix import TokenMix
 
 
 def _cpu_model() -> str:

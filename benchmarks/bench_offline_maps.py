@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.offline_maps import FORMAT, MAPS_FILE, META_FILE, OfflineMaps
+from suite.teacher.offline import FORMAT, MAPS_FILE, META_FILE, OfflineMaps
 
 
 def _median_ms(fn, repeats: int, device: torch.device) -> float:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.teacher != "none":
             import timm
 
-            from suite.cam import Teacher
+            from suite.teacher.cam import Teacher
 
             teacher = Teacher.from_module(timm.create_model(args.teacher, num_classes=1000).to(device))
             images = torch.randn(args.batch, 3, args.img, args.img, device=device)

@@ -38,7 +38,7 @@ import suite  # noqa: E402,F401 - torchvision shim
 from analysis._plan import PLAN_CACHE, plan_sweep  # noqa: E402
 from analysis._records import CACHE_NAME, ROWS_NAME  # noqa: E402
 from analysis.report import collect, write_report  # noqa: E402
-from suite.records import RunPaths  # noqa: E402
+from suite.run.records import RunPaths  # noqa: E402
 
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 PROBS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

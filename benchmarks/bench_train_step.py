@@ -17,8 +17,8 @@ import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
 from suite.config import MixConfig
-from suite.mixing import build_mixer
-from suite.models import build_model
+from suite.mixing.mixer import build_mixer
+from suite.models.factory import build_model
 
 
 def _sync(device: torch.device) -> None:

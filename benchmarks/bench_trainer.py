@@ -1,6 +1,6 @@
 """Throughput of the training loop against a bare loop of the same model, and of the GPU step.
 
-``builtin`` and ``folder``: ``suite train`` (the real :class:`suite.trainer.Trainer`: data
+``builtin`` and ``folder``: ``suite train`` (the real :class:`suite.train.trainer.Trainer`: data
 loading, mixing, device-side running totals, per-epoch evaluation excluded, checkpoint and
 records included) is timed from its own ``metrics.jsonl`` rows (``images_per_s`` of the epochs
 after the first). The bare loop runs only forward, backward and the optimiser step of the same
@@ -39,12 +39,13 @@ import numpy as np
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-import suite.trainer as trainer_module
+import suite.train.trainer as trainer_module
 from suite.config import TrainConfig, load_config
-from suite.data import build_data, derive_seed, train_loader
-from suite.mixing import build_mixer
-from suite.models import build_model
-from suite.trainer import Trainer, _DeviceMeter, _empty_meter, _loss_fn
+from suite.data.loaders import build_data, train_loader
+from suite.run.seeds import derive_seed
+from suite.mixing.mixer import build_mixer
+from suite.models.factory import build_model
+from suite.train.trainer import Trainer, _DeviceMeter, _empty_meter, _loss_fn
 
 CASES = {
     "builtin": dict(model="vit_micro_patch4_32", img=32, batch=128, grid=8, epochs=4,

@@ -53,7 +53,7 @@ def _variant(study: Any, kind: str, out: Path) -> Any:
 
 def _measure(study: Any) -> dict[str, Any]:
     from jobs.tune import open_study
-    from suite.records import read_jsonl
+    from suite.run.records import read_jsonl
 
     trials = open_study(study).get_trials()
     runs = {t.user_attrs.get("run_id") for t in trials if t.user_attrs.get("run_id")}

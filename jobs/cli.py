@@ -1,6 +1,6 @@
 """``suite sweep plan|launch|status``: the sweep commands of the ``suite`` CLI.
 
-``suite.cli`` calls :func:`register` at start-up. Exit codes follow the rest of the CLI: 0 ok,
+``suite.cli.main`` calls :func:`register` at start-up. Exit codes follow the rest of the CLI: 0 ok,
 1 runs failed (``launch`` of local/debug runs, or ``--wait``), 2 invalid input (nothing was
 submitted), 75 interrupted (launch again to resume).
 """
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from suite.console import (
+from suite.cli.console import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
@@ -24,7 +24,7 @@ from suite.console import (
     invalid,
     styled_state,
 )
-from suite.records import RunState, read_run
+from suite.run.records import RunState, read_run
 
 __all__ = ["register"]
 

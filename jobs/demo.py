@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import sweeps
-from suite.console import EXIT_FAILED, invalid
+from suite.cli.console import EXIT_FAILED, invalid
 
 __all__ = ["DEMO_SWEEPS", "demo_files", "register", "run_demo"]
 

@@ -44,7 +44,7 @@ from jobs.executors import (
 from jobs.state import RunEntry, SweepState, classify
 from jobs.status import observe
 from jobs.worker import job_for
-from suite.records import RunPaths, RunState, read_run, read_summary, run_state
+from suite.run.records import RunPaths, RunState, read_run, read_summary, run_state
 from sweeps.expand import Plan, PlannedRun, expand
 from sweeps.spec import Sweep, SweepError
 
@@ -121,7 +121,7 @@ def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True
 
 def _check_legacy(sweep: Sweep, plan: Plan) -> None:
     """Refuse to launch while run folders of an earlier id rule hold runs of this plan (no silent retraining)."""
-    from suite.migrate import legacy_folders
+    from suite.run.migrate import legacy_folders
 
     old = legacy_folders(sweep.output_root)
     hits = [f"{run.run_id} is in {old[run.run_id]}" for run in plan.all_runs() if isinstance(old.get(run.run_id), Path)]
@@ -135,7 +135,7 @@ def _check_legacy(sweep: Sweep, plan: Plan) -> None:
 
 def _check_maps_steps(sweep: Sweep, plan: Plan) -> None:
     """Refuse to launch on maps built from a teacher file whose content has changed since."""
-    from suite.maps_step import stale_teacher
+    from suite.teacher.maps_step import stale_teacher
 
     for run in plan.prerequisites:
         try:

@@ -1,6 +1,6 @@
 """The scheduler's words mapped into the suite's run states, and the sweep state file.
 
-A sweep run's state is a :class:`suite.records.RunState`, the one vocabulary every command
+A sweep run's state is a :class:`suite.run.records.RunState`, the one vocabulary every command
 prints. The run directory's own records say most of it (new, running, interrupted, finished,
 pruned, failed, corrupt); the scheduler adds what only it knows (pending, cancelled, a job that
 died). SLURM's words (``sacct``) and submitit's local words are mapped in exactly one function,
@@ -9,7 +9,7 @@ differ by backend).
 
 The state file, ``<output_root>/sweep-state.json``, records for every run of the sweep its
 index, axis values, executor and job id; it is rewritten atomically
-(:func:`suite.records.atomic_write_json`) after every submission, so a reader never sees half a
+(:func:`suite.run.records.atomic_write_json`) after every submission, so a reader never sees half a
 file and a killed launch leaves the jobs it did submit on record.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from suite.records import RunState, atomic_write_json, read_json
+from suite.run.records import RunState, atomic_write_json, read_json
 
 __all__ = ["STATE_FILE_NAME", "RunEntry", "RunState", "SweepState", "classify"]
 
@@ -50,7 +50,7 @@ def classify(records: RunState, scheduler: str | None) -> RunState:
     """The one mapping from (run records, scheduler word) to the run's :class:`RunState`.
 
     Args:
-        records: what the run directory says (:func:`suite.records.run_state`).
+        records: what the run directory says (:func:`suite.run.records.run_state`).
         scheduler: the scheduler's word for the run's job: a SLURM state from ``sacct``
             (``PENDING``, ``RUNNING``, ``CANCELLED by 0``, ...), a submitit local/debug state
             (``RUNNING``, ``FINISHED``, ``QUEUED``, ``DONE``), or None when there is no job or

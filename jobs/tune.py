@@ -54,8 +54,8 @@ from jobs.executors import (
 )
 from jobs.study_storage import open_storage, storage_exists, storage_label
 from jobs.worker import preemption_signal
-from suite.records import RunPaths, atomic_write_json, clear_failure, read_json, read_jsonl
-from suite.signals import GracefulStop
+from suite.run.records import RunPaths, atomic_write_json, clear_failure, read_json, read_jsonl
+from suite.run.signals import GracefulStop
 from sweeps.study import (
     CategoricalParam,
     FloatParam,
@@ -314,8 +314,8 @@ class TuneWorker(submitit.helpers.Checkpointable):
         from optuna.trial import TrialState
 
         from suite.config import ConfigError, run_id, validate_config
-        from suite.preflight import check_machine
-        from suite.trainer import train
+        from suite.train.preflight import check_machine
+        from suite.train.trainer import train
 
         study = self.study
         params = _suggest(trial, study)
@@ -432,7 +432,7 @@ def _check_slurm(study: Study, workers: int) -> Any:
 def _check_machine(study: Study) -> None:
     """The base config's files and models as this machine sees them (the space's values are schema-checked)."""
     from suite.config import ConfigError, validate_config
-    from suite.preflight import check_machine
+    from suite.train.preflight import check_machine
 
     try:
         check_machine(validate_config(output_fields(study, dict(study.base))))

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from suite.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, console, err_console
+from suite.cli.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, console, err_console
 
 __all__ = ["register"]
 

@@ -2,7 +2,7 @@
 
 :class:`RunJob` is what submitit pickles and runs. It holds only the run's resolved config and
 id, since the training state lives in the run directory, so a requeued job unpickles the same
-small object and :func:`suite.trainer.train` resumes from ``checkpoint.pt``. The W&B run id is
+small object and :func:`suite.train.trainer.train` resumes from ``checkpoint.pt``. The W&B run id is
 the suite run id, so the resumed job continues the same W&B run.
 
 Preemption and time limits. submitit installs, before calling the job, a handler for its
@@ -11,7 +11,7 @@ preemption signal (``USR2``, or ``$SUBMITIT_PREEMPT_SIGNAL``; SLURM sends it
 ``scancel --signal=USR2`` send it on demand). That handler checkpoints the callable, runs
 ``scontrol requeue`` and exits at once, whatever the process was doing: inside a training step
 it would lose the step and skip the trainer's checkpoint. So while training, :class:`RunJob`
-puts its own handler in front (a :class:`~suite.signals.GracefulStop` that also listens to the
+puts its own handler in front (a :class:`~suite.run.signals.GracefulStop` that also listens to the
 preemption signal). The trainer stops at the next step boundary and writes its checkpoint;
 only then does :class:`RunJob` call submitit's handler, which pickles the callable
 (:meth:`RunJob.checkpoint`), requeues the job and exits. A signal that arrives before training
@@ -27,7 +27,7 @@ error that follows in the trainer is not a training failure, so the run is kept 
 
 Several processes per run (``resources.tasks_per_node``/``nodes``): every task of the job runs
 the same :class:`RunJob`; the trainer forms one process group from submitit's job environment
-(``suite.distributed``). The ranks agree on the stop step, rank 0 writes the one checkpoint and
+(``suite.device.distributed``). The ranks agree on the stop step, rank 0 writes the one checkpoint and
 the others wait for it; then each calls submitit's handler, which checkpoints and requeues from
 global rank 0 only (the other ranks' handler just returns), so the job is requeued once.
 """
@@ -43,8 +43,8 @@ from typing import Any
 
 import submitit
 
-from suite.records import RunPaths, clear_failure
-from suite.signals import GracefulStop
+from suite.run.records import RunPaths, clear_failure
+from suite.run.signals import GracefulStop
 
 __all__ = ["MapsJob", "RunJob", "job_for", "preemption_signal"]
 
@@ -90,8 +90,8 @@ class RunJob(submitit.helpers.Checkpointable):
         _expose(getattr(self, "devices", None))
         import suite  # noqa: F401 - torchvision shim before timm
         from suite.config import run_id
-        from suite.records import RunState
-        from suite.trainer import TrainResult, train
+        from suite.run.records import RunState
+        from suite.train.trainer import TrainResult, train
 
         paths = RunPaths.of(self.config["run"]["output_root"], self.run_id)
         cfg = _checked_config(self.config, paths, f"run {self.run_id}", run_id)
@@ -139,7 +139,7 @@ def _keep_resumable(paths: RunPaths, err: BaseException) -> None:
     Only this process's own record is undone: a record that names another rank is that rank's
     failure (for example an out-of-memory on rank 3 that made srun stop the job), and stays.
     """
-    from suite.records import read_json
+    from suite.run.records import read_json
 
     try:
         record = read_json(paths.failure)
@@ -170,7 +170,7 @@ class MapsJob(submitit.helpers.Checkpointable):
     """Build a sweep's offline-maps step (``kind: maps``) in a submitit job.
 
     The build is one pass of the teacher over the training set, written to the step's folder in
-    durable chunks (:func:`suite.maps_step.run_maps_step`): a stop signal ends it at the next chunk
+    durable chunks (:func:`suite.teacher.maps_step.run_maps_step`): a stop signal ends it at the next chunk
     boundary, a preempted step is requeued, and a requeued or relaunched step continues at the
     first unfinished chunk; a finished one returns at once. When the sweep's resources give a run
     several processes, only global rank 0 builds.
@@ -202,13 +202,13 @@ class MapsJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         _expose(getattr(self, "devices", None))
         import suite  # noqa: F401 - torchvision shim before timm
-        from suite.maps_step import maps_step_id, run_maps_step
+        from suite.teacher.maps_step import maps_step_id, run_maps_step
 
         if _global_rank() != 0:
             return {"run_id": self.step_id, "state": "finished", "summary": {}}
         paths = RunPaths.of(self.config["run"]["output_root"], self.step_id)
         cfg = _checked_config(self.config, paths, f"maps step {self.step_id}", lambda c: maps_step_id(c, self.img_size))
-        from suite.offline_maps import MapsBuildStopped
+        from suite.teacher.offline import MapsBuildStopped
 
         preempt = preemption_signal()
         submitit_handler = signal.getsignal(preempt)
@@ -231,8 +231,8 @@ def _checked_config(config: dict[str, Any], paths: RunPaths, what: str, identify
     A problem is recorded in ``failure.json`` (where ``sweep status`` looks) before it is raised.
     """
     from suite.config import ConfigError, validate_config
-    from suite.preflight import check_machine
-    from suite.records import write_failure
+    from suite.train.preflight import check_machine
+    from suite.run.records import write_failure
 
     try:
         cfg = validate_config(config, prefix=f"{what}: ")

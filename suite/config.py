@@ -11,7 +11,7 @@ minus the fields that only say where or how to run (output root, device, threads
 tracking), so the same experiment always lands in the same run directory and the same W&B run,
 and a new option with a default leaves every existing id unchanged. The schema checks types,
 ranges, choices and cross-field rules only; what needs this machine (files, the timm registry)
-is :func:`suite.preflight.check_machine`.
+is :func:`suite.train.preflight.check_machine`.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ class TeacherConfig(_Strict):
     shorthand is read from its spelling alone, never from the filesystem, so every machine
     resolves it (and the run id) the same way. A suite run directory or its ``checkpoint.pt``
     carries the architecture, so ``teacher.model`` may be left empty for those. Whether the
-    files exist is checked by :func:`suite.preflight.check_machine`, where the run executes.
+    files exist is checked by :func:`suite.train.preflight.check_machine`, where the run executes.
     """
 
     model: str | None = Field(None, description="timm name of the teacher (read from a suite checkpoint if empty)")
@@ -475,7 +475,7 @@ class TrainConfig(_Strict):
 
 
 RUN_ID_PATTERN = re.compile(r"^[a-z]+-[0-9a-f]{12}$")  # <method>-<12 hex>
-MAPS_STEP_PATTERN = re.compile(r"^maps-[0-9a-f]{12}$")  # a sweep's maps build step (suite.maps_step)
+MAPS_STEP_PATTERN = re.compile(r"^maps-[0-9a-f]{12}$")  # a sweep's maps build step (suite.teacher.maps_step)
 _SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
 
 
@@ -518,7 +518,7 @@ def teacher_identity(path: Path | str) -> str:
     what that run computed, wherever the folder lies. Any other file is named by its path, and
     its content is pinned another way: the trainer records the file's SHA-256 in ``config.json``
     when the run starts and refuses to resume, or to report a finished student, against a file
-    whose content changed (see ``suite.trainer.Trainer``).
+    whose content changed (see ``suite.train.trainer.Trainer``).
     """
     folder = teacher_run_folder(path)
     return f"run:{folder.name}" if folder is not None else str(path)

@@ -30,7 +30,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.records import iter_runs
+from suite.run.records import iter_runs
 from sweeps.expand import Plan, PlannedRun
 
 __all__ = ["THROUGHPUT", "Estimate", "Throughput", "estimate", "train_images"]

@@ -17,19 +17,19 @@ Maps built first. A value ``@<file>.yaml`` whose file says ``kind: maps`` names 
 step instead (:class:`~sweeps.spec.MapsStepSpec`): ``teacher.maps: "@maps/nfnet-576.yaml"``.
 The sweep runs the build (as ``suite maps build`` would, over the base run's training set)
 before the runs that read it, and the value stands for the step's directory,
-``<output_root>/maps-<12 hex>`` (:mod:`suite.maps_step`). A step's teacher may itself be
+``<output_root>/maps-<12 hex>`` (:mod:`suite.teacher.maps_step`). A step's teacher may itself be
 ``@run.yaml``: that run trains first, then the step builds, then the students train. A run that
 reads a step's maps but trains on another training set (``data.*``) is refused.
 
 The batch split. ``data.batch_size`` is the global batch of a run's ``resources.processes``
 processes; each process mixes its own share, so a run whose share is not even, or not a multiple
 of ``mix.groups``, would fail at its first step on the cluster. Such runs are refused here, with
-the processes and the fix (:mod:`suite.batch_split`); identical refusals are reported once, with
+the processes and the fix (:mod:`suite.device.batch_split`); identical refusals are reported once, with
 the runs they concern.
 
 Missing paths. The run config schema never looks at the filesystem, so every run validates
 (and gets its run id) the same way on a laptop and on the cluster. What this machine lacks is
-found by :func:`suite.preflight.machine_problems`: an unknown timm model is always an error; a
+found by :func:`suite.train.preflight.machine_problems`: an unknown timm model is always an error; a
 missing ``data.root``, ``model.checkpoint`` or teacher file is a warning with
 ``check_paths=False`` (plan works without the dataset) and an error with ``check_paths=True``
 (launch), except paths that a prerequisite of the sweep produces.
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
-from suite.preflight import machine_problems
-from suite.maps_step import data_identity, maps_step_id
-from suite.records import RunPaths, RunState, run_state
-from suite.batch_split import batch_split_problem
+from suite.train.preflight import machine_problems
+from suite.teacher.maps_step import data_identity, maps_step_id
+from suite.run.records import RunPaths, RunState, run_state
+from suite.device.batch_split import batch_split_problem
 from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step, to_override
 
 __all__ = ["Plan", "PlannedRun", "expand", "lookup", "split_problem"]

@@ -119,7 +119,7 @@ class ResourcesSpec(_Strict):
     ``timeout_min``, ``gpus_per_node``, ``tasks_per_node`` and ``cpus_per_task``.
 
     A run spans ``nodes x tasks_per_node`` processes, one per GPU (data parallelism, see
-    ``suite.distributed``); ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs).
+    ``suite.device.distributed``); ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs).
     ``data.batch_size`` stays the global batch whatever the process count.
     """
 

@@ -52,8 +52,8 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def teacher_run(tiny_overrides: list[str]) -> Path:
     """A finished one-epoch cnn_micro run, to be used as a TokenMix teacher."""
     from suite.config import load_config
-    from suite.records import RunState
-    from suite.trainer import train
+    from suite.run.records import RunState
+    from suite.train.trainer import train
 
     teacher = ["model.name=cnn_micro", "eval.occlusion=[]", "schedule.epochs=1"]
     result = train(load_config(None, [*tiny_overrides, *teacher]))

@@ -1,6 +1,6 @@
 """The four packages import one way: jobs -> sweeps -> suite; analysis -> suite (and sweeps).
 
-Every import counts, also those inside functions. ``suite/cli.py`` is the one exception allowed to
+Every import counts, also those inside functions. ``suite/cli/main.py`` is the one exception allowed to
 attach other packages' command groups, and it does so through entry points, not by name.
 """
 
@@ -60,6 +60,28 @@ def test_imports_point_down_the_layers() -> None:
         for module, targets in _graph().items()
         for target in targets
         if target.split(".")[0] not in ALLOWED[module.split(".")[0]]
+    ]
+    assert upward == []
+
+
+# suite's sub-packages, bottom first; a module may import its own sub-package and those before it.
+SUITE_LAYERS = ("_compat", "config", "run", "device", "data", "models", "mixing", "teacher", "train", "cli")
+
+
+def _suite_layer(module: str) -> int:
+    parts = module.split(".")
+    return SUITE_LAYERS.index(parts[1]) if len(parts) > 1 else -1  # the package itself: the bottom
+
+
+def test_suite_sub_packages_import_down_only() -> None:
+    graph = _graph()
+    assert {m.split(".")[1] for m in graph if m.startswith("suite.")} == set(SUITE_LAYERS)
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("suite.")
+        for target in targets
+        if target.startswith("suite.") and _suite_layer(target) > _suite_layer(module)
     ]
     assert upward == []
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from analysis._plan import SweepPlan, plan_sweep
-from suite.records import RunPaths
+from suite.run.records import RunPaths
 
 
 def write_sweep(folder: Path, name: str, **fields: Any) -> Path:

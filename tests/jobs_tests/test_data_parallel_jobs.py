@@ -9,7 +9,7 @@ import pytest
 from jobs.executors import slurm_parameters
 from jobs.launch import launch, wait_for
 from jobs.state import SweepState
-from suite.records import RunState, read_run
+from suite.run.records import RunState, read_run
 from sweeps.spec import ResourcesSpec, SweepError, load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep
 
@@ -62,7 +62,7 @@ def test_preempted_two_task_job_checkpoints_once_and_resumes_exactly(tmp_path: P
     import submitit
 
     from jobs.status import observe
-    from suite.distributed import launch_local
+    from suite.device.distributed import launch_local
     from tests.sweeps_tests.sweep_files import TINY
 
     longer = {"tracking.mode": "offline", "data.train_size": 2048, "schedule.epochs": 4, "run.log_every": 2}
@@ -104,8 +104,8 @@ def test_a_rank_failing_in_a_two_task_job_is_recorded_and_ends_the_job(
 ) -> None:
     import os
 
-    # rank 1 runs out of memory at step 2 (tests/rank_fault_hook); sbatch passes this environment on
-    hook = Path.cwd() / "tests" / "rank_fault_hook"
+    # rank 1 runs out of memory at step 2 (tests/faults_hook); sbatch passes this environment on
+    hook = Path.cwd() / "tests" / "faults_hook"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("FAULT_RANK", "1")
     monkeypatch.setenv("FAULT_STEP", "2")

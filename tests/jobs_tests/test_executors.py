@@ -14,7 +14,7 @@ from jobs.launch import launch, wait_for
 from jobs.state import SweepState
 from jobs.status import collect
 from suite.config import apply_overrides
-from suite.records import RunState, read_run
+from suite.run.records import RunState, read_run
 from sweeps.spec import load_sweep, to_override
 from tests.sweeps_tests.sweep_files import write_sweep
 

@@ -31,9 +31,9 @@ from typer.testing import CliRunner
 
 from jobs.launch import launch
 from suite.config import load_config
-from suite.records import RunPaths, RunState, atomic_write_bytes, read_run
-from suite.signals import GracefulStop
-from suite.trainer import train
+from suite.run.records import RunPaths, RunState, atomic_write_bytes, read_run
+from suite.run.signals import GracefulStop
+from suite.train.trainer import train
 from sweeps.spec import load_sweep
 from tests.helpers import wandb_history, wandb_records
 from tests.sweeps_tests.sweep_files import write_sweep
@@ -92,7 +92,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from suite.cli import app, register_command_groups
+    from suite.cli.main import app, register_command_groups
 
     register_command_groups(app)
     result = CliRunner().invoke(app, list(args), catch_exceptions=True)
@@ -179,7 +179,7 @@ def test_run_files_follow_the_umask(tmp_path: Path) -> None:
     """Defect 6: run files were created 0600, unreadable by colleagues on a shared cluster."""
     old = os.umask(0o022)
     try:
-        import suite.records as records
+        import suite.run.records as records
 
         records._UMASK = None
         atomic_write_bytes(tmp_path / "x.json", b"{}")

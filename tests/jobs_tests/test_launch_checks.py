@@ -16,7 +16,7 @@ from tests.sweeps_tests.sweep_files import write_sweep
 
 @pytest.fixture(scope="module")
 def cli():
-    from suite.cli import app, register_command_groups
+    from suite.cli.main import app, register_command_groups
 
     if not any(group.name == "sweep" for group in app.registered_groups):
         register_command_groups(app)  # the entry points of the installed package, as `suite` does

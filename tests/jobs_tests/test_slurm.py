@@ -17,8 +17,8 @@ from jobs.launch import LaunchReport, launch, wait_for
 from jobs.state import SweepState
 from jobs.status import collect, observe
 from suite.config import load_config
-from suite.records import RunState, read_run
-from suite.trainer import train
+from suite.run.records import RunState, read_run
+from suite.train.trainer import train
 from sweeps.spec import Sweep, load_sweep
 from tests.sweeps_tests.sweep_files import TINY, write_sweep
 

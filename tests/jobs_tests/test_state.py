@@ -8,7 +8,7 @@ import pytest
 
 from jobs.slurm import gpu_count, parse_sacct
 from jobs.state import RunEntry, SweepState, classify
-from suite.records import RunState
+from suite.run.records import RunState
 
 S = RunState
 

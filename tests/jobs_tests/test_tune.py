@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from jobs.tune import TuneWorker, best_sweep, open_study, plot_study, study_status, tune
 from jobs.tune_cli import register
-from suite.records import read_jsonl, read_run
+from suite.run.records import read_jsonl, read_run
 from sweeps.study import load_study
 from tests.sweeps_tests.study_files import write_study
 

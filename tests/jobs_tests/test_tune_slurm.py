@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.tune import open_study, study_status, tune
-from suite.records import read_run
+from suite.run.records import read_run
 from sweeps.study import load_study
 from tests.sweeps_tests.study_files import write_study
 

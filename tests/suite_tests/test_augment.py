@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from suite.config import load_config
-from suite.data import build_data, derive_seed
+from suite.data.loaders import build_data
+from suite.run.seeds import derive_seed
 from tests.helpers import make_image_folder
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from jobs.launch import launch
 from suite.config import load_config
-from suite.records import RunState, read_run
-from suite.trainer import train
+from suite.run.records import RunState, read_run
+from suite.train.trainer import train
 from sweeps.expand import expand
 from sweeps.spec import load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep

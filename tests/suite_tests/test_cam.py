@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.cam import Teacher, class_activation_maps
+from suite.teacher.cam import Teacher, class_activation_maps
 
 WEIGHT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
 BIAS = torch.tensor([0.0, -100.0, 0.5])
@@ -199,7 +199,7 @@ THREE_CLASS = torch.tensor(
     ],
 )
 def test_topk_gate_keeps_the_ground_truth_only_where_it_is_among_the_top_k(k: int | None, expected: list) -> None:
-    from suite.cam import class_rank, topk_gate
+    from suite.teacher.cam import class_rank, topk_gate
 
     y = torch.tensor([1])
     assert class_rank(THREE_CLASS, y).tolist() == [[[1, 1], [2, 0]]]
@@ -239,7 +239,7 @@ def test_vit_topk_uses_the_head_on_every_patch_token() -> None:
     gt = logits[torch.arange(2), :, y]
     rank = (logits > gt.unsqueeze(-1)).sum(-1)
     expected = torch.where(rank < 2, gt, 0.0).view(2, 4, 4)
-    from suite.cam import raw_activation_maps
+    from suite.teacher.cam import raw_activation_maps
 
     assert torch.allclose(raw_activation_maps(model, x, y, topk=2), expected, atol=1e-5)
 

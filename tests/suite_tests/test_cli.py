@@ -63,7 +63,7 @@ def test_help_explains_commands() -> None:
 
 def test_messages_with_square_brackets_print_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
     # gloo and NCCL errors carry text such as "[/tmp/x.cpp:42]"; rich read it as markup and raised.
-    from suite.console import EXIT_INVALID, invalid
+    from suite.cli.console import EXIT_INVALID, invalid
 
     exit_ = invalid("invalid config", "Connection reset [/opt/gloo/pair.cc:589] by [bold]peer")
     assert exit_.exit_code == EXIT_INVALID

@@ -62,7 +62,7 @@ def test_bad_input_names_the_dotted_field(overrides: list[str], needle: str) -> 
     ],
 )
 def test_what_this_machine_lacks_is_named_by_the_machine_check(overrides: list[str], needle: str) -> None:
-    from suite.preflight import check_machine
+    from suite.train.preflight import check_machine
 
     cfg = load_config(None, overrides)  # the schema alone accepts it: the cluster may have these
     with pytest.raises(ConfigError) as info:

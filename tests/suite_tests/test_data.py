@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from suite.builtin_data import make_builtin_dataset
+from suite.data.builtin import make_builtin_dataset
 from suite.config import load_config
-from suite.data import EpochSampler, build_data, eval_loader, train_loader
+from suite.data.loaders import EpochSampler, build_data, eval_loader, train_loader
 
 
 def test_builtin_dataset_is_deterministic_and_digits_cover_a_minority() -> None:

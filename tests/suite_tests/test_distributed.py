@@ -22,15 +22,15 @@ import pytest
 import torch
 
 from suite.config import load_config
-from suite.data import EpochSampler, Shard
-from suite.distributed import Context, Environment, cuda_index, launch_local, master_port, step_seed
-from suite.occlusion import occlude_patches
-from suite.records import RunState, read_run
-from suite.trainer import train
+from suite.data.loaders import EpochSampler, Shard
+from suite.device.distributed import Context, Environment, cuda_index, launch_local, master_port, step_seed
+from suite.train.occlusion import occlude_patches
+from suite.run.records import RunState, read_run
+from suite.train.trainer import train
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[2]
-RANK_FAULT_HOOK = REPO / "tests" / "rank_fault_hook"
+RANK_FAULT_HOOK = REPO / "tests" / "faults_hook"
 
 
 # -- invariants (no processes) -------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_batch_rules_seeds_and_lr_scaling() -> None:
     with pytest.raises(ValueError, match="3 images per process, an odd number"):
         ctx.check_batch(12, mixing=True)
     assert step_seed(0, 2, 5, 0) != step_seed(0, 2, 5, 1)
-    from suite.data import derive_seed
+    from suite.run.seeds import derive_seed
 
     assert step_seed(0, 2, 5, 0) == derive_seed(0, "step", 2, 5)  # one process: seeds as before
     cfg = load_config(None, ["data.batch_size=1024", "optim.lr=5e-4", "optim.lr_scale=linear"])
@@ -253,7 +253,7 @@ def test_a_failing_rank_records_its_failure_and_ends_the_run(tmp_path: Path, fai
 
 def test_a_busy_run_stops_every_rank_at_once(tmp_path: Path) -> None:
     from suite.config import run_id
-    from suite.records import RunPaths, run_lock
+    from suite.run.records import RunPaths, run_lock
 
     overrides = _overrides(tmp_path)
     paths = RunPaths.of(tmp_path, run_id(load_config(None, overrides)))

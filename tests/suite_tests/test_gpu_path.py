@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from suite.config import ConfigError, load_config
-from suite.evaluate import evaluate, evaluate_occlusion
-from suite.occlusion import OcclusionMasks, occlusion_mask, occlude_patches
-from suite.precision import Precision, _pick, resolve_precision
-from suite.records import RunState
-from suite.trainer import Trainer, _set_rng_state, train
+from suite.train.evaluate import evaluate, evaluate_occlusion
+from suite.train.occlusion import OcclusionMasks, occlusion_mask, occlude_patches
+from suite.device.precision import Precision, _pick, resolve_precision
+from suite.run.records import RunState
+from suite.train.trainer import Trainer, _set_rng_state, train
 
 
 def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tiny_overrides: list[str]) -> None:
@@ -73,7 +73,7 @@ def test_loss_scaling_trains_exactly_like_unscaled_and_resumes_its_scale(
     def scaled(device: torch.device, *, amp: bool, amp_dtype: str) -> Precision:
         return Precision(device, enabled=False, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
 
-    monkeypatch.setattr("suite.trainer.resolve_precision", scaled)
+    monkeypatch.setattr("suite.train.trainer.resolve_precision", scaled)
     other = [*tiny_overrides[:-1], f"run.output_root={tmp_path / 'scaled'}"]
     result = train(load_config(None, [*other, *extra]))
     assert result.summary["top1"] == plain.summary["top1"]

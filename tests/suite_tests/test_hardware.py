@@ -22,7 +22,7 @@ def _allocation(cpus: set[int], slurm: str | None) -> int:
         env["SLURM_CPUS_PER_TASK"] = slurm
     code = (
         f"import os; os.sched_setaffinity(0, {sorted(cpus)!r}); "
-        "from suite.hardware import cpu_allocation; print(cpu_allocation())"
+        "from suite.device.hardware import cpu_allocation; print(cpu_allocation())"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return int(done.stdout)

@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.masks import count_parts, partner_counts, token_masks
+from suite.mixing.masks import count_parts, partner_counts, token_masks
 
 
 def _reference_block_mask(grid: int, k: int, rng: np.random.Generator, min_aspect: float = 0.3) -> np.ndarray:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from suite.config import ConfigError, MixConfig, load_config
-from suite.mixing import BatchMixer
-from suite.tokenmix import blend_partners_, group_partners
+from suite.mixing.mixer import BatchMixer
+from suite.mixing.tokenmix import blend_partners_, group_partners
 
 B, G, GRID = 16, 4, 4
 
@@ -146,9 +146,9 @@ def test_timm_methods_mix_inside_each_group(method: str) -> None:
 def test_grouped_tokenmix_resumes_exactly(tiny_overrides: list[str], tmp_path) -> None:
     import signal
 
-    from suite.records import read_run
-    from suite.signals import GracefulStop
-    from suite.trainer import train
+    from suite.run.records import read_run
+    from suite.run.signals import GracefulStop
+    from suite.train.trainer import train
 
     class StopAfter(GracefulStop):
         def __init__(self, n: int) -> None:

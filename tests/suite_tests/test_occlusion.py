@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.occlusion import occlude_patches
+from suite.train.occlusion import occlude_patches
 
 
 def _gen(seed: int = 0) -> torch.Generator:

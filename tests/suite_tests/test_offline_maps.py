@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from suite.cam import class_activation_maps, raw_activation_maps
+from suite.teacher.cam import class_activation_maps, raw_activation_maps
 from suite.config import ConfigError, load_config
-from suite.data import build_data
-from suite.geometry import CropFlip
-from suite.models import build_model
-from suite.offline_maps import META_FILE, RANKS_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
-from suite.records import read_run
-from suite.records import RunState
-from suite.trainer import train
+from suite.data.loaders import build_data
+from suite.data.geometry import CropFlip
+from suite.models.factory import build_model
+from suite.teacher.offline import META_FILE, RANKS_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
+from suite.run.records import read_run
+from suite.run.records import RunState
+from suite.train.trainer import train
 
 FULL = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # index, whole image, not flipped
 
@@ -132,7 +132,7 @@ def test_maps_of_another_training_set_are_refused(tiny_overrides: list[str], tea
 
 
 def test_bad_maps_settings_fail_in_the_config(tmp_path: Path, teacher_run: Path) -> None:
-    from suite.preflight import check_machine
+    from suite.train.preflight import check_machine
 
     with pytest.raises(ConfigError, match="teacher.maps"):
         check_machine(load_config(None, ["mix.method=tokenmix", f"teacher.maps={tmp_path}"]))  # no maps.json
@@ -225,7 +225,7 @@ def test_randaugment_geometry_moves_the_map_with_the_image(op: str) -> None:
     from PIL import Image
     from timm.data.auto_augment import AugmentOp, RandAugment
 
-    from suite.geometry import follow_augment_ops
+    from suite.data.geometry import follow_augment_ops
 
     size, grid = 64, 8
     image, raw = _hot_image(size)
@@ -251,7 +251,7 @@ def test_crop_flip_and_two_randaugment_ops_keep_map_and_image_aligned() -> None:
 
     from timm.data.auto_augment import rand_augment_transform
 
-    from suite.geometry import follow_augment_ops
+    from suite.data.geometry import follow_augment_ops
 
     size, grid = 64, 8
     image, raw = _hot_image(size)
@@ -277,7 +277,7 @@ def test_crop_flip_and_two_randaugment_ops_keep_map_and_image_aligned() -> None:
 def test_maps_delivered_by_the_loader_workers_equal_the_maps_read_directly(tmp_path: Path, topk: int | None) -> None:
     import pickle
 
-    from suite.data import train_loader
+    from suite.data.loaders import train_loader
 
     cfg = load_config(None, ["data.train_size=64", "data.val_size=16", "data.batch_size=16", "data.workers=2"])
     bundle = build_data(cfg.data, geometry=True)
@@ -304,8 +304,8 @@ def test_a_stopped_maps_build_resumes_to_the_same_bytes(tiny_overrides: list[str
     import os
     import signal
 
-    from suite.offline_maps import MAPS_FILE, PROGRESS_FILE, MapsBuildStopped
-    from suite.signals import GracefulStop
+    from suite.teacher.offline import MAPS_FILE, PROGRESS_FILE, MapsBuildStopped
+    from suite.run.signals import GracefulStop
 
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
     whole = build_offline_maps(cfg, tmp_path / "whole", batch_size=32, chunk_batches=2)  # 8 batches, 4 chunks
@@ -341,8 +341,8 @@ def test_a_stopped_maps_build_resumes_to_the_same_bytes(tiny_overrides: list[str
 
 
 def test_a_maps_build_with_other_inputs_starts_over(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
-    from suite.offline_maps import MapsBuildStopped
-    from suite.signals import GracefulStop
+    from suite.teacher.offline import MapsBuildStopped
+    from suite.run.signals import GracefulStop
 
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
     stop = GracefulStop()
@@ -355,10 +355,10 @@ def test_a_maps_build_with_other_inputs_starts_over(tiny_overrides: list[str], t
 
 
 def test_a_stopped_maps_step_is_no_failure_and_continues(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
-    from suite.maps_step import run_maps_step
-    from suite.offline_maps import MapsBuildStopped
-    from suite.records import RunPaths
-    from suite.signals import GracefulStop
+    from suite.teacher.maps_step import run_maps_step
+    from suite.teacher.offline import MapsBuildStopped
+    from suite.run.records import RunPaths
+    from suite.run.signals import GracefulStop
 
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
     paths = RunPaths.of(tmp_path / "out", "maps-0123456789ab")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from suite.config import ConfigError, load_config, run_id
-from suite.migrate import migrate
-from suite.preflight import check_machine, machine_problems
+from suite.run.migrate import migrate
+from suite.train.preflight import check_machine, machine_problems
 
 SUITE = [sys.executable, "-m", "suite.cli"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.records import (
+from suite.run.records import (
     RunBusyError,
     RunPaths,
     RunState,
@@ -87,7 +87,7 @@ def test_the_first_failure_of_an_attempt_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_silent_rank_writes_its_own_failure(tmp_path: Path) -> None:
-    from suite.writer import RunWriter
+    from suite.run.writer import RunWriter
 
     paths = _paths(tmp_path)
     RunWriter(paths, enabled=False, rank=1, processes=2).failure(MemoryError("CUDA out of memory"))

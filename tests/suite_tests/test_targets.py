@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-from suite.masks import token_masks
-from suite.targets import mix_weights, mixed_target
+from suite.mixing.masks import token_masks
+from suite.mixing.targets import mix_weights, mixed_target
 
 # Two images on a 2 x 2 grid; each map sums to 1.
 MAPS = torch.tensor(

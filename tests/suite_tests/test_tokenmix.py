@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
-import suite.tokenmix as tokenmix_module
-from suite.masks import token_masks
-from suite.tokenmix import TokenMix, mix_tokens_
+import suite.mixing.tokenmix as tokenmix_module
+from suite.mixing.masks import token_masks
+from suite.mixing.tokenmix import TokenMix, mix_tokens_
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from suite.config import ConfigError, load_config
-from suite.records import read_run
-from suite.records import RunState
-from suite.trainer import train
+from suite.run.records import read_run
+from suite.run.records import RunState
+from suite.train.trainer import train
 
 
 @pytest.mark.parametrize("per_sample", [False, True])

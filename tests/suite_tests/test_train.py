@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from suite.config import load_config, run_id
-from suite.records import RunState, read_run
-from suite.signals import GracefulStop
-from suite.trainer import train
+from suite.run.records import RunState, read_run
+from suite.run.signals import GracefulStop
+from suite.train.trainer import train
 
 COMPARED = ("top1", "top5", "val_loss", "best_top1", "occ50_top1")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from suite.batch_split import batch_split_problem, per_process_batch
+from suite.device.batch_split import batch_split_problem, per_process_batch
 
 
 @pytest.mark.parametrize(

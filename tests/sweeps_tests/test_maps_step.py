@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from suite.config import load_config, run_id
-from suite.maps_step import maps_step_id
+from suite.teacher.maps_step import maps_step_id
 from sweeps.expand import expand
 from sweeps.spec import SweepError, load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep
@@ -120,7 +120,7 @@ def test_launch_refuses_maps_of_a_teacher_file_that_changed(tmp_path: Path) -> N
     import timm
     import torch
 
-    import suite.models  # noqa: F401 - registers cnn_micro
+    import suite.models.factory  # noqa: F401 - registers cnn_micro
 
     weights = timm.create_model("cnn_micro", num_classes=10).state_dict()
     teacher = tmp_path / "teacher.pth"

@@ -1,0 +1,204 @@
+"""Soft targets for token-mixed images: pure label helpers, like timm's ``mixup_target``.
+
+TokenMix (Liu et al., ECCV 2022, https://arxiv.org/abs/2207.08409; reference code
+https://github.com/Sense-X/TokenMix) labels a mixed image by how much of each image's *class
+activation* stays visible, not by area. With ``A`` an image's activation map for its ground-truth
+class on the token grid (non-negative, summing to 1) and ``M`` the token mask (1 = partner token),
+image ``i`` mixed with partner ``B - 1 - i`` (``flip(0)``, timm's convention) gets::
+
+    w_own     = sum(A_i * (1 - M_i))        # own activation still visible
+    w_partner = sum(A_{B-1-i} * M_i)        # partner activation pasted in
+    target    = w_own * y_own + w_partner * y_partner
+
+Target modes (the ablation axis):
+
+* ``area``: CutMix-style weights ``1 - |M| / N`` and ``|M| / N``; isolates the effect of the mask.
+* ``teacher_raw``: the weights above, unnormalised (their total lies in ``[0, 2]``), smoothed the
+  way the reference does (see ``mixed_target``); this is the faithful setting, meant for a
+  BCE-with-logits loss as in the reference.
+* ``teacher_norm``: the teacher weights divided by their sum.
+* ``mixed``: the mean of the ``area`` and ``teacher_norm`` weights (TransMix-like).
+
+A sample whose map or whose partner's map has no positive mass, or whose two teacher weights are
+both zero, falls back to the ``area`` weights and is flagged, so callers can count how often the
+teacher gave no signal. Negative map values are clamped to zero and maps are renormalised to sum 1
+here, so unnormalised maps (e.g. offline maps after cropping) are accepted.
+
+Deliberate differences from the reference: the fallback (the reference divides by ``sum + 1e-8``
+and silently yields a zero weight), and the normalised and mixed modes, which it does not have.
+
+Example:
+    >>> import torch
+    >>> from suite.mixing.targets import mix_weights, mixed_target
+    >>> mask = torch.zeros(2, 2, 2, dtype=torch.bool)
+    >>> mask[:, 0, 0] = True
+    >>> w_own, w_partner, fallback = mix_weights(mask, None, "area")
+    >>> w_own.tolist(), w_partner.tolist()
+    ([0.75, 0.75], [0.25, 0.25])
+    >>> mixed_target(torch.tensor([0, 1]), w_own, w_partner, 3, 0.0, mode="area").tolist()
+    [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+__all__ = ["TARGET_MODES", "mix_weights", "mixed_target"]
+
+TARGET_MODES: tuple[str, ...] = ("area", "teacher_raw", "teacher_norm", "mixed")
+
+TargetMode = Literal["area", "teacher_raw", "teacher_norm", "mixed"]
+
+
+def _mode_error(mode: object) -> ValueError:
+    return ValueError(f"mode must be one of {', '.join(TARGET_MODES)}, but got mode={mode!r}")
+
+
+def _area_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    partner = mask.flatten(1).float().mean(1)
+    return 1.0 - partner, partner
+
+
+def _partner_of(t: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
+    return t.flip(0) if partner is None else t.index_select(0, partner)
+
+
+def mix_weights(
+    mask: torch.Tensor,
+    maps: torch.Tensor | None,
+    mode: TargetMode,
+    *,
+    partner: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights of the own and the partner label for every mixed image.
+
+    Args:
+        mask: Token mask ``(B, G, G)`` or a shared ``(1, G, G)``, ``True`` where the partner shows.
+        maps: Activation maps ``(B, G, G)`` of each image's ground-truth class (any non-negative
+            scale; negatives are clamped to 0 and each map is normalised to sum 1). Required by
+            the teacher modes, ignored by ``area``.
+        mode: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (see the module docstring).
+        partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
+            Mixing in groups (``suite.mixing.tokenmix.group_partners``) pairs inside each group.
+
+    Returns:
+        ``(w_own, w_partner, fallback)``, each of shape ``(B,)`` (``(1,)`` for a shared mask in
+        ``area`` mode without maps; it broadcasts in ``mixed_target``). ``fallback`` is ``True``
+        where the teacher gave no signal and the ``area`` weights were used.
+
+    Raises:
+        ValueError: For an unknown mode, missing maps in a teacher mode, or mismatched shapes.
+    """
+    if mode not in TARGET_MODES:
+        raise _mode_error(mode)
+    if mask.dim() != 3 or mask.shape[1] != mask.shape[2]:
+        raise ValueError(
+            f"mask must have shape (B, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}"
+        )
+    mask = mask.bool()
+    if mode == "area" and maps is None:
+        w_own, w_partner = _area_weights(mask)
+        return w_own, w_partner, torch.zeros_like(w_own, dtype=torch.bool)
+    if maps is None:
+        raise ValueError(
+            f"maps must be given for mode={mode!r} (activation maps of the teacher), but got maps=None"
+        )
+    if maps.dim() != 3 or maps.shape[1:] != mask.shape[1:] or mask.shape[0] not in (1, maps.shape[0]):
+        raise ValueError(
+            f"maps must have shape (B, G, G) matching mask.shape={tuple(mask.shape)}, "
+            f"but got maps.shape={tuple(maps.shape)}"
+        )
+    mask = mask.expand(maps.shape[0], -1, -1)
+    area_own, area_partner = _area_weights(mask)
+    if mode == "area":
+        return area_own, area_partner, torch.zeros_like(area_own, dtype=torch.bool)
+    a = maps.float().clamp_min(0.0)
+    total = a.flatten(1).sum(1)
+    has_mass = total > 0
+    a = a / torch.where(has_mass, total, 1.0).view(-1, 1, 1)
+    m = mask.float()
+    t_own = (a * (1.0 - m)).flatten(1).sum(1)
+    t_partner = (_partner_of(a, partner) * m).flatten(1).sum(1)
+    t_total = t_own + t_partner
+    fallback = ~(has_mass & _partner_of(has_mass, partner)) | (t_total <= 0)
+    if mode == "teacher_raw":
+        w_own, w_partner = t_own, t_partner
+    elif mode == "teacher_norm" or mode == "mixed":
+        safe = torch.where(fallback, 1.0, t_total)
+        w_own, w_partner = t_own / safe, t_partner / safe
+        if mode == "mixed":
+            w_own, w_partner = 0.5 * (w_own + area_own), 0.5 * (w_partner + area_partner)
+    else:
+        raise _mode_error(mode)
+    w_own = torch.where(fallback, area_own, w_own)
+    w_partner = torch.where(fallback, area_partner, w_partner)
+    return w_own, w_partner, fallback
+
+
+def mixed_target(
+    y: torch.Tensor,
+    w_own: torch.Tensor,
+    w_partner: torch.Tensor,
+    num_classes: int,
+    smoothing: float,
+    *,
+    mode: TargetMode,
+    partner: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Soft target ``w_own * y_own + w_partner * y_partner`` with label smoothing.
+
+    The partner of sample ``i`` is ``B - 1 - i`` (``y.flip(0)``). With ``off = smoothing / C``:
+
+    * ``area``, ``teacher_norm``, ``mixed`` (weights sum to 1): timm's convention, each one-hot
+      label smoothed to ``on = 1 - smoothing + off`` / ``off`` and then weighted, i.e.
+      ``target = off * (w_own + w_partner) + (1 - smoothing) * (w_own * e_own + w_partner * e_partner)``.
+    * ``teacher_raw``: the reference's rule. Each label becomes a one-hot with on-value
+      ``w - smoothing / 2 + off / 2`` and off-value ``off / 2``, and the two are added::
+
+          target = off + (w_own - smoothing / 2) * e_own + (w_partner - smoothing / 2) * e_partner
+
+      so every class gets ``off``, the own class ``w_own - smoothing / 2 + off``, the partner class
+      ``w_partner - smoothing / 2 + off`` (both, summed, when the labels agree). The row sums to
+      ``w_own + w_partner`` (in ``[0, 2]``); an entry goes negative when a weight is below
+      ``smoothing / 2 - off``. That is faithful; it suits the reference's BCE-with-logits loss.
+
+    Args:
+        y: Class indices ``(B,)``.
+        w_own: Own-label weights ``(B,)`` (or ``(1,)``), from ``mix_weights``.
+        w_partner: Partner-label weights, same shape.
+        num_classes: Number of classes C.
+        smoothing: Label smoothing in ``[0, 1)``.
+        mode: The target mode the weights were computed for.
+        partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
+
+    Returns:
+        Float tensor ``(B, C)``.
+
+    Raises:
+        ValueError: For an unknown mode or an invalid argument.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, but got num_classes={num_classes!r}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), but got smoothing={smoothing}")
+    if y.dim() != 1:
+        raise ValueError(f"y must have shape (B,), but got y.shape={tuple(y.shape)}")
+    y = y.long()
+    b = y.shape[0]
+    y_partner = _partner_of(y, partner)
+    w_own = w_own.float().reshape(-1, 1).expand(b, 1)
+    w_partner = w_partner.float().reshape(-1, 1).expand(b, 1)
+    off = smoothing / num_classes
+    if mode == "area" or mode == "teacher_norm" or mode == "mixed":
+        target = (off * (w_own + w_partner)).expand(b, num_classes).contiguous()
+        target.scatter_add_(1, y.view(b, 1), (1.0 - smoothing) * w_own)
+        target.scatter_add_(1, y_partner.view(b, 1), (1.0 - smoothing) * w_partner)
+    elif mode == "teacher_raw":
+        target = torch.full((b, num_classes), off, device=y.device)
+        target.scatter_add_(1, y.view(b, 1), w_own - 0.5 * smoothing)
+        target.scatter_add_(1, y_partner.view(b, 1), w_partner - 0.5 * smoothing)
+    else:
+        raise _mode_error(mode)
+    return target

@@ -1,0 +1,503 @@
+"""Offline teacher maps: computed once per training set, cut to each crop at training time.
+
+The online teacher (``suite.teacher.cam.Teacher``) costs one teacher forward per mixed step, which is
+fine for a ResNet-class teacher and out of reach for the reference's NFNet-F6 at 576 px. Offline
+maps move that cost to one pass over the training set:
+
+1. ``suite maps build teacher=<run dir or checkpoint> ... --out DIR`` resizes every *whole*
+   training image to ``img_size`` x ``img_size`` (no crop, so the map covers the full image), runs
+   the teacher and stores, at the teacher's own resolution, the ground-truth class's raw
+   activation map (``DIR/maps.npy``, float16 ``(N, h, w)``, logits as the reference keeps them)
+   and the ground-truth class's rank among all classes at each location (``DIR/ranks.npy``,
+   uint8 ``(N, h, w)``: how many classes score strictly higher, capped at 255), plus what it was
+   built from (``DIR/maps.json``: teacher, checkpoint hash, training-set fingerprint, rank cap;
+   written last, so a directory with ``maps.json`` is complete). The build writes the arrays in
+   durable chunks: stopped by a signal (at a chunk boundary), killed or requeued, it continues
+   where it was when run again with the same inputs (:func:`build_offline_maps`).
+2. A run with ``teacher.maps=DIR`` loads the arrays memory-mapped. With ``topk`` (the reference's
+   5) a location's value is kept only where its rank is below ``topk``, which is exactly the
+   reference's top-5 gating; one build serves every ``topk`` up to the cap, and ``topk=None``
+   (dense) ignores the ranks. Its training items carry the crop
+   box and flip of their augmentation (``suite.data.geometry.CropFlip``) and, once
+   :meth:`OfflineMaps.deliver_to` was called on the training set, the sample's stored (gated) map:
+   the loader workers read it from the memory-mapped arrays, so it arrives with the batch, pinned,
+   and reaches the device in one non-blocking copy. Each step cuts every map to its sample's box
+   and mirrors it where the image was mirrored. This is one ``affine_grid`` / ``grid_sample`` call
+   for the batch, on the training device, sampled 4x finer than the token grid and average-pooled.
+   The result is normalised like the online maps.
+
+RandAugment's geometric ops (rotate, shear-x/y, translate-x/y) are followed as the reference's
+label pipeline follows them: each sample also carries the affine those ops applied, with the
+magnitudes it drew (``suite.data.geometry``), and the same ``grid_sample`` composes it with the crop
+(timm's order, crop then RandAugment; the map lands where the image content went either way).
+
+Differences from the online teacher: the map is computed on the unaugmented whole image.
+Differences from the reference: only the ground-truth class's map and its rank are stored (the
+reference keeps the top-5 classes' logits and indices per location): that is all TokenMix's
+targets use, and gating it with ``topk=5`` gives the same ground-truth channel. The reference's
+x/y swap of the crop box is not reproduced.
+
+Example:
+    >>> import torch
+    >>> # an 8 x 8 map with its mass in the top-left 4 x 2 cells; the crop is the left half,
+    >>> # mirrored: on a 2 x 2 token grid the mass lands top-right (bilinear sampling blurs a little)
+    >>> raw = torch.zeros(1, 8, 8)
+    >>> raw[0, :4, :2] = 1.0
+    >>> where = torch.tensor([[0, 0.0, 0.0, 0.5, 1.0, 1.0]], dtype=torch.float64)
+    >>> crop_maps(raw, where, grid=2).round(decimals=2)
+    tensor([[[0.0600, 0.9400],
+             [0.0000, 0.0000]]])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from suite.teacher.cam import class_logit_maps, class_rank, normalise_maps
+from suite.config import DataConfig, TrainConfig
+from suite.device.hardware import host_to_device
+from suite.run.records import atomic_write_json, read_json
+from suite.run.signals import GracefulStop
+from suite.models.weights import resolve_checkpoint_path
+
+__all__ = [
+    "MAPS_FILE",
+    "META_FILE",
+    "MapsBuildStopped",
+    "RANKS_FILE",
+    "OfflineMaps",
+    "StoredRows",
+    "build_offline_maps",
+    "crop_maps",
+    "training_set_fingerprint",
+]
+
+MAPS_FILE = "maps.npy"
+RANKS_FILE = "ranks.npy"
+META_FILE = "maps.json"
+FORMAT = 2  # 2 added ranks.npy (top-k gating); format-1 directories serve dense maps only
+RANK_CAP = 255  # ranks are stored as uint8; any topk <= RANK_CAP can be applied at training time
+_SUPERSAMPLE = 4  # samples per token cell and side before average pooling
+PROGRESS_FILE = ".progress.json"  # a build in progress: maps done so far, and for which inputs
+CHUNK_BATCHES = 50  # batches per durably written chunk of a build (6400 images at batch 128)
+
+
+def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor:
+    """Cut whole-image maps to crop boxes, mirror and move them as the images were, and normalise.
+
+    Args:
+        raw: Maps ``(B, h, w)`` of whole images (any float dtype, any device).
+        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` or ``(B, 12)`` rows with the
+            affine ``a, b, c, d, e, f`` of the later geometric ops appended, from ``SeededDataset``
+            (box in ``[0, 1]`` image coordinates; affine from output to crop coordinates in
+            ``[-1, 1]``, see ``suite.data.geometry.CropFlip.record``).
+        grid: Token grid size G.
+
+    Returns:
+        Float32 maps ``(B, G, G)`` on ``raw``'s device, non-negative and summing to 1 (all zero
+        where the crop holds no positive activation). Where an op moved content in from outside
+        the crop (RandAugment's fill) the map is 0.
+    """
+    b = raw.shape[0]
+    if where.dim() != 2 or where.shape[1] not in (6, 12) or where.shape[0] != b:
+        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got {tuple(where.shape)}")
+    geo = where.to(device=raw.device, dtype=torch.float32)
+    x0, y0, x1, y1, flipped = geo[:, 1], geo[:, 2], geo[:, 3], geo[:, 4], geo[:, 5]
+    mirror = 1.0 - 2.0 * flipped  # -1 where the image was flipped: read the box right to left
+    theta = torch.zeros(b, 3, 3, device=raw.device)
+    theta[:, 0, 0] = (x1 - x0) * mirror
+    theta[:, 0, 2] = x0 + x1 - 1.0
+    theta[:, 1, 1] = y1 - y0
+    theta[:, 1, 2] = y0 + y1 - 1.0
+    theta[:, 2, 2] = 1.0
+    side = grid * _SUPERSAMPLE
+    inside = None
+    if where.shape[1] == 12:
+        affine = torch.cat([geo[:, 6:12].view(b, 2, 3), theta[:, 2:]], 1)
+        moved = F.affine_grid(affine[:, :2], [b, 1, side, side], align_corners=False)
+        inside = (moved.abs() <= 1.0).all(-1).unsqueeze(1)  # the output point shows the crop, not fill
+        theta = theta @ affine
+    points = F.affine_grid(theta[:, :2], [b, 1, side, side], align_corners=False)
+    cut = F.grid_sample(raw.float().unsqueeze(1), points, mode="bilinear", padding_mode="border", align_corners=False)
+    if inside is not None:
+        cut = cut * inside
+    return normalise_maps(F.avg_pool2d(cut, _SUPERSAMPLE).squeeze(1))
+
+
+def training_set_fingerprint(cfg: DataConfig, dataset: Any) -> str:
+    """A hash of what makes up the training set, in index order (sources, labels, sizes)."""
+    digest = hashlib.sha256()
+    source = getattr(dataset, "source", dataset)
+    digest.update(json.dumps({"source": cfg.source, "count": len(source)}).encode())
+    if cfg.source == "builtin":  # generated deterministically from these
+        digest.update(json.dumps([cfg.data_seed, cfg.train_size, cfg.img_size]).encode())
+        digest.update(source.labels.numpy().tobytes())
+        return digest.hexdigest()
+    indices: Any = range(len(source))
+    folder = source
+    if isinstance(source, torch.utils.data.Subset):
+        indices, folder = source.indices, source.dataset
+    root = Path(folder.root)
+    for i in indices:
+        path, label = folder.samples[i]
+        digest.update(f"{Path(path).relative_to(root).as_posix()}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OfflineMaps:
+    """Precomputed maps opened for training; ``maps`` has the online ``Teacher``'s signature.
+
+    Raises:
+        ValueError: (from ``open``) when the directory is incomplete or was built for another
+            training set or number of classes.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        maps: np.ndarray,
+        meta: dict[str, Any],
+        *,
+        ranks: np.ndarray | None = None,
+        topk: int | None = None,
+    ) -> None:
+        if topk is not None and ranks is None:
+            raise ValueError("topk needs the ranks stored by `suite maps build`; rebuild the maps")
+        self.directory, self.array, self.meta = directory, maps, meta
+        self.ranks, self.topk = ranks, topk
+
+    @classmethod
+    def open(
+        cls, directory: str | Path, *, fingerprint: str, num_classes: int, topk: int | None = None
+    ) -> OfflineMaps:
+        """Open a built directory for a training set; ``topk`` gates the maps (``None`` = dense)."""
+        directory = Path(directory)
+        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+            raise ValueError(f"teacher.topk must be a positive integer or null (dense), but got {topk!r}")
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise ValueError(f"teacher.maps: {directory} has no {META_FILE}; build it with `suite maps build`")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") not in (1, FORMAT):
+            raise ValueError(f"teacher.maps: {directory} has format {meta.get('format')}, expected {FORMAT}")
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"teacher.maps: {directory} was built for a different training set "
+                f"({meta.get('data')}); rebuild it for this data config"
+            )
+        if meta.get("num_classes") != num_classes:
+            raise ValueError(
+                f"teacher.maps: {directory} has maps for {meta.get('num_classes')} classes, the data has {num_classes}"
+            )
+        ranks = None
+        if topk is not None:
+            cap = meta.get("rank_cap")
+            if cap is None:
+                raise ValueError(
+                    f"teacher.topk={topk}: {directory} holds dense maps only (format {meta.get('format')}); "
+                    "rebuild it with `suite maps build` or set teacher.topk=null"
+                )
+            if topk > cap:
+                raise ValueError(f"teacher.topk={topk}: {directory} stores class ranks up to {cap} only")
+            ranks = np.load(directory / RANKS_FILE, mmap_mode="r")
+        maps = np.load(directory / MAPS_FILE, mmap_mode="r")
+        if maps.shape[0] != meta.get("count"):
+            raise ValueError(f"teacher.maps: {directory / MAPS_FILE} holds {maps.shape[0]} maps, expected {meta.get('count')}")
+        if ranks is not None and ranks.shape != maps.shape:
+            raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, not {maps.shape}")
+        return cls(directory, maps, meta, ranks=ranks, topk=topk)
+
+    def deliver_to(self, dataset: Any) -> None:
+        """Have the loader workers read each sample's stored map along with its image.
+
+        ``dataset`` is the training set (a ``SeededDataset`` built with ``geometry=True``): its
+        items' ``where`` rows go on with the sample's stored map, gated by ``topk`` as :meth:`maps`
+        gates it, as float64 (exact for float16). :meth:`maps` then takes the maps from the batch
+        instead of reading the arrays on the training thread; its results are the same.
+        """
+        dataset.extend_geometry(StoredRows(self.directory, self.topk))
+
+    def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index).
+
+        ``geometry`` rows are ``[index, crop box, flip, affine]`` (12 values, see ``crop_maps``),
+        or those followed by the sample's stored map when the loader delivered it
+        (:meth:`deliver_to`); without it the maps are read here from the memory-mapped arrays.
+        """
+        if geometry is None:
+            raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
+        side = self.array.shape[1:]
+        if geometry.dim() == 2 and geometry.shape[1] == 12 + int(np.prod(side)):  # delivered with the batch
+            where = host_to_device(geometry, x.device)
+            return crop_maps(where[:, 12:].view(-1, *side), where[:, :12], grid)
+        index = geometry[:, 0].long().numpy()
+        raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
+        if self.topk is not None:
+            ranks = host_to_device(torch.from_numpy(np.ascontiguousarray(self.ranks[index])), x.device)
+            raw = torch.where(ranks < self.topk, raw, torch.zeros_like(raw))
+        return crop_maps(raw, host_to_device(geometry, x.device), grid)
+
+
+class StoredRows:
+    """``rows(index)``: one sample's stored map, gated by its ranks below ``topk``, flat float64.
+
+    Picklable and cheap to copy into loader workers: each process opens the memory-mapped arrays
+    of ``directory`` at its first read.
+    """
+
+    def __init__(self, directory: str | Path, topk: int | None) -> None:
+        self.directory, self.topk = Path(directory), topk
+        self._maps: np.ndarray | None = None
+        self._ranks: np.ndarray | None = None
+
+    def __call__(self, index: int) -> np.ndarray:
+        if self._maps is None:
+            self._maps = np.load(self.directory / MAPS_FILE, mmap_mode="r")
+            if self.topk is not None:
+                self._ranks = np.load(self.directory / RANKS_FILE, mmap_mode="r")
+        row = np.asarray(self._maps[index])
+        if self._ranks is not None:
+            row = np.where(np.asarray(self._ranks[index]) < self.topk, row, np.zeros_like(row))
+        return row.astype(np.float64).reshape(-1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": None, "_ranks": None}
+
+
+class MapsBuildStopped(Exception):
+    """A stop signal ended a maps build at a chunk boundary; the maps finished so far are kept.
+
+    Rerunning the build with the same inputs continues at the first unfinished chunk.
+    """
+
+    def __init__(self, out: Path, done: int, total: int, signum: int | None) -> None:
+        try:
+            name = "a stop request" if signum is None else signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(
+            f"maps build stopped by {name} after {done} of {total} maps in {out}; "
+            "rerun it with the same inputs to continue"
+        )
+        self.out, self.done, self.total, self.signum = out, done, total, signum
+
+
+def build_offline_maps(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    img_size: int | None = None,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop: GracefulStop | None = None,
+    chunk_batches: int = CHUNK_BATCHES,
+) -> dict[str, Any]:
+    """Run the configured teacher over the whole training set once and store its maps in ``out``.
+
+    Idempotent: a complete directory built from the same teacher checkpoint, training set and
+    ``img_size`` is left as it is. ``maps.json`` is written last.
+
+    Resumable: the arrays are written in chunks of ``chunk_batches`` batches into memory-mapped
+    files under temporary names (``.maps.npy.partial``, ``.ranks.npy.partial``). After each chunk
+    they are flushed to disk and ``.progress.json`` (written atomically) records how many maps
+    are done and for which inputs. A rerun with the same inputs (teacher checkpoint, training
+    set, ``img_size``, ``batch_size``) continues at the first unfinished chunk, with the same
+    batches, so the result is byte-identical to an uninterrupted build on the same device type; a
+    rerun with other inputs starts over. At the end the arrays are renamed into place.
+
+    A stop signal (SIGTERM, SIGUSR1, SIGINT; a second Ctrl-C stops at once) ends the build at the
+    next chunk boundary with :class:`MapsBuildStopped`. ``stop`` is the caller's
+    :class:`~suite.run.signals.GracefulStop` (a job's, listening to its own signals); without it the
+    build installs one while it runs.
+
+    Args:
+        cfg: Run config naming the data (``data.*``) and the teacher (``teacher.checkpoint``).
+        out: Output directory.
+        img_size: Side the whole images are resized to for the teacher (default ``data.img_size``).
+        batch_size: Teacher batch size.
+        device: Default: CUDA if available, else CPU.
+        progress: Called with ``(done, total)`` after every batch.
+        stop: Checked after every chunk.
+        chunk_batches: Batches per durably written chunk.
+
+    Returns:
+        The metadata written to ``maps.json``.
+
+    Raises:
+        MapsBuildStopped: a stop was requested; the chunks written so far are kept for the rerun.
+    """
+    if chunk_batches < 1:
+        raise ValueError(f"chunk_batches must be at least 1, but got {chunk_batches}")
+    if stop is not None:
+        return _build(cfg, Path(out), img_size, batch_size, device, progress, stop, chunk_batches)
+    with GracefulStop() as own:
+        return _build(cfg, Path(out), img_size, batch_size, device, progress, own, chunk_batches)
+
+
+def _build(
+    cfg: TrainConfig,
+    out: Path,
+    img_size: int | None,
+    batch_size: int,
+    device: torch.device | None,
+    progress: Callable[[int, int], None] | None,
+    stop: GracefulStop,
+    chunk_batches: int,
+) -> dict[str, Any]:
+    from torchvision.transforms import v2
+
+    from suite.data.loaders import SeededDataset, build_data, eval_loader
+    from suite.teacher.online import load_teacher
+
+    if cfg.teacher.checkpoint is None:
+        raise ValueError("teacher.checkpoint: building offline maps needs a teacher (teacher=runs/<id> or a file)")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    size = int(img_size or cfg.data.img_size)
+    bundle = build_data(cfg.data)
+    fingerprint = training_set_fingerprint(cfg.data, bundle.train)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "count": len(bundle.train),
+        "num_classes": bundle.num_classes,
+        "img_size": size,
+        "fingerprint": fingerprint,
+        "teacher": {
+            "model": cfg.teacher.model,
+            "checkpoint": str(resolve_checkpoint_path(cfg.teacher.checkpoint)),
+            "sha256": _file_sha256(resolve_checkpoint_path(cfg.teacher.checkpoint)),
+        },
+        "data": {"source": cfg.data.source, "root": str(cfg.data.root) if cfg.data.root else None,
+                 "train_size": cfg.data.train_size, "data_seed": cfg.data.data_seed},
+    }
+    existing = out / META_FILE
+    if existing.is_file() and (out / MAPS_FILE).is_file() and (out / RANKS_FILE).is_file():
+        old = json.loads(existing.read_text())
+        if all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher")):
+            return old
+    total = len(bundle.train)
+    inputs = {k: meta[k] for k in ("format", "count", "num_classes", "img_size", "fingerprint", "teacher")}
+    inputs.update(batch_size=batch_size, rank_cap=RANK_CAP)
+    out.mkdir(parents=True, exist_ok=True)
+    existing.unlink(missing_ok=True)  # the directory is incomplete until maps.json is back
+    files = _BuildFiles(out)
+    done, shape = files.resume(inputs, total)
+    if done < total:
+        teacher = load_teacher(cfg, num_classes=bundle.num_classes, device=device)
+        whole = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(bundle.mean, bundle.std),
+            ]
+        )
+        images = SeededDataset(bundle.train.source, whole)
+        loader = eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda", start=done)
+        batches = 0
+        try:
+            for x, y in loader:
+                y = y.to(device)
+                logits = class_logit_maps(teacher.model, x.to(device, non_blocking=True))
+                cams = logits.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])).squeeze(1)
+                if shape is None:
+                    shape = tuple(cams.shape[1:])
+                    files.create(total, shape)
+                rows = slice(done, done + len(y))
+                files.maps[rows] = cams.clamp(-6e4, 6e4).cpu().numpy().astype(np.float16)
+                files.ranks[rows] = class_rank(logits, y).clamp_max(RANK_CAP).cpu().numpy().astype(np.uint8)
+                done += len(y)
+                batches += 1
+                if progress is not None:
+                    progress(done, total)
+                if batches % chunk_batches == 0 or done == total:
+                    files.commit(inputs, done, shape)
+                    if stop.requested and done < total:
+                        raise MapsBuildStopped(out, done, total, stop.signum)
+        finally:
+            images.close()
+            bundle.close()
+    assert shape is not None and done == total
+    meta["map_size"] = list(shape)
+    meta["rank_cap"] = RANK_CAP
+    files.finish()
+    atomic_write_json(existing, meta)
+    files.progress.unlink(missing_ok=True)
+    return meta
+
+
+class _BuildFiles:
+    """The partial arrays of a maps build and its progress record (see ``build_offline_maps``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.partial = {MAPS_FILE: out / f".{MAPS_FILE}.partial", RANKS_FILE: out / f".{RANKS_FILE}.partial"}
+        self.progress = out / PROGRESS_FILE
+        self.maps: np.ndarray | None = None
+        self.ranks: np.ndarray | None = None
+
+    def resume(self, inputs: dict[str, Any], total: int) -> tuple[int, tuple[int, ...] | None]:
+        """Maps done and their shape from an earlier build of the same inputs, else ``(0, None)``
+        after removing what another build left."""
+        try:
+            record = read_json(self.progress)
+        except ValueError:  # not ours: written atomically, it is never torn
+            record = None
+        if record is not None and record.get("inputs") == json.loads(json.dumps(inputs, default=str)):
+            done, shape = int(record["done"]), tuple(record["shape"])
+            expected = (total, *shape)
+            if all(p.is_file() for p in self.partial.values()):
+                self.maps = np.load(self.partial[MAPS_FILE], mmap_mode="r+")
+                self.ranks = np.load(self.partial[RANKS_FILE], mmap_mode="r+")
+                if self.maps.shape == expected and self.ranks.shape == expected and 0 <= done <= total:
+                    return done, shape
+                self.maps = self.ranks = None
+            elif done == total and all(_npy_shape(self.out / name) == expected for name in self.partial):
+                return done, shape  # renamed into place, then stopped before maps.json
+        for path in (*self.partial.values(), self.progress):
+            path.unlink(missing_ok=True)
+        return 0, None
+
+    def create(self, total: int, shape: tuple[int, ...]) -> None:
+        """Start both arrays (sparse files of their full size)."""
+        full = (total, *shape)
+        self.maps = np.lib.format.open_memmap(self.partial[MAPS_FILE], mode="w+", dtype=np.float16, shape=full)
+        self.ranks = np.lib.format.open_memmap(self.partial[RANKS_FILE], mode="w+", dtype=np.uint8, shape=full)
+
+    def commit(self, inputs: dict[str, Any], done: int, shape: tuple[int, ...]) -> None:
+        """Make the first ``done`` maps durable, then record them."""
+        for array in (self.maps, self.ranks):
+            array.flush()  # msync: on disk before the record says so
+        atomic_write_json(self.progress, {"inputs": inputs, "done": done, "shape": list(shape)})
+
+    def finish(self) -> None:
+        """Rename the complete arrays into place (ranks first; ``maps.json``, written after, marks
+        the directory complete)."""
+        self.maps = self.ranks = None  # close the memory maps
+        for name in (RANKS_FILE, MAPS_FILE):
+            if self.partial[name].is_file():
+                os.replace(self.partial[name], self.out / name)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    if not path.is_file():
+        return None
+    return tuple(np.load(path, mmap_mode="r").shape)
