@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from suite.run.names import is_occlusion_key
 from suite.cli.console import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -139,7 +140,7 @@ def _print_summary(summary: dict) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     keys = ["top1", "top5", "best_top1", "best_top1_max", "epochs", "images_per_s", "wall_seconds", "device"]
-    keys += sorted(k for k in summary if k.startswith("occ") and k.endswith("_top1"))
+    keys += sorted(k for k in summary if is_occlusion_key(k))
     for key in keys:
         value = summary.get(key)
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from suite.run.names import CHECKPOINT_FILE
+
 __all__ = ["WeightsError", "read_weights", "resolve_checkpoint_path"]
 
 
@@ -42,7 +44,7 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def resolve_checkpoint_path(path: Path | str) -> Path:
     """A suite run directory stands for its ``checkpoint.pt``; other paths are files."""
     path = Path(path).expanduser()
-    return path / "checkpoint.pt" if path.is_dir() else path
+    return path / CHECKPOINT_FILE if path.is_dir() else path
 
 
 def read_weights(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.run import names
+
 __all__ = [
     "CorruptRecordError",
     "RunBusyError",
@@ -110,37 +112,37 @@ class RunPaths:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.json"
+        return self.root / names.CONFIG_FILE
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
+        return self.root / names.METRICS_FILE
 
     @property
     def summary(self) -> Path:
-        return self.root / "summary.json"
+        return self.root / names.SUMMARY_FILE
 
     @property
     def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
+        return self.root / names.CHECKPOINT_FILE
 
     @property
     def previous_checkpoint(self) -> Path:
         """The checkpoint before ``checkpoint.pt``, kept as a fallback for a damaged one."""
-        return self.root / "checkpoint.prev.pt"
+        return self.root / names.PREVIOUS_CHECKPOINT_FILE
 
     @property
     def failure(self) -> Path:
-        return self.root / "failure.json"
+        return self.root / names.FAILURE_FILE
 
     @property
     def wandb_record(self) -> Path:
         """``wandb.json``: the last epoch W&B confirmed (its run ended cleanly), for a resume's backfill."""
-        return self.root / "wandb.json"
+        return self.root / names.WANDB_RECORD_FILE
 
     @property
     def log(self) -> Path:
-        return self.root / "train.log"
+        return self.root / names.LOG_FILE
 
     @property
     def lock(self) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 from pathlib import Path
 
 from suite.config import DataConfig, TrainConfig, file_sha256, teacher_identity, teacher_run_folder
+from suite.run.names import MAPS_META_FILE
 from suite.run.records import RunPaths, RunState, clear_failure, run_lock, write_failure, write_summary
 from suite.run.signals import GracefulStop
 
@@ -118,7 +119,7 @@ def run_maps_step(
 
     with run_lock(paths):
         done = read_summary(paths)
-        if done is not None and (paths.root / "maps.json").is_file() and stale_teacher(done) is None:
+        if done is not None and (paths.root / MAPS_META_FILE).is_file() and stale_teacher(done) is None:
             return done
         paths.summary.unlink(missing_ok=True)  # building again: not finished until the new summary
         clear_failure(paths)

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from suite.teacher.cam import class_logit_maps, class_rank, normalise_maps
 from suite.config import DataConfig, TrainConfig
 from suite.device.hardware import host_to_device
+from suite.run.names import MAPS_META_FILE
 from suite.run.records import atomic_write_json, read_json
 from suite.run.signals import GracefulStop
 from suite.models.weights import resolve_checkpoint_path
@@ -84,7 +85,7 @@ __all__ = [
 
 MAPS_FILE = "maps.npy"
 RANKS_FILE = "ranks.npy"
-META_FILE = "maps.json"
+META_FILE = MAPS_META_FILE
 FORMAT = 2  # 2 added ranks.npy (top-k gating); format-1 directories serve dense maps only
 RANK_CAP = 255  # ranks are stored as uint8; any topk <= RANK_CAP can be applied at training time
 _SUPERSAMPLE = 4  # samples per token cell and side before average pooling

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite.device.precision import autocast
+from suite.run.names import occlusion_key
 
 __all__ = ["evaluate", "evaluate_occlusion"]
 
@@ -133,5 +134,5 @@ def evaluate_occlusion(
             model, loader, device=device, amp=amp, channels_last=channels_last, occlude=(patch, fraction, seed),
             occlusion_chunk=occlusion_chunk,
         )
-        results[f"occ{round(fraction * 100)}_top1"] = metrics["top1"]
+        results[occlusion_key(fraction)] = metrics["top1"]
     return results

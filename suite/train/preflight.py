@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from suite.config import ConfigError, TrainConfig, teacher_run_folder
 from suite.models.weights import resolve_checkpoint_path
+from suite.run.names import MAPS_META_FILE
 
 __all__ = ["Problem", "check_machine", "machine_problems", "resolve_checkpoint_path"]
 
@@ -132,7 +133,7 @@ def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> lis
         problems.append(Problem("model.checkpoint", f"file not found: {cfg.model.checkpoint}", "path"))
     teacher = cfg.teacher.checkpoint
     if teacher is not None:
-        if (teacher / "maps.json").is_file():
+        if (teacher / MAPS_META_FILE).is_file():
             problems.append(Problem(
                 "teacher.checkpoint",
                 f"{teacher} is an offline maps directory; use teacher.maps={teacher} (or teacher=maps:{teacher})",
@@ -145,7 +146,7 @@ def machine_problems(cfg: TrainConfig, *, produced: Collection[str] = ()) -> lis
         elif missing(teacher) and (message := _unfinished_teacher(teacher) or _teacher_misfit(cfg)):
             problems.append(Problem("teacher.checkpoint", message, "teacher"))
     maps = cfg.teacher.maps
-    if maps is not None and not (maps / "maps.json").is_file() and missing(maps):
+    if maps is not None and not (maps / MAPS_META_FILE).is_file() and missing(maps):
         problems.append(Problem(
             "teacher.maps", f"{maps} is not a complete offline maps directory (no maps.json); run `suite maps build`",
             "path",
