@@ -1,11 +1,16 @@
 """TokenMix ablation suite: the training core.
 
-Importing the package applies the torchvision compatibility shim first, so every entry
-point (the CLI, submitit children, tests) can import timm on CPU-only installs.
+Importing the package imports nothing heavy: it arranges for the torchvision compatibility shim
+(:mod:`suite._compat`) to run just before torchvision is first imported (by timm or directly), so
+every entry point (the CLI, submitit children, tests) can import timm on CPU-only installs, while
+commands that never touch a model (``suite report``, ``suite sweep plan``) do not load torch.
+
+Sub-packages, bottom layer first; each imports only those before it (``tests/test_layering.py``):
+``config`` < ``run`` < ``device`` < ``data`` < ``models`` < ``mixing`` < ``teacher`` < ``train`` < ``cli``.
 """
 
-from suite._compat import ensure_torchvision_importable
+from suite._compat import shim_before_torchvision
 
-ensure_torchvision_importable()
+shim_before_torchvision()
 
 __version__ = "0.1.0"

@@ -15,7 +15,9 @@ already exists and this is a no-op.
 
 from __future__ import annotations
 
+import importlib.abc
 import sys
+from typing import Any
 
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -53,3 +55,23 @@ def ensure_torchvision_importable() -> bool:
     for schema in _SCHEMAS:
         _library.define(schema)
     return True
+
+
+class _ShimFirst(importlib.abc.MetaPathFinder):
+    """Runs :func:`ensure_torchvision_importable` when torchvision is about to be imported, then
+    steps aside (the import itself proceeds as usual)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "torchvision":
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            ensure_torchvision_importable()
+        return None
+
+
+def shim_before_torchvision() -> None:
+    """Apply the shim lazily: now if torchvision is already imported, else at its first import."""
+    if "torchvision" in sys.modules:
+        return
+    if not any(isinstance(f, _ShimFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ShimFirst())

@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
 
 from suite.run.names import CHECKPOINT_FILE
+
+if TYPE_CHECKING:  # torch is imported where weights are read: `sweep plan` checks paths only
+    import torch
 
 __all__ = ["WeightsError", "read_weights", "resolve_checkpoint_path"]
 
@@ -29,6 +32,8 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             continue
         if isinstance(obj.get(key), dict):
             return _strip_prefix(obj[key]), config
+    import torch
+
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _strip_prefix(obj), None
     raise WeightsError(f"{path}: no state dict found (keys: {', '.join(map(str, obj))})")
@@ -64,6 +69,8 @@ def read_weights(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, A
 
         return _strip_prefix(load_file(str(path), device="cpu")), None
     try:
+        import torch
+
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling failure with the path
         raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from None

@@ -102,6 +102,10 @@ def _teacher_misfit(cfg: TrainConfig) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _unknown_model(name: str) -> str | None:
+    from suite.models.known import is_known_model
+
+    if is_known_model(name):  # a cached list: no timm (and torch) import for a known name
+        return None
     import timm
 
     import suite.models.factory  # noqa: F401 - registers the suite's small models with timm
