@@ -76,7 +76,7 @@ def _cpu_model() -> str:
 
 def _cancel(state_file: Path) -> None:
     """Cancel the held arrays a cluster-mode launch queued."""
-    from jobs.state import SweepState
+    from jobs.sweep_state import SweepState
 
     state = SweepState.read(state_file)
     ids = sorted({e.job_id.split("_")[0] for e in state.runs.values() if e.job_id}) if state else []
@@ -117,8 +117,8 @@ def _time_cli(sweep_file: Path, bin_dir: Path) -> dict[str, float]:
 def bench(runs: int, mode: str, workdir: Path, *, with_cli: bool = False) -> dict[str, float | int]:
     """Plan and launch one sweep of ``runs`` runs; returns the measurements."""
     from jobs.launch import launch
-    from jobs.state import SweepState
-    from jobs.status import collect
+    from jobs.sweep_state import SweepState
+    from jobs.status_report import collect
     from sweeps.expand import expand
     from sweeps.spec import load_sweep
 

@@ -362,7 +362,7 @@ def launch(
 
 def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
     """The state file (or None) and the sweep (None for a directory target)."""
-    from jobs.state import STATE_FILE_NAME, SweepState
+    from jobs.sweep_state import STATE_FILE_NAME, SweepState
 
     def warn(line: str) -> None:
         err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
@@ -395,11 +395,11 @@ def status(
 
     One scheduler query (``sacct``) covers every job of the sweep.
     """
-    from jobs.status import collect
+    from jobs.status_report import collect
 
     state, sweep = _find_state(target, output_root)
     if state is None:
-        from jobs.state import RunEntry, SweepState
+        from jobs.sweep_state import RunEntry, SweepState
         from sweeps.expand import expand
         from sweeps.spec import SweepError
 

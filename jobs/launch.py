@@ -41,8 +41,8 @@ from jobs.executors import (
     resolve_executor,
     slurm_executor,
 )
-from jobs.state import RunEntry, SweepState, classify
-from jobs.status import observe
+from jobs.sweep_state import RunEntry, SweepState, classify
+from jobs.status_report import observe
 from jobs.worker import job_for
 from suite.run.records import RunPaths, RunState, read_run, read_summary, run_state
 from sweeps.expand import Plan, PlannedRun, expand

@@ -87,6 +87,6 @@ def test_2500_runs_split_into_arrays_under_max_array_size(
 
 
 def load_state(sweep):
-    from jobs.state import SweepState
+    from jobs.sweep_state import SweepState
 
     return SweepState.read(sweep.state_file)

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.executors import slurm_parameters
 from jobs.launch import launch, wait_for
-from jobs.state import SweepState
+from jobs.sweep_state import SweepState
 from suite.run.records import RunState, read_run
 from sweeps.spec import ResourcesSpec, SweepError, load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep
@@ -61,7 +61,7 @@ def test_preempted_two_task_job_checkpoints_once_and_resumes_exactly(tmp_path: P
 
     import submitit
 
-    from jobs.status import observe
+    from jobs.status_report import observe
     from suite.device.distributed import launch_local
     from tests.sweeps_tests.sweep_files import TINY
 

@@ -11,8 +11,8 @@ import yaml
 
 from jobs.executors import render_sbatch, slurm_executor
 from jobs.launch import launch, wait_for
-from jobs.state import SweepState
-from jobs.status import collect
+from jobs.sweep_state import SweepState
+from jobs.status_report import collect
 from suite.config import apply_overrides
 from suite.run.records import RunState, read_run
 from sweeps.spec import load_sweep, to_override

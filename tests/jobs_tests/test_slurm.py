@@ -14,8 +14,8 @@ import pytest
 import submitit
 
 from jobs.launch import LaunchReport, launch, wait_for
-from jobs.state import SweepState
-from jobs.status import collect, observe
+from jobs.sweep_state import SweepState
+from jobs.status_report import collect, observe
 from suite.config import load_config
 from suite.run.records import RunState, read_run
 from suite.train.trainer import train

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.slurm import gpu_count, parse_sacct
-from jobs.state import RunEntry, SweepState, classify
+from jobs.sweep_state import RunEntry, SweepState, classify
 from suite.run.records import RunState
 
 S = RunState

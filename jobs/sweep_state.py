@@ -74,7 +74,7 @@ def classify(records: RunState, scheduler: str | None) -> RunState:
     if word in _CANCELLED:
         return RunState.CANCELLED
     if word and word not in _ENDED:
-        raise ValueError(f"unknown scheduler state {scheduler!r}; add it to jobs.state.classify")
+        raise ValueError(f"unknown scheduler state {scheduler!r}; add it to jobs.sweep_state.classify")
     if records is RunState.INTERRUPTED:
         return RunState.INTERRUPTED
     if word in _ENDED and records is RunState.NEW:

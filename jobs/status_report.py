@@ -1,6 +1,6 @@
 """Where a sweep stands: one scheduler query, the runs' own records, errors and GPU-hours.
 
-:func:`observe` gives every run of a state file its :class:`~jobs.state.RunState`, from the run
+:func:`observe` gives every run of a state file its :class:`~suite.run.records.RunState`, from the run
 directory (:func:`suite.run.records.run_state`) and the scheduler: all SLURM jobs of the sweep in
 ONE ``sacct`` call, local jobs by their process. :func:`collect` adds what a person needs for
 failed runs (the error from ``failure.json`` and the last lines of the job log) and the
@@ -20,7 +20,7 @@ from typing import Any
 from submitit.core.utils import JobPaths
 
 from jobs import slurm
-from jobs.state import RunEntry, SweepState, classify
+from jobs.sweep_state import RunEntry, SweepState, classify
 from suite.run.records import RunState
 from suite.run.records import RunPaths, read_json, read_run, run_state
 
