@@ -16,8 +16,10 @@
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), so a
 reader never sees half a file. :func:`run_state` derives the state from these files alone (no
-modification-time comparisons); sweeps, reports and tuning all use it, and the scheduler's words
-are mapped into the same :class:`RunState` in one function (``jobs.state.classify``).
+modification-time comparisons); :func:`read_run` reads a run's records with the same rule, and
+:func:`record_signature` tells a cache of them when to read again. Sweeps, reports and tuning all
+use them, and the scheduler's words are mapped into the same :class:`RunState` in one function
+(``jobs.state.classify``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "RunPaths",
     "RunRecord",
     "RunState",
+    "Signature",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_jsonl",
@@ -54,6 +57,7 @@ __all__ = [
     "read_jsonl",
     "read_run",
     "read_summary",
+    "record_signature",
     "run_lock",
     "run_state",
     "write_failure",
@@ -65,7 +69,9 @@ class RunState(str, enum.Enum):
     """The one vocabulary for where a run stands, printed by every command.
 
     ``new``, ``running``, ``interrupted``, ``finished``, ``pruned``, ``failed`` and ``corrupt``
-    come from the run directory; ``pending`` and ``cancelled`` only from a scheduler
+    come from the run directory (:func:`run_state`); ``missing`` from :func:`read_run` of a run
+    whose folder does not exist (a planned run never started: :func:`run_state`, which a launch
+    asks, calls it ``new``); ``pending`` and ``cancelled`` only from a scheduler
     (``jobs.state.classify``).
     """
 
@@ -78,6 +84,7 @@ class RunState(str, enum.Enum):
     FAILED = "failed"  # the last attempt raised (failure.json), or its job died
     CANCELLED = "cancelled"  # its job was cancelled by a user (scheduler)
     CORRUPT = "corrupt"  # a record cannot be read; see the run's ``problem``
+    MISSING = "missing"  # planned, but there is no run folder (read_run)
 
     def is_finished(self) -> bool:
         """Ended for good (finished or pruned): a relaunch never trains it again."""
@@ -89,7 +96,8 @@ class RunState(str, enum.Enum):
 
     def needs_launch(self) -> bool:
         """A launch submits it: never run, interrupted, failed or cancelled."""
-        return self in (RunState.NEW, RunState.INTERRUPTED, RunState.FAILED, RunState.CANCELLED)
+        launched = (RunState.NEW, RunState.MISSING, RunState.INTERRUPTED, RunState.FAILED, RunState.CANCELLED)
+        return self in launched
 
 
 class CorruptRecordError(ValueError):
@@ -100,9 +108,19 @@ class RunBusyError(RuntimeError):
     """Another process holds the run's lock: it is being trained right now."""
 
 
+class _RunFile:
+    """A file of the run directory as an attribute of :class:`RunPaths` (``paths.summary``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: RunPaths | None, owner: type) -> Any:
+        return self if paths is None else paths.root / self.name
+
+
 @dataclass(frozen=True)
 class RunPaths:
-    """File layout of one run directory."""
+    """File layout of one run directory (the names: :mod:`suite.run.names`)."""
 
     root: Path
 
@@ -110,43 +128,15 @@ class RunPaths:
     def of(cls, output_root: Path | str, run_id: str) -> RunPaths:
         return cls(Path(output_root) / run_id)
 
-    @property
-    def config(self) -> Path:
-        return self.root / names.CONFIG_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / names.METRICS_FILE
-
-    @property
-    def summary(self) -> Path:
-        return self.root / names.SUMMARY_FILE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / names.CHECKPOINT_FILE
-
-    @property
-    def previous_checkpoint(self) -> Path:
-        """The checkpoint before ``checkpoint.pt``, kept as a fallback for a damaged one."""
-        return self.root / names.PREVIOUS_CHECKPOINT_FILE
-
-    @property
-    def failure(self) -> Path:
-        return self.root / names.FAILURE_FILE
-
-    @property
-    def wandb_record(self) -> Path:
-        """``wandb.json``: the last epoch W&B confirmed (its run ended cleanly), for a resume's backfill."""
-        return self.root / names.WANDB_RECORD_FILE
-
-    @property
-    def log(self) -> Path:
-        return self.root / names.LOG_FILE
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
+    config = _RunFile(names.CONFIG_FILE)
+    metrics = _RunFile(names.METRICS_FILE)
+    summary = _RunFile(names.SUMMARY_FILE)
+    checkpoint = _RunFile(names.CHECKPOINT_FILE)
+    previous_checkpoint = _RunFile(names.PREVIOUS_CHECKPOINT_FILE)  # the fallback for a damaged checkpoint.pt
+    failure = _RunFile(names.FAILURE_FILE)
+    wandb_record = _RunFile(names.WANDB_RECORD_FILE)  # the last epoch W&B confirmed, for a resume's backfill
+    log = _RunFile(names.LOG_FILE)
+    lock = _RunFile(names.LOCK_FILE)
 
     @property
     def wandb_dir(self) -> Path:
@@ -364,11 +354,18 @@ def run_lock(paths: RunPaths) -> Iterator[None]:
 
 
 def run_state(paths: RunPaths) -> RunState:
-    """Derive the state of a run from its files alone."""
+    """Derive the state of a run from its files alone (a folder that is not there: ``new``)."""
     try:
         summary = read_summary(paths)
     except ValueError:
         return RunState.CORRUPT
+    return _state(paths, summary)
+
+
+def _state(paths: RunPaths, summary: dict[str, Any] | None) -> RunState:
+    """The one rule, given the run's readable summary: the summary, then the lock, the failure
+    record, the checkpoints. No modification times: each file is removed or replaced when what it
+    says stops being true (``failure.json`` when an attempt starts, the lock when its process dies)."""
     if summary is not None:
         return RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
     if _lock_held(paths):
@@ -380,12 +377,43 @@ def run_state(paths: RunPaths) -> RunState:
     return RunState.NEW
 
 
+Signature = tuple[tuple[int, int] | None, ...]
+_UNCHECKED = (-1, -1)  # a file the state no longer depends on (the run has a summary)
+
+
+def record_signature(root: Path | str) -> Signature:
+    """``(size, mtime)`` of each of the run's record files (None where absent): what a cache of
+    :func:`read_run` results compares. Once there is a summary, the files after the metrics in
+    :data:`~suite.run.names.RECORD_FILES` no longer decide the state and are not looked at.
+
+    The lock is rewritten whenever a process takes it, so a run that starts changes its signature;
+    its release (a process ending) does not: a ``running`` record is never to be cached.
+    """
+    base = os.fspath(root) + os.sep
+    sig: list[tuple[int, int] | None] = []
+    ended = False
+    for name in names.RECORD_FILES:
+        if ended and name not in (names.CONFIG_FILE, names.SUMMARY_FILE, names.METRICS_FILE):
+            sig.append(_UNCHECKED)
+            continue
+        try:
+            st = os.stat(base + name)
+        except OSError:
+            sig.append(None)
+            continue
+        sig.append((st.st_size, st.st_mtime_ns))
+        ended = ended or name == names.SUMMARY_FILE
+    return tuple(sig)
+
+
 @dataclass
 class RunRecord:
     """Everything a report needs from one run directory.
 
     ``problem`` names the unreadable file and the fix when ``state`` is ``corrupt`` (or when an
     optional record such as ``metrics.jsonl`` could not be read); it is None otherwise.
+    ``metrics`` is empty when the run has none, or when they were not asked for
+    (``read_run(root, metrics=False)``).
     """
 
     run_id: str
@@ -406,30 +434,47 @@ def _read_optional(path: Path, reader: Any, problems: list[str]) -> Any:
         return None
 
 
-def read_run(root: Path | str) -> RunRecord:
-    """Read a run directory in any state; never raises for an unreadable record."""
+def _read_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """A JSON object record (config, failure); anything else is a problem, never an exception."""
+    value = _read_optional(path, read_json, problems)
+    if value is not None and not isinstance(value, dict):
+        problems.append(f"{path}: not a JSON object; delete it and relaunch the run to rebuild it")
+        return None
+    return value
+
+
+def read_run(root: Path | str, *, metrics: bool = True) -> RunRecord:
+    """Read a run directory in any state; never raises for an unreadable record.
+
+    Args:
+        root: the run directory ``<output_root>/<run_id>``; state ``missing`` when it is not there.
+        metrics: read ``metrics.jsonl`` too.
+    """
     paths = RunPaths(Path(root))
+    if not paths.root.is_dir():
+        return RunRecord(paths.root.name, paths, RunState.MISSING, None, [], None, None)
     problems: list[str] = []
-    summary = None
     try:
         summary = read_summary(paths)
     except ValueError as err:
+        summary, state = None, RunState.CORRUPT
         problems.append(
-            f"{err}: the run does not count as finished; delete {paths.summary.name} to resume it "
-            "from its checkpoint, or the run folder to retrain it"
+            f"{err}: the run does not count as finished; delete {paths.summary.name} and relaunch to resume "
+            "it from its checkpoint, or delete the run folder to retrain it"
         )
-    state = RunState.CORRUPT if problems else run_state(paths)
-    config = _read_optional(paths.config, read_json, problems)
-    metrics = _read_optional(paths.metrics, read_jsonl, problems) or []
-    failure = _read_optional(paths.failure, read_json, problems)
+    else:
+        state = _state(paths, summary)
+    config = _read_object(paths.config, problems)
+    rows = (_read_optional(paths.metrics, read_jsonl, problems) or []) if metrics else []
+    failure = _read_object(paths.failure, problems)
     return RunRecord(
         run_id=paths.root.name,
         paths=paths,
         state=state,
-        config=config if isinstance(config, dict) else None,
-        metrics=metrics,
+        config=config,
+        metrics=rows,
         summary=summary,
-        failure=failure if isinstance(failure, dict) else None,
+        failure=failure,
         problem="; ".join(problems) or None,
     )
 
@@ -439,4 +484,4 @@ def iter_runs(output_root: Path | str) -> list[RunRecord]:
     root = Path(output_root)
     if not root.is_dir():
         return []
-    return [read_run(p.parent) for p in sorted(root.glob("*/config.json"))]
+    return [read_run(p.parent) for p in sorted(root.glob(f"*/{names.CONFIG_FILE}"))]

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from suite.run import names
 from suite.run.records import (
     RunBusyError,
     RunPaths,
     RunState,
     read_run,
+    record_signature,
     run_lock,
     run_state,
     write_failure,
@@ -99,3 +101,54 @@ def test_a_silent_rank_writes_its_own_failure(tmp_path: Path) -> None:
     assert read_run(paths.root).failure["rank"] == 1
     RunWriter(paths, enabled=False).failure(RuntimeError("x"))  # a silent writer of one process writes nothing
     assert read_run(paths.root).failure["rank"] == 1
+
+
+def test_the_paths_are_the_record_names(tmp_path: Path) -> None:
+    paths = RunPaths.of(tmp_path, "none-000000000000")
+    assert paths.summary == paths.root / names.SUMMARY_FILE and paths.lock == paths.root / names.LOCK_FILE
+    assert {getattr(paths, a).name for a in ("config", "summary", "metrics", "failure", "checkpoint",
+                                             "previous_checkpoint", "lock")} == set(names.RECORD_FILES)
+
+
+def test_a_planned_run_without_a_folder_is_missing_to_a_reader_and_new_to_a_launch(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path / "none-000000000000")
+    record = read_run(paths.root)
+    assert record.state is RunState.MISSING and record.problem is None and record.config is None
+    assert run_state(paths) is RunState.NEW  # `sweep plan` and launch: nothing computed, train it
+    assert RunState.MISSING.needs_launch() and not RunState.MISSING.is_finished()
+
+
+def test_read_run_states_follow_the_one_rule(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.checkpoint.write_bytes(b"x")
+    write_failure(paths, RuntimeError("boom"))
+    assert read_run(paths.root).state is RunState.FAILED == run_state(paths)
+    with run_lock(paths):  # a process holds the lock: running, whatever else the folder holds
+        assert read_run(paths.root).state is RunState.RUNNING
+
+
+def test_read_run_without_metrics_and_a_config_that_is_not_an_object(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.metrics.write_text(json.dumps({"epoch": 1}) + "\n")
+    assert read_run(paths.root).metrics == [{"epoch": 1}]
+    assert read_run(paths.root, metrics=False).metrics == []
+    paths.config.write_text("[1, 2]")
+    record = read_run(paths.root)
+    assert record.config is None and str(paths.config) in record.problem
+    assert "not a JSON object" in record.problem
+    assert record.state is RunState.NEW  # a damaged config.json does not decide the state
+
+
+def test_the_signature_changes_when_the_state_can(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    before = record_signature(paths.root)
+    assert len(before) == len(names.RECORD_FILES) and before[0] is not None
+    with run_lock(paths):
+        started = record_signature(paths.root)
+    assert started != before  # taking the lock rewrites it: a cached `new` is read again
+    write_summary(paths, {"run_id": paths.root.name, "status": "finished", "top1": 50.0})
+    ended = record_signature(paths.root)
+    paths.checkpoint.write_bytes(b"y")
+    write_failure(paths, RuntimeError("after the end"))
+    assert record_signature(paths.root) == ended  # a summary decides: the other files are not looked at
+    assert record_signature(tmp_path / "absent") == (None,) * len(names.RECORD_FILES)
