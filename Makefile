@@ -35,7 +35,7 @@ demo: $(STAMP)
 # (CI=true) a cluster that cannot start is an error.
 test: $(STAMP)
 	@$(MAKE) --no-print-directory latex || { [ "$${CI:-}" != "true" ] || exit 1; }
-	@status=0; jobs/slurm/local-cluster up || status=$$?; \
+	@status=0; tools/slurm/local-cluster up || status=$$?; \
 	if [ $$status -eq 0 ]; then export SUITE_SLURM=1; \
 	elif [ "$${CI:-}" = "true" ]; then echo "local SLURM cluster failed to start (exit $$status)" >&2; exit 1; \
 	else export SUITE_SLURM_SKIP_REASON="local SLURM cluster unavailable (exit $$status)"; fi; \
@@ -55,10 +55,10 @@ latex:
 		>>/tmp/suite-latex-apt.log 2>&1 || { tail -n 20 /tmp/suite-latex-apt.log >&2; exit 1; }
 
 slurm-up:
-	jobs/slurm/local-cluster up
+	tools/slurm/local-cluster up
 
 slurm-down:
-	jobs/slurm/local-cluster down
+	tools/slurm/local-cluster down
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

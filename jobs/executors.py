@@ -50,7 +50,7 @@ def resolve_executor(name: str) -> str:
     if name == "slurm" and not slurm.available():
         raise ExecutorError(
             "executor slurm: the SLURM client commands (sbatch, srun, sinfo) are missing or the controller does not "
-            "answer `sinfo`; use --executor local, or start the development cluster (jobs/slurm/README.md)"
+            "answer `sinfo`; use --executor local, or start the development cluster (tools/slurm/README.md)"
         )
     return name
 

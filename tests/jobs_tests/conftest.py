@@ -1,6 +1,6 @@
 """Gate for the dispatch tests that need the real local SLURM cluster.
 
-Tests marked ``slurm`` submit to the local cluster (``jobs/slurm/local-cluster up``). ``make test``
+Tests marked ``slurm`` submit to the local cluster (``tools/slurm/local-cluster up``). ``make test``
 exports ``SUITE_SLURM=1`` when the cluster is up, or ``SUITE_SLURM_SKIP_REASON`` when it cannot
 start here; without ``SUITE_SLURM`` those tests skip with that reason, before any fixture runs.
 """
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-NO_CLUSTER = "SUITE_SLURM is not set: run `make test`, or `jobs/slurm/local-cluster up && export SUITE_SLURM=1`"
+NO_CLUSTER = "SUITE_SLURM is not set: run `make test`, or `tools/slurm/local-cluster up && export SUITE_SLURM=1`"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
