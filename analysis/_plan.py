@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import suite.config
+import suite.config.identity
+import suite.config.schema
 import sweeps.expand
 import sweeps.spec
 from analysis._records import trusted
@@ -97,7 +98,7 @@ def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
         except OSError:
             digest.update(b"<missing>")
     digest.update(json.dumps([overrides, str(sweep.output_root)]).encode())
-    for module in (suite.config, sweeps.expand, sweeps.spec, sys.modules[__name__]):  # ids and labels
+    for module in (suite.config.schema, suite.config.identity, sweeps.expand, sweeps.spec, sys.modules[__name__]):
         st = Path(module.__file__).stat()  # type: ignore[arg-type]
         digest.update(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()

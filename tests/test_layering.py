@@ -68,9 +68,22 @@ def test_imports_point_down_the_layers() -> None:
 SUITE_LAYERS = ("_compat", "config", "run", "device", "data", "models", "mixing", "teacher", "train", "cli")
 
 
+# Modules that import nothing of the suite, usable from every layer: the names of the records.
+SUITE_LEAVES = ("suite.run.names",)
+
+
 def _suite_layer(module: str) -> int:
     parts = module.split(".")
-    return SUITE_LAYERS.index(parts[1]) if len(parts) > 1 else -1  # the package itself: the bottom
+    if module in SUITE_LEAVES or len(parts) == 1:  # a leaf or the package itself: the bottom
+        return -1
+    return SUITE_LAYERS.index(parts[1])
+
+
+def test_leaf_modules_import_nothing_of_the_suite() -> None:
+    graph = _graph()
+    assert {leaf: sorted(t for t in graph[leaf] if t.startswith("suite.")) for leaf in SUITE_LEAVES} == {
+        leaf: [] for leaf in SUITE_LEAVES
+    }
 
 
 def test_suite_sub_packages_import_down_only() -> None:
