@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, apply_overrides, read_yaml, run_id, validate_config
+from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, read_yaml, run_id, validate_config
 from suite.train.preflight import machine_problems
 from suite.teacher.maps_step import data_identity, maps_step_id
 from suite.run.records import RunPaths, RunState, run_state
 from suite.device.batch_split import batch_split_problem
-from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step, to_override
+from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step
+from sweeps.values import apply_values, lookup
 
 __all__ = ["Plan", "PlannedRun", "expand", "lookup", "split_problem"]
 
@@ -133,16 +134,6 @@ def describe(values: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def lookup(data: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of nested dicts, or ``KeyError``."""
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -211,7 +202,7 @@ def _output_fields(sweep: Sweep, data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(section, dict):  # the caller's own copy: set it in place (no second deep copy)
         section["output_root"] = str(sweep.output_root)
     else:  # absent, or malformed (validation names it)
-        data = apply_overrides(data, [to_override("run.output_root", str(sweep.output_root))])
+        data = apply_values(data, {"run.output_root": str(sweep.output_root)})
     tracking = data.get("tracking")
     if isinstance(tracking, dict):  # else validation reports the malformed section
         apply_tracking(tracking, sweep.spec.tracking, group=sweep.name)
@@ -361,7 +352,7 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
             index = len(runs) + invalid
             prefix = f"{sweep.path}: run {index} ({describe(values) or 'base'}): "
             try:
-                data = apply_overrides(sweep.base, [to_override(k, v) for k, v in values.items()])
+                data = apply_values(sweep.base, values)
             except ConfigError as err:
                 errors.append(f"{prefix}{err}")
                 invalid += 1

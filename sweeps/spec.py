@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from suite.config import ConfigError, apply_overrides, read_yaml
+from sweeps.values import apply_values, format_value, to_override
 
 __all__ = [
     "EXECUTORS",
@@ -292,28 +293,6 @@ def apply_tracking(tracking: dict[str, Any], spec: TrackingSpec, *, group: str, 
         tracking["tags"] = tags + [t for t in extra if t not in tags]
 
 
-def format_value(value: Any) -> str:
-    """Short, YAML-like text of an axis value for tables and messages."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def to_override(key: str, value: Any) -> str:
-    """``key=value`` for :func:`suite.config.apply_overrides` (JSON is valid YAML, so types survive)."""
-    import json
-
-    return f"{key}={json.dumps(value, default=str)}"
-
-
 def _describe(model: type[BaseModel]) -> str:
     parts = []
     for name, field in model.model_fields.items():
@@ -377,9 +356,8 @@ def resolve_base(path: Path, spec: BaseSpec, overrides: list[str] | None = None)
             base = read_yaml(config_path)
         except ConfigError as err:
             raise SweepError(f"{path}: base.config: {err}") from None
-    items = [to_override(key, value) for key, value in spec.overrides.items()]
     try:
-        base = apply_overrides(base, items)
+        base = apply_values(base, spec.overrides)
     except ConfigError as err:
         raise SweepError(f"{path}: base.overrides: {err}") from None
     try:

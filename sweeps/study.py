@@ -43,8 +43,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, apply_overrides, read_yaml, validate_config
-from sweeps.spec import BaseSpec, ResourcesSpec, SweepError, TrackingSpec, apply_tracking, resolve_base, to_override
+from suite.config import ConfigError, read_yaml, validate_config
+from sweeps.spec import BaseSpec, ResourcesSpec, SweepError, TrackingSpec, apply_tracking, resolve_base
+from sweeps.values import apply_values
 
 __all__ = [
     "JOURNAL_FILE",
@@ -313,8 +314,8 @@ class Study:
 
     def trial_config(self, params: dict[str, Any], *, number: int | None = None) -> dict[str, Any]:
         """The run config (nested dict, not yet validated) of a trial with these Optuna params."""
-        items = [to_override(key, decode_param(self.spec.space[key], value)) for key, value in params.items()]
-        data = apply_overrides(self.base, items)
+        values = {key: decode_param(self.spec.space[key], value) for key, value in params.items()}
+        data = apply_values(self.base, values)
         return output_fields(self, data, number=number)
 
 
@@ -329,7 +330,7 @@ def decode_param(dist: Any, value: Any) -> Any:
 
 def output_fields(study: Study, data: dict[str, Any], *, number: int | None = None) -> dict[str, Any]:
     """Output-only fields of a trial's run (never part of a run id): output root, W&B group, tags, name."""
-    data = apply_overrides(data, [to_override("run.output_root", str(study.output_root))])
+    data = apply_values(data, {"run.output_root": str(study.output_root)})
     tracking = data.setdefault("tracking", {})
     if not isinstance(tracking, dict):
         return data  # validation reports the malformed section
@@ -518,7 +519,7 @@ def _check_space(study: Study) -> list[str]:
     problems: list[str] = []
     for key, dist in study.spec.space.items():
         for probe in dist.probes():
-            data = apply_overrides(study.base, [to_override(key, probe)])
+            data = apply_values(study.base, {key: probe})
             try:
                 validate_config(output_fields(study, data))
             except ConfigError as err:
