@@ -1,16 +1,20 @@
 """Reading run directories for reports: tolerant, fast, cached.
 
-A report never trusts a record blindly and never fails because of one: a run whose
-``config.json`` or ``summary.json`` is unreadable gets state ``corrupt`` and a one-line
-``problem`` naming the file and the fix; a planned run without a directory gets state
-``missing``. Every other run is unaffected.
+A run's record and state come from :func:`suite.run.records.read_run`, the rule every command
+shares: a report never works a state out on its own. A report adds the per-epoch curves (read
+straight into arrays) and keeps both as a :class:`RunData`; it never fails because of a record:
+an unreadable one gives its run state ``corrupt`` and a ``problem`` naming the file and the fix,
+and a planned run without a directory has state ``missing``. Every other run is unaffected. The
+words shown for a run's problem are made when a row is printed (:func:`problem_text`).
 
-The parsed records of an output root are cached in ``<output_root>/.report-cache.pkl``, keyed
-by each run's record files (path, size and modification time): a second report re-reads only
-runs whose files changed. The rows assembled for each sweep are kept in ``.report-rows.pkl``
-under the signatures of all its runs, so an unchanged sweep costs one ``stat`` per record file.
-The caches are pickles (pandas' parquet needs pyarrow, which the suite does not require); a
-cache that cannot be read, or that someone else could have written, is ignored and rewritten.
+The records of an output root are cached in ``<output_root>/.report-cache.pkl``, keyed by each
+run's :func:`~suite.run.records.record_signature` (path, size and modification time of its record
+files): a second report re-reads only runs whose files changed. The rows assembled for each sweep
+are kept in ``.report-rows.pkl`` under the signatures of all its runs, so an unchanged sweep costs
+one ``stat`` per record file. A ``running`` run is never cached (its lock's release leaves no trace
+in the files). The caches are pickles (pandas' parquet needs pyarrow, which the suite does not
+require); a cache that cannot be read, or that someone else could have written, is ignored and
+rewritten.
 """
 
 from __future__ import annotations
@@ -24,38 +28,40 @@ from typing import Any
 
 import numpy as np
 
-from suite.run.records import RunPaths, atomic_write_bytes
+from suite.run.names import CURVE_KEYS
+from suite.run.records import (
+    RunPaths, RunRecord, RunState, Signature, atomic_write_bytes, read_run, record_signature,
+)
 
-__all__ = ["CACHE_NAME", "CURVE_KEYS", "ROWS_NAME", "Parsed", "RecordCache", "flatten", "parse_run", "trusted"]
+__all__ = [
+    "CACHE_NAME", "ROWS_NAME", "Curves", "RecordCache", "RunData", "flatten", "problem_text", "read_curves",
+    "read_report_run", "trusted",
+]
 
 CACHE_NAME = ".report-cache.pkl"
 ROWS_NAME = ".report-rows.pkl"
-CACHE_VERSION = 3
-CURVE_KEYS: tuple[str, ...] = ("top1", "top5", "train_loss", "val_loss", "ema_top1")
-_FILES: tuple[str, ...] = ("config.json", "summary.json", "metrics.jsonl", "failure.json", "checkpoint.pt")
+CACHE_VERSION = 4
 
-Signature = tuple[tuple[int, int] | None, ...]
+Curves = dict[str, np.ndarray]
+_NOT_CACHED = (RunState.MISSING, RunState.CORRUPT, RunState.RUNNING)
 
 
 @dataclass
-class Parsed:
-    """What a report keeps of one run directory.
+class RunData:
+    """What a report keeps of one run.
 
     Attributes:
-        state: ``finished``, ``pruned``, ``failed``, ``interrupted``, ``running``, ``new``,
-            ``corrupt`` or ``missing``.
-        problem: one line naming the file and the fix, for corrupt/missing/failed runs.
-        config: the flattened config (dotted key -> scalar; lists as JSON text).
-        summary: the scalar entries of ``summary.json`` (empty unless finished/pruned).
-        curves: epoch-indexed arrays (``epoch`` plus those of :data:`CURVE_KEYS` present);
-            None when ``metrics.jsonl`` was not read (no curve plot needed it).
+        record: the run's record (:func:`suite.run.records.read_run`, without its metrics rows:
+            the curves hold what a report needs of them).
+        curves: epoch-indexed arrays (``epoch`` plus those of
+            :data:`~suite.run.names.CURVE_KEYS` present); None when ``metrics.jsonl`` was not
+            read (no curve plot needed it).
+        curves_problem: why ``metrics.jsonl`` could not be read, if it could not.
     """
 
-    state: str
-    problem: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    curves: dict[str, np.ndarray] | None = field(default_factory=dict)
+    record: RunRecord
+    curves: Curves | None = field(default_factory=dict)
+    curves_problem: str | None = None
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,39 +88,19 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, default=str)
 
 
-_UNCHECKED = (-1, -1)  # a finished run's state no longer depends on failure.json or the checkpoint
+def problem_text(run: RunData) -> str | None:
+    """The one line a report shows for a run: what is wrong, with the file and the fix (None: nothing)."""
+    record = run.record
+    if record.state is RunState.MISSING and record.problem is None:
+        return f"{record.paths.root}: no run directory; the run was never started (launch the sweep)"
+    if record.state is RunState.FAILED and record.failure is not None:
+        error, message = record.failure.get("error", "error"), str(record.failure.get("message", ""))
+        return f"{record.paths.failure}: {error}: {message[:120]}"
+    return "; ".join(p for p in (record.problem, run.curves_problem) if p) or None
 
 
-def _signature(root: str) -> Signature:
-    """(size, mtime) of each record file; a finished run skips the files its state ignores."""
-    base = root + os.sep
-    sig: list[tuple[int, int] | None] = []
-    finished = False
-    for name in _FILES:
-        if finished and name in ("failure.json", "checkpoint.pt"):
-            sig.append(_UNCHECKED)
-            continue
-        try:
-            st = os.stat(base + name)
-        except OSError:
-            sig.append(None)
-            continue
-        sig.append((st.st_size, st.st_mtime_ns))
-        finished = finished or name == "summary.json"
-    return tuple(sig)
-
-
-def _load_json(path: Path) -> tuple[Any, str | None]:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read()), None
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as err:
-        return None, f"{path}: unreadable ({type(err).__name__}: {str(err)[:80]})"
-
-
-def _read_curves(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
+def read_curves(path: Path) -> tuple[Curves, str | None]:
+    """The curves of a ``metrics.jsonl`` and the problem, if a line other than a torn last one is bad."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -151,51 +137,20 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
 
 
-def parse_run(root: Path, *, curves: bool = True) -> Parsed:
-    """Read one run directory into a :class:`Parsed` (never raises for bad records).
+def read_report_run(root: Path, *, curves: bool = True) -> RunData:
+    """One run directory as a report reads it (never raises for bad records).
 
     Args:
         root: the run directory ``<output_root>/<run_id>``.
-        curves: read ``metrics.jsonl`` too (the per-epoch curves).
-
-    Returns:
-        The parsed record; ``state`` is ``missing`` when the directory does not exist.
+        curves: read ``metrics.jsonl`` too (the per-epoch curves), unless the run is missing or
+            corrupt.
     """
-    paths = RunPaths(Path(root))
-    if not paths.root.is_dir():
-        return Parsed("missing", f"{paths.root}: no run directory; the run was never started (launch the sweep)")
-    config, problem = _load_json(paths.config)
-    if problem is None and config is not None and not isinstance(config, dict):
-        problem = f"{paths.config}: not a JSON object"
-    if problem is not None:
-        return Parsed("corrupt", problem + "; delete the run directory and launch the sweep again")
-    flat = flatten({k: v for k, v in (config or {}).items()})
-    summary, problem = _load_json(paths.summary)
-    if problem is None and summary is not None and not isinstance(summary, dict):
-        problem = f"{paths.summary}: not a JSON object"
-    if problem is not None:
-        fix = "delete summary.json and launch the sweep again (the run resumes from its checkpoint)"
-        return Parsed("corrupt", f"{problem}; {fix}", config=flat)
-    if curves:
-        read, curve_problem = _read_curves(paths.metrics)
-    else:
-        read, curve_problem = None, None
-    if summary is not None:
-        status = str(summary.get("status", "finished"))
-        state = "pruned" if status == "pruned" else "finished"
-        scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
-        return Parsed(state, curve_problem, flat, scalars, read)
-    failure, _ = _load_json(paths.failure)
-    ckpt = paths.checkpoint
-    if isinstance(failure, dict) and (
-        not ckpt.is_file() or paths.failure.stat().st_mtime >= ckpt.stat().st_mtime
-    ):
-        message = f"{failure.get('error', 'error')}: {str(failure.get('message', ''))[:120]}"
-        return Parsed("failed", f"{paths.failure}: {message}", flat, {}, read)
-    if ckpt.is_file():
-        return Parsed("interrupted", curve_problem, flat, {}, read)
-    started = bool(read) or (read is None and paths.metrics.is_file())
-    return Parsed("running" if started else "new", curve_problem, flat, {}, read)
+    record = read_run(root, metrics=False)
+    if not curves:
+        return RunData(record, None)
+    if record.state in (RunState.MISSING, RunState.CORRUPT):
+        return RunData(record)
+    return RunData(record, *read_curves(record.paths.metrics))
 
 
 def trusted(fd: int) -> bool:
@@ -209,7 +164,7 @@ def trusted(fd: int) -> bool:
 
 
 class RecordCache:
-    """Parsed run records of one output root, re-read only when their files change.
+    """The runs of one output root as a report reads them, re-read only when their files change.
 
     Args:
         output_root: the folder holding the run directories.
@@ -217,8 +172,8 @@ class RecordCache:
 
     Example:
         >>> cache = RecordCache(Path("runs/demo-mask-ratio"))  # doctest: +SKIP
-        >>> cache.get("tokenmix-0123456789ab").state  # doctest: +SKIP
-        'finished'
+        >>> cache.get("tokenmix-0123456789ab").record.state  # doctest: +SKIP
+        <RunState.FINISHED: 'finished'>
         >>> cache.save()  # doctest: +SKIP
     """
 
@@ -230,7 +185,7 @@ class RecordCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
-        self._entries: dict[str, tuple[Signature, Parsed]] | None = None if enabled else {}
+        self._entries: dict[str, tuple[Signature, RunData]] | None = None if enabled else {}
         self._tables: dict[str, tuple[Any, Any]] = (self._read(self.rows_path) or {}) if enabled else {}
         self._dirty = False
         self._tables_dirty = False
@@ -250,7 +205,7 @@ class RecordCache:
         return data["data"]
 
     @property
-    def entries(self) -> dict[str, tuple[Signature, Parsed]]:
+    def entries(self) -> dict[str, tuple[Signature, RunData]]:
         """The per-run entries, read from the cache file on first use."""
         if self._entries is None:
             self._entries = self._read(self.path) or {}
@@ -258,7 +213,7 @@ class RecordCache:
 
     def signature(self, run_id: str) -> Signature:
         """What the cache compares: (size, mtime) of the run's record files."""
-        return _signature(self._base + run_id)
+        return record_signature(self._base + run_id)
 
     def assembled(self, name: str, key: Any) -> Any | None:
         """A value built from many records (a sweep's rows), if stored under the same ``key``."""
@@ -271,8 +226,8 @@ class RecordCache:
             self._tables[name] = (key, value)
             self._tables_dirty = True
 
-    def get(self, run_id: str, *, curves: bool = True, sig: Signature | None = None) -> Parsed:
-        """The parsed record of ``<output_root>/<run_id>``, from the cache when unchanged.
+    def get(self, run_id: str, *, curves: bool = True, sig: Signature | None = None) -> RunData:
+        """The run ``<output_root>/<run_id>``, from the cache when its files are unchanged.
 
         Args:
             run_id: the run directory's name.
@@ -280,23 +235,23 @@ class RecordCache:
             sig: the run's :meth:`signature`, if already taken.
         """
         root = self.root / run_id
-        sig = sig if sig is not None else _signature(os.fspath(root))
+        sig = sig if sig is not None else self.signature(run_id)
         entry = self.entries.get(run_id)
         if entry is not None and entry[0] == sig and sig[0] is not None:
-            parsed = entry[1]
-            if curves and parsed.curves is None:
-                parsed.curves, parsed.problem = _read_curves(RunPaths(root).metrics)[0], parsed.problem
+            run = entry[1]
+            if curves and run.curves is None:
+                run.curves, run.curves_problem = read_curves(RunPaths(root).metrics)
                 self._dirty = True
             self.hits += 1
-            return parsed
+            return run
         self.misses += 1
-        parsed = parse_run(root, curves=curves)
-        if parsed.state not in ("missing", "corrupt"):
-            self.entries[run_id] = (sig, parsed)
+        run = read_report_run(root, curves=curves)
+        if run.record.state not in _NOT_CACHED:
+            self.entries[run_id] = (sig, run)
             self._dirty = True
         elif self.entries.pop(run_id, None) is not None:
             self._dirty = True
-        return parsed
+        return run
 
     def save(self) -> None:
         """Write the changed cache files atomically (silently skipped on a read-only root)."""

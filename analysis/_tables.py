@@ -24,12 +24,14 @@ from analysis._stats import (
     ALPHA, BCA_INTERVAL, BOOTSTRAP_MIN_PAIRS, BOOTSTRAP_SAMPLES, CI_LEVEL, POWER, T_INTERVAL, Comparison,
     binomial_se, compare_paired, holm, seeds_needed,
 )
+from suite.run.names import is_occlusion_key, occlusion_percent
+from suite.run.records import RunState
 
 __all__ = ["DEFAULT_EFFECT", "METRIC_TEXT", "Table", "build_tables", "lower_is_better"]
 
 DEFAULT_EFFECT = 1.0
 
-FINISHED = "finished"
+FINISHED = RunState.FINISHED.value  # the runs frame holds states as text
 UNFINISHED_MARK = "†"
 METRIC_TEXT = {
     "top1": "final-epoch top-1 (%)",
@@ -207,7 +209,7 @@ def _number(value: Any) -> float | None:
 
 def _metric_columns(frame: pd.DataFrame, metric: str) -> list[str]:
     extra = [m for m in ("best_top1_max",) if m in frame.columns and m != metric and frame[m].notna().any()]
-    occ = sorted(c for c in frame.columns if c.startswith("occ") and c.endswith("_top1") and frame[c].notna().any())
+    occ = sorted(c for c in frame.columns if is_occlusion_key(c) and frame[c].notna().any())
     return [metric, *extra, *occ]
 
 
@@ -216,8 +218,8 @@ def _column_title(key: str, metric: str) -> str:
         return {"top1": "top-1", "top5": "top-5", "best_top1": "best top-1"}.get(metric, metric)
     if key == "best_top1_max":
         return "best top-1"
-    if key.startswith("occ") and key.endswith("_top1"):
-        return f"occl. {key[3:-5]} %"
+    if is_occlusion_key(key):
+        return f"occl. {occlusion_percent(key)} %"
     return key
 
 
@@ -397,7 +399,7 @@ def _rows_table(
     pairs = [(label, c.n) for _, label, c in compared]
     intervals = {c.interval for _, _, c in compared if c.interval}
     caption = _caption(metric, _row_label(baseline, axis, plan) if baseline else "none", pairs, unfinished_any,
-                       intervals, any(key.startswith("occ") for key in columns),
+                       intervals, any(is_occlusion_key(key) for key in columns),
                        sum(1 for _, _, c in compared if not math.isnan(c.p)))
     note = _note(metric, effect, [(label, data[i]["seeds_needed"]) for i, label, _ in compared], errors)
     return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds, note=note)

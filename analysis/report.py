@@ -26,18 +26,15 @@ import pandas as pd
 
 from analysis import _plots, _render
 from analysis._plan import SweepPlan, plan_sweep, value_text
-from analysis._records import CURVE_KEYS, Parsed, RecordCache
+from analysis._records import Curves, RecordCache, RunData, flatten, problem_text
 from analysis._tables import DEFAULT_EFFECT, Table, build_tables
+from suite.run.names import CURVE_KEYS, SUMMARY_COLUMNS, is_summary_column
+from suite.run.records import RunState
 from sweeps.spec import SweepError
 
 __all__ = ["FORMATS", "Collection", "Report", "all_tables", "build_tables", "collect", "sweep_files", "write_report"]
 
 FORMATS: tuple[str, ...] = ("md", "tex", "csv", "png")
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "top1", "top5", "best_top1", "best_top5", "best_epoch", "best_top1_max", "ema_top1", "ema_top5",
-    "best_ema_top1", "val_loss", "epochs", "gpu_hours", "wall_seconds", "train_seconds", "images_per_s",
-    "device", "threads", "tokenmix_fallbacks", "prune_reason", "val_images",
-)
 
 
 @dataclass
@@ -48,15 +45,16 @@ class Collection:
         plans: the sweeps, in the order given.
         frame: one row per planned run. Columns: ``run_id``, ``sweep``, ``condition`` (index of the
             row in sweep order), ``label`` (what differs from the base run), ``seed``, ``state``
-            (``finished``, ``pruned``, ``failed``, ``interrupted``, ``running``, ``new``,
-            ``cancelled``, ``corrupt``, ``missing``), ``problem`` (one line naming the file and
-            the fix, or None), ``source`` (run directory or ``wandb:ENTITY/PROJECT``),
-            ``axis.<key>`` (the sweep's axis values, as written; None where the run keeps the
-            base value), the summary metrics (:data:`SUMMARY_COLUMNS` plus every
-            ``occ<NN>_top1``; NaN unless finished) and ``cfg.<dotted key>`` (the flattened
-            resolved config; lists as JSON text).
+            (the value of the run's :class:`~suite.run.records.RunState`: ``finished``,
+            ``pruned``, ``failed``, ``interrupted``, ``running``, ``new``, ``corrupt``,
+            ``missing``; from W&B also ``pending`` and ``cancelled``), ``problem`` (one line
+            naming the file and the fix, or None), ``source`` (run directory or
+            ``wandb:ENTITY/PROJECT``), ``axis.<key>`` (the sweep's axis values, as written; None
+            where the run keeps the base value), the summary metrics
+            (:data:`suite.run.names.SUMMARY_COLUMNS` plus every ``occ<NN>_top1``; NaN unless
+            finished) and ``cfg.<dotted key>`` (the flattened resolved config; lists as JSON text).
         curves: one row per run and epoch: ``run_id``, ``epoch`` and the curves of
-            :data:`analysis._records.CURVE_KEYS` that were logged.
+            :data:`suite.run.names.CURVE_KEYS` that were logged.
         cache_hits: runs read from the cache.
         cache_misses: runs (re)read from their files or W&B.
     """
@@ -72,7 +70,7 @@ class Collection:
         cols = ["sweep", "label", "seed", "run_id", "state", "problem"]
         if self.frame.empty:
             return pd.DataFrame(columns=cols)
-        return self.frame.loc[self.frame["state"] != "finished", cols].reset_index(drop=True)
+        return self.frame.loc[self.frame["state"] != RunState.FINISHED.value, cols].reset_index(drop=True)
 
 
 def sweep_files(paths: Iterable[Path | str]) -> list[Path]:
@@ -96,20 +94,21 @@ def sweep_files(paths: Iterable[Path | str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def _row(plan: SweepPlan, cond_index: int, values: dict[str, Any], seed: int, rid: str, parsed: Parsed,
+def _row(plan: SweepPlan, cond_index: int, values: dict[str, Any], seed: int, rid: str, run: RunData,
          source: str) -> dict[str, Any]:
+    record = run.record
     row: dict[str, Any] = {
         "run_id": rid, "sweep": plan.name, "condition": cond_index,
-        "label": plan.conditions[cond_index].label, "seed": seed, "state": parsed.state,
-        "problem": parsed.problem, "source": source,
+        "label": plan.conditions[cond_index].label, "seed": seed, "state": record.state.value,
+        "problem": problem_text(run), "source": source,
     }
     for axis in plan.axes:
         row[f"axis.{axis}"] = value_text(values[axis]) if axis in values else None
-    if parsed.state in ("finished", "pruned"):
-        for key, value in parsed.summary.items():
-            if key in SUMMARY_COLUMNS or (key.startswith("occ") and key.endswith("_top1")):
+    if record.state.is_finished():
+        for key, value in (record.summary or {}).items():
+            if is_summary_column(key) and (value is None or isinstance(value, (int, float, str, bool))):
                 row[key] = value
-    for key, value in parsed.config.items():
+    for key, value in flatten(record.config).items():
         row[f"cfg.{key}"] = value
     return row
 
@@ -189,20 +188,18 @@ def collect(
     return Collection(plans, frame, curves_frame, hits, misses)
 
 
-CurveParts = list[tuple[str, dict[str, np.ndarray]]]
-
-
 def _sweep_rows(
-    plan: SweepPlan, get: Callable[[str], Parsed], want: bool, source: str
+    plan: SweepPlan, get: Callable[[str], RunData], want: bool, source: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows: list[dict[str, Any]] = []
-    parts: CurveParts = []
+    parts: list[tuple[str, Curves]] = []
     for cond in plan.conditions:
         for seed, rid in cond.run_ids.items():
-            parsed = get(rid)
-            rows.append(_row(plan, cond.index, cond.values, seed, rid, parsed, source or str(plan.output_root / rid)))
-            if want and parsed.curves and parsed.state == "finished":
-                parts.append((rid, parsed.curves))
+            run = get(rid)
+            where = source or str(plan.output_root / rid)
+            rows.append(_row(plan, cond.index, cond.values, seed, rid, run, where))
+            if want and run.curves and run.record.state is RunState.FINISHED:
+                parts.append((rid, run.curves))
     return pd.DataFrame(rows), _curves_frame(parts)
 
 
@@ -217,11 +214,12 @@ def _sweep_rows_cached(
     if cached is not None:
         return cached[0], cached[1], len(layout)
     part, curve_part = _sweep_rows(plan, lambda rid: store.get(rid, curves=want, sig=sigs[rid]), want, "")
-    store.store_assembled(plan.name, key, (part, curve_part))
+    if not (part["state"] == RunState.RUNNING.value).any():  # a lock's release leaves no trace to compare
+        store.store_assembled(plan.name, key, (part, curve_part))
     return part, curve_part, 0
 
 
-def _curves_frame(parts: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
+def _curves_frame(parts: list[tuple[str, Curves]]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["run_id", "epoch", *CURVE_KEYS])
     lengths = [len(c["epoch"]) for _, c in parts]
@@ -316,20 +314,14 @@ def write_report(
 
     Returns:
         The :class:`Report`.
+
+    Raises:
+        SweepError: an unknown format, a metric no finished run records, or an effect that is not
+            a positive number; nothing is written then.
     """
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise SweepError(f"--format {','.join(unknown)}: unknown; choose from {','.join(FORMATS)}")
-    frame = collection.frame
-    if len(frame) and (frame["state"] == "finished").any() and (
-        metric not in frame.columns or frame[metric].isna().all()
-    ):
-        known = [c for c in SUMMARY_COLUMNS if c in frame.columns and frame[c].notna().any()]
-        raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
+    _check_options(collection.frame, formats, metric, effect)
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    if not (math.isfinite(effect) and effect > 0):
-        raise SweepError(f"--effect {effect}: give a positive difference to detect, e.g. 1 (point of top-1)")
     tables = all_tables(collection, metric=metric, pivot=pivot, effect=effect)
     where = _Relative(out, collection.plans)
     files: list[Path] = []
@@ -343,37 +335,60 @@ def write_report(
         index += [f"Sweep file `{where.path(plan.path)}`, mode `{plan.mode}`, "
                   f"runs in `{where.path(plan.output_root)}`.", ""]
         for table in (t for t in tables if t.sweep == plan.name):
-            index.append(_render.to_markdown(table))
-            links = []
-            for fmt, text in (("md", _render.to_markdown(table)), ("tex", _render.to_latex(table)),
-                              ("csv", _render.to_csv(table))):
-                if fmt in formats:
-                    path = out / "tables" / f"{table.name}.{fmt}"
-                    path.write_text(text)
-                    files.append(path)
-                    links.append(f"[{fmt}](tables/{path.name})")
-            if links:
-                index += ["Files: " + " · ".join(links), ""]
-            if "png" in formats:
-                for made in (
-                    _plots.plot_metric(table, metric, out / "plots" / f"{table.name}.png"),
-                    _plots.plot_curves(table, collection.frame, collection.curves,
-                                       out / "plots" / f"{table.name}-curves.png"),
-                ):
-                    if made is not None:
-                        files.append(made)
-                        index += [f"![{made.stem}](plots/{made.name})", ""]
-    problems = collection.problems()
-    index += ["## Runs not in the statistics", ""]
-    if problems.empty:
-        index += ["Every planned run finished.", ""]
-    else:
-        index += ["| sweep | row | seed | run | state | problem |", "|:---|:---|---:|:---|:---|:---|"]
-        for r in problems.itertuples(index=False):
-            problem = "" if r.problem is None or (isinstance(r.problem, float) and math.isnan(r.problem)) else r.problem
-            index.append(f"| {r.sweep} | {r.label} | {r.seed} | `{r.run_id}` | {r.state} | "
-                         f"{where.text(str(problem)).replace('|', '/')} |")
-        index.append("")
+            index += _write_table(table, collection, out, formats, metric, files)
+    index += _problems_section(collection.problems(), where)
     path = out / "index.md"
     path.write_text("\n".join(index))
     return Report(out, path, tables, files)
+
+
+def _check_options(frame: pd.DataFrame, formats: Sequence[str], metric: str, effect: float) -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise SweepError(f"--format {','.join(unknown)}: unknown; choose from {','.join(FORMATS)}")
+    if len(frame) and (frame["state"] == RunState.FINISHED.value).any() and (
+        metric not in frame.columns or frame[metric].isna().all()
+    ):
+        known = [c for c in SUMMARY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+        raise SweepError(f"--metric {metric}: no finished run records it; choose one of {', '.join(known)}")
+    if not (math.isfinite(effect) and effect > 0):
+        raise SweepError(f"--effect {effect}: give a positive difference to detect, e.g. 1 (point of top-1)")
+
+
+def _write_table(
+    table: Table, collection: Collection, out: Path, formats: Sequence[str], metric: str, files: list[Path]
+) -> list[str]:
+    """Write one table's files and plots (adding them to ``files``); its lines of ``index.md``."""
+    lines = [_render.to_markdown(table)]
+    links = []
+    for fmt, render in (("md", _render.to_markdown), ("tex", _render.to_latex), ("csv", _render.to_csv)):
+        if fmt in formats:
+            path = out / "tables" / f"{table.name}.{fmt}"
+            path.write_text(render(table))
+            files.append(path)
+            links.append(f"[{fmt}](tables/{path.name})")
+    if links:
+        lines += ["Files: " + " · ".join(links), ""]
+    if "png" in formats:
+        plots = out / "plots"
+        for made in (
+            _plots.plot_metric(table, metric, plots / f"{table.name}.png"),
+            _plots.plot_curves(table, collection.frame, collection.curves, plots / f"{table.name}-curves.png"),
+        ):
+            if made is not None:
+                files.append(made)
+                lines += [f"![{made.stem}](plots/{made.name})", ""]
+    return lines
+
+
+def _problems_section(problems: pd.DataFrame, where: _Relative) -> list[str]:
+    """The runs not in the statistics, with their state and problem (paths relative to the report)."""
+    lines = ["## Runs not in the statistics", ""]
+    if problems.empty:
+        return [*lines, "Every planned run finished.", ""]
+    lines += ["| sweep | row | seed | run | state | problem |", "|:---|:---|---:|:---|:---|:---|"]
+    for r in problems.itertuples(index=False):
+        problem = "" if pd.isna(r.problem) else r.problem
+        lines.append(f"| {r.sweep} | {r.label} | {r.seed} | `{r.run_id}` | {r.state} | "
+                     f"{where.text(str(problem)).replace('|', '/')} |")
+    return [*lines, ""]

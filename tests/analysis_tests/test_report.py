@@ -278,3 +278,58 @@ def test_curves_of_runs_evaluated_every_few_epochs(tmp_path: Path) -> None:
         assert list(epochs) == [3.0, 6.0] and list(mean) == [30.5, 60.5] and n == 2
         assert np.allclose(std, [statistics.stdev([30, 31])] * 2)
     assert (tmp_path / "report" / "plots" / f"{table.name}-curves.png").is_file()
+
+
+def _states(path: Path, *, cache: bool = False) -> dict[str, str]:
+    return dict(collect([path], cache=cache).frame[["run_id", "state"]].itertuples(index=False))
+
+
+def test_states_are_the_suites_where_the_reports_own_rule_was_wrong(methods: Path) -> None:
+    """The report reads a run's state with suite.run.records' rule, as sweep plan, status and launch do.
+
+    Its own rule said otherwise, and was wrong, where it compared modification times (a failure
+    record older than the checkpoint read as interrupted), took a metrics file for a live process
+    (running) and a live process's run for interrupted, counted a summary without run id or top-1 as
+    finished, and a finished run whose config.json is damaged as corrupt.
+    """
+    import os
+
+    from suite.run.records import RunPaths, run_state, write_failure
+
+    plan = plan_of(methods)
+    failed, stale, empty = (plan.conditions[1].run_ids[seed] for seed in SEEDS)  # stale: metrics, no checkpoint
+    no_config = plan.conditions[0].run_ids[0]
+    paths = {rid: RunPaths.of(plan.output_root, rid) for rid in (failed, stale, empty, no_config)}
+    for rid in (failed, stale):
+        paths[rid].summary.unlink()
+    write_failure(paths[failed], RuntimeError("out of memory"))
+    paths[failed].checkpoint.write_bytes(b"checkpoint")
+    later = paths[failed].failure.stat().st_mtime + 60
+    os.utime(paths[failed].checkpoint, (later, later))  # the old rule: checkpoint newer, so interrupted
+    paths[empty].summary.write_text("{}")  # the old rule: finished
+    paths[no_config].config.write_text("{not json")  # the old rule: corrupt
+
+    states = _states(methods)
+    assert states[failed] == "failed" and states[stale] == "new" and states[empty] == "corrupt"
+    assert states[no_config] == "finished"  # its summary stands, as README's damaged-records table says
+    for rid, path in paths.items():
+        assert states[rid] == run_state(path).value, rid
+    problems = collect([methods], cache=False).frame.set_index("run_id")["problem"]
+    assert "failure.json: RuntimeError: out of memory" in problems[failed]
+    assert "config.json" in problems[no_config] and "summary.json" in problems[empty]
+    base = _table(methods).data.loc[0]
+    assert base["top1_n"] == 3 and base["top1_mean"] == pytest.approx(statistics.mean(BASE))
+
+
+def test_a_run_whose_lock_is_held_is_running_and_never_cached(methods: Path) -> None:
+    from suite.run.records import RunPaths, run_lock
+
+    plan = plan_of(methods)
+    rid = plan.conditions[2].run_ids[1]
+    paths = RunPaths.of(plan.output_root, rid)
+    paths.summary.unlink()
+    paths.checkpoint.write_bytes(b"checkpoint")
+    assert _states(methods, cache=True)[rid] == "interrupted"  # cached
+    with run_lock(paths):  # a trainer takes the run: the lock it writes changes the run's signature
+        assert _states(methods, cache=True)[rid] == "running"
+    assert _states(methods, cache=True)[rid] == "interrupted"  # its process ended: not a stale "running"
