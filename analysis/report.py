@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import _plots, _render
+from analysis import _plots, render
 from analysis._plan import SweepPlan, plan_sweep, value_text
 from analysis._records import Curves, RecordCache, RunData, flatten, problem_text
 from analysis._tables import DEFAULT_EFFECT, Table, build_tables
@@ -359,12 +359,12 @@ def _write_table(
     table: Table, collection: Collection, out: Path, formats: Sequence[str], metric: str, files: list[Path]
 ) -> list[str]:
     """Write one table's files and plots (adding them to ``files``); its lines of ``index.md``."""
-    lines = [_render.to_markdown(table)]
+    lines = [render.to_markdown(table)]
     links = []
-    for fmt, render in (("md", _render.to_markdown), ("tex", _render.to_latex), ("csv", _render.to_csv)):
+    for fmt, as_text in (("md", render.to_markdown), ("tex", render.to_latex), ("csv", render.to_csv)):
         if fmt in formats:
             path = out / "tables" / f"{table.name}.{fmt}"
-            path.write_text(render(table))
+            path.write_text(as_text(table))
             files.append(path)
             links.append(f"[{fmt}](tables/{path.name})")
     if links:

@@ -19,7 +19,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from analysis._render import latex_escape, print_tables, to_csv, to_latex, to_markdown
+from analysis.render import latex_escape, print_tables, to_csv, to_latex, to_markdown
 from analysis._tables import Table
 from analysis.report import all_tables, collect
 from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
@@ -122,3 +122,11 @@ def test_terminal_tables_fit_the_terminal(tmp_path: Path, width: int) -> None:
     assert left_out == (width <= 80)  # a wide terminal shows every column; a narrow one names those it drops
     if left_out:
         assert "GPU-h" in text.split("left out to fit the terminal")[1]
+
+
+def test_the_former_render_module_stays_importable() -> None:
+    """``analysis._render`` was imported by the demo and ``suite report``; it names the public functions."""
+    import analysis._render as former
+    import analysis.render as public
+
+    assert all(getattr(former, name) is getattr(public, name) for name in public.__all__)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from analysis._render import to_csv
+from analysis.render import to_csv
 from analysis.report import all_tables, collect, write_report
 from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
 
