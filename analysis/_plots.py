@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis._captions import METRIC_TEXT
 from analysis._plan import SweepPlan
-from analysis._tables import METRIC_TEXT, Table
+from analysis._tables import Table
 
 __all__ = ["MAX_BARS", "MAX_CURVES", "plot_curves", "plot_metric", "wants_curves"]
 

@@ -20,45 +20,16 @@ import numpy as np
 import pandas as pd
 
 from analysis._plan import Condition, SweepPlan, value_label, value_text
-from analysis._stats import (
-    ALPHA, BCA_INTERVAL, BOOTSTRAP_MIN_PAIRS, BOOTSTRAP_SAMPLES, CI_LEVEL, POWER, T_INTERVAL, Comparison,
-    binomial_se, compare_paired, holm, seeds_needed,
-)
-from suite.run.names import is_occlusion_key, occlusion_percent
+from analysis._captions import UNFINISHED_MARK, column_title, lower_is_better, note, pivot_caption, rows_caption
+from analysis._stats import CI_LEVEL, Comparison, binomial_se, compare_paired, holm, seeds_needed
+from suite.run.names import is_occlusion_key
 from suite.run.records import RunState
 
-__all__ = ["DEFAULT_EFFECT", "METRIC_TEXT", "Table", "build_tables", "lower_is_better"]
+__all__ = ["DEFAULT_EFFECT", "Table", "build_tables", "lower_is_better"]
 
 DEFAULT_EFFECT = 1.0
 
 FINISHED = RunState.FINISHED.value  # the runs frame holds states as text
-UNFINISHED_MARK = "†"
-METRIC_TEXT = {
-    "top1": "final-epoch top-1 (%)",
-    "best_top1": "best-epoch top-1 (%)",
-    "best_top1_max": "best top-1 over epochs, raw or EMA (%)",
-    "ema_top1": "final-epoch EMA top-1 (%)",
-    "top5": "final-epoch top-5 (%)",
-    "val_loss": "final-epoch validation loss",
-}
-_LOWER_IS_BETTER = {"gpu_hours", "wall_seconds", "train_seconds", "tokenmix_fallbacks"}
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of ``metric`` is the better one (losses, time, cost).
-
-    Example:
-        >>> lower_is_better("val_loss"), lower_is_better("top1")
-        (True, False)
-    """
-    return metric.endswith("loss") or metric in _LOWER_IS_BETTER
-
-
-def _percent(metric: str) -> bool:
-    """Top-1/top-5 style metrics, in points (%)."""
-    return "top1" in metric or "top5" in metric
-
-
 @dataclass
 class Table:
     """A rendered-ready table.
@@ -213,99 +184,6 @@ def _metric_columns(frame: pd.DataFrame, metric: str) -> list[str]:
     return [metric, *extra, *occ]
 
 
-def _column_title(key: str, metric: str) -> str:
-    if key == metric:
-        return {"top1": "top-1", "top5": "top-5", "best_top1": "best top-1"}.get(metric, metric)
-    if key == "best_top1_max":
-        return "best top-1"
-    if is_occlusion_key(key):
-        return f"occl. {occlusion_percent(key)} %"
-    return key
-
-
-def _n_text(pairs: list[tuple[str, int]]) -> str:
-    counts = {n for _, n in pairs}
-    if not pairs:
-        return "no compared rows"
-    if len(counts) == 1:
-        return f"n = {pairs[0][1]} pairs for every compared row"
-    return "n pairs per row: " + ", ".join(f"{label} {n}" for label, n in pairs)
-
-
-def _interval_text(intervals: set[str]) -> str:
-    t_text = ("Student t interval of Δ (df = n − 1), the interval of the t-test: it excludes 0 exactly when "
-              "p < 0.05")
-    bca = f"BCa bootstrap of Δ (scipy.stats.bootstrap, {BOOTSTRAP_SAMPLES:,} resamples)"
-    if BCA_INTERVAL in intervals and T_INTERVAL in intervals:
-        n = BOOTSTRAP_MIN_PAIRS
-        return f"{t_text}, for rows with fewer than {n} pairs; {bca} for rows with {n} or more"
-    if BCA_INTERVAL in intervals:
-        return f"{bca} (every row has at least {BOOTSTRAP_MIN_PAIRS} pairs)"
-    return t_text
-
-
-def _caption(
-    metric: str, baseline: str, pairs: list[tuple[str, int]], unfinished: bool, intervals: set[str], occlusion: bool,
-    tested: int,
-) -> str:
-    """What the table's numbers are; ``tested``: the comparisons with a p (Holm's family)."""
-    what = METRIC_TEXT.get(metric, metric)
-    level = f"{CI_LEVEL * 100:.0f} %"
-    best = (f"lowest {_column_title(metric, metric)}, highest top-1 in the top-1 columns"
-            if lower_is_better(metric) else "the highest")
-    text = (
-        f"{what[0].upper()}{what[1:]} on the validation set: mean ± sample std over seeds; n = finished seeds of "
-        f"planned. {'Occlusion columns: top-1 with that share of patches blanked. ' if occlusion else ''}"
-        f"Δ = mean paired difference (row − baseline) to the baseline row ({baseline}), paired by seed over "
-        f"the seeds both finished ({_n_text(pairs)}). p = two-sided paired t-test (df = n − 1); p (Holm) = p adjusted by Holm's step-down "
-        f"method over the {tested} comparison{'s' if tested != 1 else ''} with the baseline that have a p. "
-        f"{level} CI = {_interval_text(intervals)}. p and CI are – with fewer than 2 pairs or when every difference "
-        f"is the same (no spread to test). GPU-h = sum over the row's runs. Bold = best mean per column ({best})."
-    )
-    if unfinished:
-        text += f" {UNFINISHED_MARK} = not all seeds finished: the statistics use the finished seeds only."
-    return text
-
-
-def _effect_text(metric: str, effect: float) -> str:
-    if _percent(metric):
-        return f"{effect:g} point{'' if effect == 1 else 's'} of {_column_title(metric, metric)}"
-    return f"{effect:g} ({metric})"
-
-
-def _seeds_text(value: float) -> str:
-    if math.isnan(value):
-        return "–"
-    return f"> {100_000:,}" if math.isinf(value) else f"{int(value)}"
-
-
-def _note(
-    metric: str, effect: float, needed: list[tuple[str, float]], errors: list[tuple[float, float, str]]
-) -> str:
-    """Seeds needed per comparison, and the measurement error of top-1 on the validation set."""
-    parts = []
-    if needed:
-        listed = "; ".join(f"{label}: {_seeds_text(n)}" for label, n in needed)
-        parts.append(
-            f"Seeds needed to detect a true Δ of {_effect_text(metric, effect)} with {POWER * 100:.0f} % power "
-            f"(two-sided paired t-test, α = {ALPHA:g}, from the observed sd of the paired differences): {listed}"
-            + (" (– = fewer than 2 pairs or no spread observed)."
-               if any(math.isnan(n) for _, n in needed) else ".")
-        )
-    known = [(se, n_val, source) for se, n_val, source in errors if not math.isnan(se)]
-    if known:
-        low, high = min(se for se, _, _ in known), max(se for se, _, _ in known)
-        sizes = sorted({int(n) for _, n, _ in known})
-        sources = sorted({source for _, _, source in known})
-        size_text = " or ".join(f"{n:,}" for n in sizes)
-        span = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
-        parts.append(
-            f"Measurement error of one run's top-1 from the finite validation set alone ({size_text} images, "
-            f"from {' and '.join(sources)}): binomial SE {span} points, apart from the seed-to-seed spread."
-        )
-    return " ".join(parts)
-
-
 def _n_val(runs: _Runs, cond: Condition) -> tuple[float, str]:
     """Validation images of the row's finished runs (the fewest if they differ) and where that came from.
 
@@ -331,7 +209,7 @@ def _rows_table(
 ) -> Table:
     columns = _metric_columns(runs.frame, metric)
     first = axis if axis is not None else "condition"
-    header = [first] + [_column_title(c, metric) for c in columns] + ["n", "Δ " + _column_title(metric, metric),
+    header = [first] + [column_title(c, metric) for c in columns] + ["n", "Δ " + column_title(metric, metric),
                                                                      "p", "p (Holm)", f"{CI_LEVEL * 100:.0f} % CI",
                                                                      "GPU-h"]
     base_values = _values(runs, baseline, metric)[0] if baseline is not None else {}
@@ -398,11 +276,11 @@ def _rows_table(
             bold |= {(i, j) for i, m in enumerate(means[key]) if m == best}
     pairs = [(label, c.n) for _, label, c in compared]
     intervals = {c.interval for _, _, c in compared if c.interval}
-    caption = _caption(metric, _row_label(baseline, axis, plan) if baseline else "none", pairs, unfinished_any,
+    caption = rows_caption(metric, _row_label(baseline, axis, plan) if baseline else "none", pairs, unfinished_any,
                        intervals, any(is_occlusion_key(key) for key in columns),
                        sum(1 for _, _, c in compared if not math.isnan(c.p)))
-    note = _note(metric, effect, [(label, data[i]["seeds_needed"]) for i, label, _ in compared], errors)
-    return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds, note=note)
+    under = note(metric, effect, [(label, data[i]["seeds_needed"]) for i, label, _ in compared], errors)
+    return Table(plan.name, name, title, caption, header, rows, bold, pd.DataFrame(data), axis, conds, note=under)
 
 
 def _sum(runs: _Runs, cond: Condition, column: str) -> float:
@@ -455,12 +333,7 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] 
         if len(flat) > 1:
             best = min(flat) if lower_is_better(metric) else max(flat)
             bold = {(i_, j + 1) for i_, r in enumerate(means) for j, m in enumerate(r) if m == best}
-        what = METRIC_TEXT.get(metric, metric)
-        caption = (f"{what[0].upper()}{what[1:]} on the validation set: mean ± sample std over seeds (n finished). "
-                   f"Rows: {a}; columns: {b}" + (f"; {rest_key}" if rest_key else "")
-                   + f". Bold = best cell ({'lowest' if lower_is_better(metric) else 'highest'} {metric}).")
-        if unfinished_any:
-            caption += f" {UNFINISHED_MARK} = not all seeds finished: the statistics use the finished seeds only."
+        caption = pivot_caption(metric, a, b, rest_key, unfinished_any)
         suffix = f"-pivot{i + 1}" if len(groups) > 1 else "-pivot"
         tables.append(Table(plan.name, plan.name + suffix, f"{plan.name}: {metric} over {a} × {b}"
                             + (f" ({rest_key})" if rest_key else ""), caption,
