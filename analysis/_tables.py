@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis._captions import (
+    UNFINISHED_MARK, column_title, lower_is_better, note, pivot_caption, rows_caption,
+)
 from analysis._plan import Condition, SweepPlan, value_label, value_text
-from analysis._captions import UNFINISHED_MARK, column_title, lower_is_better, note, pivot_caption, rows_caption
 from analysis._stats import CI_LEVEL, Comparison, binomial_se, compare_paired, holm, seeds_needed
 from suite.run.names import is_occlusion_key
 from suite.run.records import RunState
@@ -30,6 +32,8 @@ __all__ = ["DEFAULT_EFFECT", "Table", "build_tables", "lower_is_better"]
 DEFAULT_EFFECT = 1.0
 
 FINISHED = RunState.FINISHED.value  # the runs frame holds states as text
+
+
 @dataclass
 class Table:
     """A rendered-ready table.
