@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from suite.config import MAPS_PREFIX, ConfigError, TrainConfig, read_yaml, run_id, validate_config
-from suite.train.preflight import machine_problems
-from suite.teacher.maps_step import data_identity, maps_step_id
-from suite.run.records import RunPaths, RunState, run_state
 from suite.device.batch_split import batch_split_problem
+from suite.run.records import RunPaths, RunState, run_state
+from suite.teacher.maps_step import data_identity, maps_step_id
+from suite.train.preflight import machine_problems
 from sweeps.spec import MapsStepSpec, Sweep, SweepError, apply_tracking, format_value, load_maps_step
 from sweeps.values import apply_values, lookup
 

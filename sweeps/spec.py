@@ -1,8 +1,8 @@
 """Sweep files: one typed schema, checked when the file is read.
 
-A sweep file is YAML. Every key has one default, here; an unknown key fails with the valid
-keys and their defaults (the idea of submitit's ``_internal_update_parameters``), and every
-message starts with the file and the dotted field, so it says what to fix.
+A sweep file is YAML. Every key has one default, here or in the keys every sweep and study
+file shares (:mod:`sweeps.schema`); an unknown key fails with the valid keys and their defaults,
+and every message starts with the file and the dotted field, so it says what to fix.
 
 .. code-block:: yaml
 
@@ -24,19 +24,30 @@ is :mod:`sweeps.expand`'s job.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, apply_overrides, read_yaml
-from sweeps.values import apply_values, format_value, to_override
+from sweeps.schema import (
+    EXECUTORS,
+    BaseSpec,
+    FileSpec,
+    LoadedFile,
+    ResourcesSpec,
+    Strict,
+    SweepError,
+    TrackingSpec,
+    apply_tracking,
+    format_errors,
+    read_file,
+    resolve_base,
+)
+from sweeps.values import format_value, to_override
 
 __all__ = [
     "EXECUTORS",
-    "apply_tracking",
     "BaseSpec",
     "MapsStepSpec",
     "ResourcesSpec",
@@ -44,6 +55,7 @@ __all__ = [
     "SweepError",
     "SweepSpec",
     "TrackingSpec",
+    "apply_tracking",
     "format_value",
     "load_maps_step",
     "load_sweep",
@@ -51,34 +63,10 @@ __all__ = [
     "to_override",
 ]
 
-EXECUTORS: tuple[str, ...] = ("auto", "slurm", "local", "debug")
 MODES: tuple[str, ...] = ("grid", "zip", "one_at_a_time")
 
 
-class SweepError(ValueError):
-    """A sweep that cannot be planned or launched; the message names the file, run and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BaseSpec(_Strict):
-    """The run every sweep run starts from: a run config file plus dotted overrides.
-
-    ``base: file.yaml`` is shorthand for ``base: {config: file.yaml}``.
-    """
-
-    config: Path | None = Field(None, description="run config YAML, relative to the sweep file")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, applied on top")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"config": value} if isinstance(value, (str, Path)) else value
-
-
-class MapsStepSpec(_Strict):
+class MapsStepSpec(Strict):
     """A maps build step file (``kind: maps``), named by ``teacher.maps: "@file.yaml"`` in a sweep.
 
     The sweep builds these offline teacher maps before the runs that read them, over the
@@ -93,6 +81,8 @@ class MapsStepSpec(_Strict):
         img_size: 576                             # whole images resized to this side (default data.img_size)
     """
 
+    WHAT: ClassVar[str] = "maps step"
+
     kind: Literal["maps"] = Field(description="maps: this file is a maps build step, not a run config")
     description: str | None = Field(None, description="what the step builds (shown in plan)")
     teacher: Any = Field(description="the teacher, as in a run config: {model, checkpoint[, kwargs]} or a path")
@@ -105,7 +95,7 @@ class MapsStepSpec(_Strict):
         if value in (None, "none") or (isinstance(value, str) and value.startswith("maps:")):
             raise ValueError("a maps build step needs a teacher checkpoint (a path, or {model, checkpoint})")
         if not isinstance(value, (str, dict)):
-            raise ValueError(f"give a path or a {{model, checkpoint}} mapping, but got {value!r}")
+            raise ValueError(f"give a path or a {{model, checkpoint}} mapping, but got {value!r}")  # noqa: TRY004
         if isinstance(value, dict) and (value.get("checkpoint") in (None, "", "none") or "maps" in value):
             raise ValueError(
                 f"a maps build step needs teacher.checkpoint (and no teacher.maps), but got {value!r}"
@@ -113,84 +103,11 @@ class MapsStepSpec(_Strict):
         return value
 
 
-class ResourcesSpec(_Strict):
-    """What one run asks the scheduler for (SLURM names as submitit spells them).
+class SweepSpec(FileSpec):
+    """A whole sweep file: the keys of every sweep and study file, then the runs of the sweep."""
 
-    Defaults fit one GPU of a typical cluster node; the local executor only uses
-    ``timeout_min``, ``gpus_per_node``, ``tasks_per_node`` and ``cpus_per_task``.
+    WHAT: ClassVar[str] = "sweep"
 
-    A run spans ``nodes x tasks_per_node`` processes, one per GPU (data parallelism, see
-    ``suite.device.distributed``); ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs).
-    ``data.batch_size`` stays the global batch whatever the process count.
-    """
-
-    partition: str | None = Field(None, description="SLURM partition (default: the cluster's default)")
-    nodes: int = Field(1, gt=0, description="nodes per run")
-    gpus_per_node: int = Field(1, ge=0, description="GPUs per node of a run (one training process per GPU)")
-    tasks_per_node: int | None = Field(
-        None, gt=0, description="training processes per node (default: gpus_per_node, or 1 without GPUs)"
-    )
-    cpus_per_task: int = Field(8, gt=0, description="CPU cores per process (data workers + main process)")
-    mem_gb: float = Field(32.0, gt=0, description="host memory per run, GB")
-    timeout_min: int = Field(24 * 60, gt=0, description="wall-clock limit per job; longer runs requeue")
-    array_parallelism: int = Field(256, gt=0, description="runs of one array running at once (%N)")
-    max_num_timeout: int = Field(10, ge=0, description="requeues after a time limit before giving up")
-    signal_delay_s: int = Field(120, ge=10, description="USR2 this many seconds before the time limit")
-    account: str | None = Field(None, description="SLURM account")
-    qos: str | None = Field(None, description="SLURM quality of service")
-    constraint: str | None = Field(None, description="SLURM node features, e.g. a100")
-    setup: list[str] = Field(
-        default_factory=list, description="shell lines run before the job (module load ...)"
-    )
-    additional: dict[str, str | int] = Field(
-        default_factory=dict, description="extra #SBATCH flags, e.g. {exclusive: true}"
-    )
-
-
-    @model_validator(mode="after")
-    def _one_task_per_gpu(self) -> ResourcesSpec:
-        if self.gpus_per_node and self.tasks_per_node is not None and self.tasks_per_node != self.gpus_per_node:
-            raise ValueError(
-                f"tasks_per_node={self.tasks_per_node} with gpus_per_node={self.gpus_per_node}: a run trains one "
-                "process per GPU, so give them the same value (or leave tasks_per_node out)"
-            )
-        return self
-
-    @property
-    def tasks(self) -> int:
-        """Training processes per node."""
-        return self.tasks_per_node or max(1, self.gpus_per_node)
-
-    @property
-    def processes(self) -> int:
-        """Training processes (data-parallel ranks) of one run."""
-        return self.nodes * self.tasks
-
-    @property
-    def gpus(self) -> int:
-        """GPUs of one run, all nodes together."""
-        return self.nodes * self.gpus_per_node
-
-
-class TrackingSpec(_Strict):
-    """W&B settings applied to every run (output-only: they never change a run id)."""
-
-    project: str | None = Field(None, description="W&B project (default: the run config's)")
-    group: str | None = Field(None, description="W&B group (default: the sweep name)")
-    tags: list[str] = Field(default_factory=list, description="W&B tags added to every run")
-    mode: Literal["offline", "online", "disabled"] | None = Field(
-        None, description="W&B mode (default: the run config's)"
-    )
-
-
-class SweepSpec(_Strict):
-    """A whole sweep file."""
-
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="sweep name (letters, digits, . _ -)"
-    )
-    description: str | None = Field(None, description="one line shown by plan and status")
-    base: BaseSpec = Field(default_factory=BaseSpec, description="run config file and/or dotted overrides")
     axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
     mode: Literal["grid", "zip", "one_at_a_time"] = Field("grid", description="how axes combine")
     seeds: list[int] | None = Field(None, description="run.seed values; every combination runs once per seed")
@@ -198,12 +115,6 @@ class SweepSpec(_Strict):
     exclude: list[dict[str, Any]] = Field(
         default_factory=list, description="drop runs matching all these keys"
     )
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="scheduler request per run")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B project/group/tags")
-    output_root: Path | None = Field(
-        None, description="run folders go here (default: runs/<name>, from the cwd)"
-    )
-    executor: Literal["auto", "slurm", "local", "debug"] = Field("auto", description="default for launch")
 
     @field_validator("axes", mode="before")
     @classmethod
@@ -254,121 +165,14 @@ class SweepSpec(_Strict):
 
 
 @dataclass(frozen=True)
-class Sweep:
-    """A loaded sweep file: its spec, where it lives, its base run config and output root."""
+class Sweep(LoadedFile):
+    """A loaded sweep file (:class:`~sweeps.schema.LoadedFile`); launch records its runs in ``state_file``."""
 
     spec: SweepSpec
-    path: Path
-    base: dict[str, Any]
-    output_root: Path
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def folder(self) -> Path:
-        """The folder of the sweep file: relative paths inside it start here."""
-        return self.path.parent
 
     @property
     def state_file(self) -> Path:
         return self.output_root / "sweep-state.json"
-
-
-def apply_tracking(tracking: dict[str, Any], spec: TrackingSpec, *, group: str, extra_tags: tuple[str, ...] = ()) -> None:
-    """Write a sweep's or study's W&B settings into a run's ``tracking`` section, in place.
-
-    Output-only fields (never part of a run id): the group (``spec.group`` or ``group``), project,
-    mode, and the tags added after the run's own.
-    """
-    tracking["group"] = spec.group or group
-    if spec.project is not None:
-        tracking["project"] = spec.project
-    if spec.mode is not None:
-        tracking["mode"] = spec.mode
-    extra = [*spec.tags, *extra_tags]
-    if extra:
-        tags = list(tracking.get("tags") or [])
-        tracking["tags"] = tags + [t for t in extra if t not in tags]
-
-
-def _describe(model: type[BaseModel]) -> str:
-    parts = []
-    for name, field in model.model_fields.items():
-        if field.is_required():
-            parts.append(f"{name} (required)")
-            continue
-        default = field.get_default(call_default_factory=True)
-        shown = "{...}" if isinstance(default, BaseModel) else repr(default)
-        parts.append(f"{name}={shown}")
-    return ", ".join(parts)
-
-
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "base": BaseSpec,
-    "resources": ResourcesSpec,
-    "tracking": TrackingSpec,
-}
-
-
-def _format_error(err: ValidationError, path: Path, model: type[BaseModel] | None = None) -> str:
-    top = model or SweepSpec
-    lines = []
-    for item in err.errors():
-        loc = [str(p) for p in item["loc"]]
-        dotted = ".".join(loc) or "(sweep)"
-        msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            parent = _SECTIONS.get(loc[0], top) if len(loc) > 1 and top is SweepSpec else top
-            msg = f"unknown key; valid keys: {_describe(parent)}"
-        elif item["type"] == "literal_error" and loc and loc[-1] == "executor":
-            msg = f"unknown executor {item.get('input')!r}; choose one of {', '.join(EXECUTORS)}"
-        elif item["type"] in (
-            "int_parsing",
-            "float_parsing",
-            "int_type",
-            "float_type",
-            "list_type",
-            "string_type",
-        ):
-            msg = f"{msg} (got {item.get('input')!r})"
-        lines.append(f"{path}: {dotted}: {msg}")
-    return "\n".join(lines)
-
-
-def resolve_base(path: Path, spec: BaseSpec, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The base run config of a sweep or study file: its ``base.config`` plus overrides (a nested dict).
-
-    Args:
-        path: the absolute path of the sweep or study file (``base.config`` is relative to its folder).
-        spec: its ``base`` block.
-        overrides: command-line ``key=value`` overrides, applied after ``base.overrides``.
-
-    Raises:
-        SweepError: the config file is missing or malformed, or an override is; the message names
-            the file and the field.
-    """
-    base: dict[str, Any] = {}
-    if spec.config is not None:
-        config_path = spec.config if spec.config.is_absolute() else path.parent / spec.config
-        try:
-            base = read_yaml(config_path)
-        except ConfigError as err:
-            raise SweepError(f"{path}: base.config: {err}") from None
-    try:
-        base = apply_values(base, spec.overrides)
-    except ConfigError as err:
-        raise SweepError(f"{path}: base.overrides: {err}") from None
-    try:
-        base = apply_overrides(base, list(overrides or []))
-    except ConfigError as err:
-        raise SweepError(f"{path}: command-line override: {err}") from None
-    return base
-
-
-def _default_output_root(name: str) -> Path:
-    return Path("runs") / name
 
 
 def load_sweep(
@@ -394,18 +198,7 @@ def load_sweep(
         >>> sweep.spec.axes["mix.mask_ratio"]  # doctest: +SKIP
         [0.3, 0.5, 0.7]
     """
-    path = Path(path).expanduser().absolute()
-    try:
-        raw = read_yaml(path)
-    except ConfigError as err:
-        raise SweepError(str(err)) from None
-    try:
-        spec = SweepSpec.model_validate(raw)
-    except ValidationError as err:
-        raise SweepError(_format_error(err, path)) from None
-    base = resolve_base(path, spec.base, overrides)
-    root = output_root or spec.output_root or _default_output_root(spec.name)
-    root = Path(os.path.abspath(Path(root).expanduser()))
+    spec, path, base, root = read_file(path, SweepSpec, overrides, output_root=output_root)
     return Sweep(spec=spec, path=path, base=base, output_root=root)
 
 
@@ -414,4 +207,4 @@ def load_maps_step(path: Path, data: dict[str, Any]) -> MapsStepSpec:
     try:
         return MapsStepSpec.model_validate(data)
     except ValidationError as err:
-        raise SweepError(_format_error(err, path, MapsStepSpec)) from None
+        raise SweepError(format_errors(err, path, MapsStepSpec)) from None

@@ -1,9 +1,10 @@
 """Study files: Optuna tuning over the suite's run config, one typed schema checked when read.
 
-A study file is YAML, like a sweep file: the same ``base``, ``resources`` and ``tracking`` blocks
-(:mod:`sweeps.spec`), plus a search space over dotted run config keys, an objective and the
-Optuna pieces. Every key has one default, here; an unknown key fails with the valid keys, and
-every message starts with the file and the dotted field.
+A study file is YAML, like a sweep file: the keys every sweep and study file has
+(:mod:`sweeps.schema`: ``name``, ``base``, ``resources``, ``tracking``, ...), plus a search space
+over dotted run config keys (:mod:`sweeps.study_space`), an objective (:mod:`sweeps.study_metrics`)
+and the Optuna pieces. Every key has one default, here; an unknown key fails with the valid keys,
+and every message starts with the file and the dotted field.
 
 .. code-block:: yaml
 
@@ -34,17 +35,31 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import math
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from suite.config import ConfigError, read_yaml, validate_config
-from sweeps.spec import BaseSpec, ResourcesSpec, SweepError, TrackingSpec, apply_tracking, resolve_base
+from suite.config import ConfigError, validate_config
+from sweeps.schema import FileSpec, LoadedFile, Strict, SweepError, apply_tracking, read_file
+from sweeps.study_metrics import (
+    PER_EPOCH,
+    RUNNING_MAX,
+    ObjectiveSpec,
+    intermediate_value,
+    objective_value,
+    recorded_problem,
+)
+from sweeps.study_space import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    Param,
+    decode_param,
+    encode_choice,
+    infer_type,
+)
 from sweeps.values import apply_values
 
 __all__ = [
@@ -58,149 +73,30 @@ __all__ = [
     "Study",
     "StudyError",
     "StudySpec",
-    "load_study",
-    "objective_value",
+    "decode_param",
+    "encode_choice",
+    "grid_size",
+    "grid_space",
     "intermediate_value",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "objective_value",
+    "output_fields",
+    "report_metric",
 ]
 
 JOURNAL_FILE = "study.journal"
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
-EXECUTORS: tuple[str, ...] = ("auto", "slurm", "local", "debug")
-
-# Objective metrics the run records write. Per-epoch ones are in every metrics.jsonl row;
-# ``best_*`` are running maxima of a per-epoch metric; the rest are only in summary.json.
-PER_EPOCH = ("top1", "top5", "val_loss", "ema_top1", "ema_top5")
-RUNNING_MAX = {
-    "best_top1": ("top1",),
-    "best_top5": ("top5",),
-    "best_ema_top1": ("ema_top1",),
-    "best_top1_max": ("top1", "ema_top1"),
-}
-OCCLUSION = re.compile(r"^occ(\d+)_top1$")
-MINIMIZED = ("val_loss",)
+_PARAMS: dict[str, type[BaseModel]] = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
 
 
 class StudyError(SweepError):
     """A study file that cannot be run; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _bounds(low: float, high: float, log: bool) -> None:
-    if low > high:
-        raise ValueError(f"low must be <= high, but got low={low!r}, high={high!r}")
-    if log and low <= 0:
-        raise ValueError(f"log scale needs low > 0, but got low={low!r}")
-
-
-class FloatParam(_Strict):
-    """A float in ``[low, high]``; ``log`` samples its logarithm uniformly; ``step`` discretises."""
-
-    type: Literal["float"] = "float"
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatParam:
-        _bounds(self.low, self.high, self.log)
-        if self.log and self.step is not None:
-            raise ValueError("log and step cannot be combined (Optuna samples either on a log scale or on a grid)")
-        return self
-
-    def values(self) -> list[float] | None:
-        """The finite set of values (with ``step``), else None."""
-        if self.step is None:
-            return None
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9))
-        return [round(self.low + i * self.step, 10) for i in range(n + 1)]
-
-    def probes(self) -> list[Any]:
-        return [self.low, self.high]
-
-
-class IntParam(_Strict):
-    """An integer in ``[low, high]`` (both included); ``log`` or ``step``."""
-
-    type: Literal["int"] = "int"
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        _bounds(self.low, self.high, self.log)
-        if self.log and self.step != 1:
-            raise ValueError("log and step cannot be combined (Optuna samples either on a log scale or on a grid)")
-        return self
-
-    def values(self) -> list[int]:
-        return list(range(self.low, self.high + 1, self.step))
-
-    def probes(self) -> list[Any]:
-        return [self.low, self.high]
-
-
-class CategoricalParam(_Strict):
-    """One of ``choices`` (any YAML values; lists such as a mask-ratio range ``[0.3, 0.7]`` too)."""
-
-    type: Literal["categorical"] = "categorical"
-    choices: list[Any]
-
-    @field_validator("choices")
-    @classmethod
-    def _choices(cls, value: list[Any]) -> list[Any]:
-        if not value:
-            raise ValueError("choices is an empty list; give at least one value")
-        encoded = [encode_choice(v) for v in value]
-        if len(set(map(repr, encoded))) != len(encoded):
-            raise ValueError(f"choices must be distinct, but got {value}")
-        return value
-
-    def values(self) -> list[Any]:
-        return [encode_choice(v) for v in self.choices]
-
-    def probes(self) -> list[Any]:
-        return list(self.choices)
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-
-
-def encode_choice(value: Any) -> Any:
-    """Optuna stores categorical choices as None/bool/int/float/str: other values become JSON text."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
-class ObjectiveSpec(_Strict):
-    """What a trial's value is: a metric of the run records and its direction."""
-
-    metric: str = Field("best_top1", description="a summary.json metric, e.g. best_top1, top1, val_loss, occ50_top1")
-    direction: Literal["maximize", "minimize"] | None = Field(
-        None, description="default: minimize for val_loss, else maximize"
-    )
-    report: str | None = Field(
-        None, description="per-epoch metric reported to the pruner (default: the objective's own, or top1)"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"metric": value} if isinstance(value, str) else value
-
-    @property
-    def resolved_direction(self) -> str:
-        return self.direction or ("minimize" if self.metric in MINIMIZED else "maximize")
-
-
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     """The Optuna sampler: ``tpe`` (default), ``random``, ``grid``, ``cmaes``; ``params`` go to its constructor."""
 
     name: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
@@ -213,7 +109,7 @@ class SamplerSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(Strict):
     """The Optuna pruner: ``median`` (default), ``hyperband``, ``none``; ``params`` go to its constructor."""
 
     name: Literal["median", "hyperband", "none"] = "median"
@@ -227,12 +123,13 @@ class PrunerSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
-class StudySpec(_Strict):
-    """A whole study file."""
+class StudySpec(FileSpec):
+    """A whole study file: the keys of every sweep and study file, then the search and its Optuna pieces."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="study name (letters, digits, . _ -)")
-    description: str | None = Field(None, description="one line shown by status")
-    base: BaseSpec = Field(default_factory=BaseSpec, description="run config file and/or dotted overrides")
+    WHAT: ClassVar[str] = "study"
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**FileSpec.CHOICES, "sampler.name": SAMPLERS,
+                                                     "pruner.name": PRUNERS}
+
     space: dict[str, Param] = Field(description="dotted run config key -> distribution")
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec, description="metric and direction")
     n_trials: int | None = Field(None, gt=0, description="finished trials to reach (grid: default the grid size)")
@@ -246,10 +143,6 @@ class StudySpec(_Strict):
     grace_s: int | None = Field(None, gt=0, description="a trial without heartbeat for this long is failed and "
                                 "retried (default 3 x heartbeat_s)")
     max_retries: int = Field(3, ge=0, description="retries of a trial whose worker died")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="scheduler request per worker")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B project/group/tags")
-    output_root: Path | None = Field(None, description="run folders and the study journal (default runs/<name>)")
-    executor: Literal["auto", "slurm", "local", "debug"] = Field("auto", description="default for suite tune")
 
     @field_validator("space", mode="before")
     @classmethod
@@ -264,38 +157,33 @@ class StudySpec(_Strict):
                 raise ValueError(f"space key {key!r} must be a dotted run config key such as optim.lr")
             if key in ("seed", "run.seed"):
                 raise ValueError(f"space key {key}: seeds are not tuned; use `suite tune best --seeds`")
-            out[key] = _infer_type(dist)
+            out[key] = infer_type(dist)
         return out
 
     @property
     def grace_period(self) -> int:
         return self.grace_s or 3 * self.heartbeat_s
 
+    @classmethod
+    def error_field(cls, loc: list[str]) -> tuple[str, type[BaseModel]]:
+        """``space.<key>.<field>``: the distribution's tag (``float``, ...) is no key of the file."""
+        if len(loc) >= 2 and loc[0] == "space":
+            model = _PARAMS.get(loc[2], cls) if len(loc) >= 3 else cls
+            return ".".join(["space", loc[1], *loc[3:]]), model
+        return super().error_field(loc)
 
-def _infer_type(dist: Any) -> Any:
-    """``[a, b]`` is a categorical; ``{low, high}`` without ``type`` is int when both are ints, else float."""
-    if isinstance(dist, list):
-        return {"type": "categorical", "choices": dist}
-    if isinstance(dist, dict) and "type" not in dist:
-        if "choices" in dist:
-            return {"type": "categorical", **dist}
-        ints = all(isinstance(dist.get(k), int) and not isinstance(dist.get(k), bool) for k in ("low", "high"))
-        return {"type": "int" if ints and not isinstance(dist.get("step"), float) else "float", **dist}
-    return dist
+    @classmethod
+    def error_message(cls, item: Any, loc: list[str], dotted: str) -> str | None:
+        if item["type"] == "union_tag_invalid":
+            return f"unknown type {item.get('input', {}).get('type')!r}; choose float, int or categorical"
+        return None
 
 
 @dataclass(frozen=True)
-class Study:
-    """A loaded study file: its spec, where it lives, its base run config and output root."""
+class Study(LoadedFile):
+    """A loaded study file (:class:`~sweeps.schema.LoadedFile`): its trials, storage and direction."""
 
     spec: StudySpec
-    path: Path
-    base: dict[str, Any]
-    output_root: Path
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def n_trials(self) -> int:
@@ -317,15 +205,6 @@ class Study:
         values = {key: decode_param(self.spec.space[key], value) for key, value in params.items()}
         data = apply_values(self.base, values)
         return output_fields(self, data, number=number)
-
-
-def decode_param(dist: Any, value: Any) -> Any:
-    """An Optuna param value back to the run config value (categorical JSON text back to lists)."""
-    if isinstance(dist, CategoricalParam):
-        for choice in dist.choices:
-            if encode_choice(choice) == value:
-                return choice
-    return value
 
 
 def output_fields(study: Study, data: dict[str, Any], *, number: int | None = None) -> dict[str, Any]:
@@ -354,51 +233,11 @@ def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
     return {key: list(dist.values() or []) for key, dist in spec.space.items()}
 
 
-# ---- recorded metrics -----------------------------------------------------------------------------
-
-
-def _recorded_problem(metric: str, config: dict[str, Any], *, per_epoch: bool) -> str | None:
-    """Why runs of this config would not record ``metric`` (None when they do)."""
-    ema = bool((config.get("optim") or {}).get("ema_decay"))
-    occlusion = [round(float(f) * 100) for f in (config.get("eval") or {}).get("occlusion") or []]
-    known = [*PER_EPOCH, *RUNNING_MAX] + ([] if per_epoch else [f"occ{p}_top1" for p in occlusion])
-    match = OCCLUSION.match(metric)
-    if match and not per_epoch:
-        if int(match.group(1)) in occlusion:
-            return None
-        return (f"{metric} is not recorded: the base config's eval.occlusion is "
-                f"{(config.get('eval') or {}).get('occlusion')}; add {int(match.group(1)) / 100:g} there")
-    if metric not in known:
-        kind = "per-epoch metric" if per_epoch else "metric"
-        return f"unknown {kind} {metric!r}: runs record {', '.join(known)}"
-    if "ema" in metric and not ema:
-        return f"{metric} is only recorded with an EMA model; set optim.ema_decay in the base config"
-    return None
-
-
 def report_metric(spec: StudySpec) -> str:
     """The per-epoch metric the pruner sees: the objective's own, or ``top1`` for summary-only ones."""
     metric = spec.objective.report or spec.objective.metric
     return metric if metric in PER_EPOCH or metric in RUNNING_MAX else "top1"
 
-
-def intermediate_value(metric: str, rows: list[dict[str, Any]]) -> float | None:
-    """The value of a per-epoch (or running-max) metric after the last of ``rows``; None if not evaluated."""
-    if metric in RUNNING_MAX:
-        seen = [r[k] for r in rows for k in RUNNING_MAX[metric] if r.get(k) is not None]
-        return max(seen) if seen else None
-    if not rows or rows[-1].get(metric) is None:
-        return None
-    return float(rows[-1][metric])
-
-
-def objective_value(metric: str, summary: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
-    """The objective of a finished run: its summary value, else computed from its metrics rows."""
-    if summary.get(metric) is not None:
-        return float(summary[metric])
-    if metric in PER_EPOCH or metric in RUNNING_MAX:
-        return intermediate_value(metric, rows)
-    return None
 
 
 # ---- samplers and pruners -------------------------------------------------------------------------
@@ -461,58 +300,6 @@ def make_pruner(spec: StudySpec) -> Any:
 
 # ---- loading --------------------------------------------------------------------------------------
 
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "base": BaseSpec,
-    "resources": ResourcesSpec,
-    "tracking": TrackingSpec,
-    "objective": ObjectiveSpec,
-    "sampler": SamplerSpec,
-    "pruner": PrunerSpec,
-}
-
-
-def _describe(model: type[BaseModel]) -> str:
-    parts = []
-    for name, field in model.model_fields.items():
-        if field.is_required():
-            parts.append(f"{name} (required)")
-            continue
-        default = field.get_default(call_default_factory=True)
-        parts.append(f"{name}={'{...}' if isinstance(default, BaseModel) else repr(default)}")
-    return ", ".join(parts)
-
-
-def _param_model(loc: list[str]) -> type[BaseModel] | None:
-    if len(loc) >= 3 and loc[0] == "space":
-        return {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}.get(loc[2])
-    return None
-
-
-def _format_error(err: ValidationError, path: Path) -> str:
-    lines = []
-    for item in err.errors():
-        loc = [str(p) for p in item["loc"]]
-        msg = item["msg"].removeprefix("Value error, ")
-        shown = [p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "space")]  # drop the union tag
-        dotted = ".".join(shown) or "(study)"
-        if loc and loc[0] == "space" and len(loc) >= 2:
-            dotted = f"space.{loc[1]}" + ("." + ".".join(loc[3:]) if len(loc) > 3 else "")
-        if item["type"] == "extra_forbidden":
-            parent = _param_model(loc) or (_SECTIONS.get(loc[0], StudySpec) if len(loc) > 1 else StudySpec)
-            msg = f"unknown key; valid keys: {_describe(parent)}"
-        elif item["type"] == "literal_error" and loc[-1] == "name" and loc[0] in ("sampler", "pruner"):
-            choices = SAMPLERS if loc[0] == "sampler" else PRUNERS
-            msg = f"unknown {loc[0]} {item.get('input')!r}; choose one of {', '.join(choices)}"
-        elif item["type"] == "literal_error" and loc[-1] == "executor":
-            msg = f"unknown executor {item.get('input')!r}; choose one of {', '.join(EXECUTORS)}"
-        elif item["type"] == "union_tag_invalid":
-            msg = f"unknown type {item.get('input', {}).get('type')!r}; choose float, int or categorical"
-        elif item["type"] in ("int_parsing", "float_parsing", "int_type", "float_type", "int_from_float",
-                              "list_type", "string_type", "missing"):
-            msg = f"{msg}" + ("" if item["type"] == "missing" else f" (got {item.get('input')!r})")
-        lines.append(f"{path}: {dotted}: {msg}")
-    return "\n".join(lines)
-
 
 def _check_space(study: Study) -> list[str]:
     """Every distribution's bounds and choices against the run config schema; one line per problem."""
@@ -543,6 +330,20 @@ def _check_grid(study: Study) -> list[str]:
     return problems
 
 
+def _check_objective(study: Study, resolved: dict[str, Any]) -> list[str]:
+    """The objective (and the pruner's metric) must be recorded by runs of the base config."""
+    spec = study.spec
+    problems = []
+    for field, metric, per_epoch in (("objective.metric", spec.objective.metric, False),
+                                     ("objective.report", spec.objective.report, True)):
+        problem = metric and recorded_problem(metric, resolved, per_epoch=per_epoch)
+        if problem:
+            problems.append(f"{study.path}: {field}: {problem}")
+    if spec.n_trials is None and spec.sampler.name != "grid":
+        problems.append(f"{study.path}: n_trials: required (only sampler grid defaults it to the grid size)")
+    return problems
+
+
 def load_study(path: Path | str, overrides: list[str] | None = None, *, output_root: Path | None = None) -> Study:
     """Read and validate a study file; nothing is written and no trial is created.
 
@@ -563,34 +364,13 @@ def load_study(path: Path | str, overrides: list[str] | None = None, *, output_r
         >>> study.n_trials  # doctest: +SKIP
         16
     """
-    path = Path(path).expanduser().absolute()
+    spec, path, base, root = read_file(path, StudySpec, overrides, output_root=output_root, error=StudyError)
+    study = Study(spec=spec, path=path, base=base, output_root=root)
     try:
-        raw = read_yaml(path)
-    except ConfigError as err:
-        raise StudyError(str(err)) from None
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as err:
-        raise StudyError(_format_error(err, path)) from None
-    try:
-        base = resolve_base(path, spec.base, overrides)
-    except SweepError as err:
-        raise StudyError(str(err)) from None
-    root = output_root or spec.output_root or Path("runs") / spec.name
-    study = Study(spec=spec, path=path, base=base, output_root=Path(os.path.abspath(Path(root).expanduser())))
-    try:
-        validate_config(output_fields(study, dict(base)))
+        resolved = validate_config(output_fields(study, dict(base)))
     except ConfigError as err:
         raise StudyError("\n".join(f"{path}: base: {line}" for line in str(err).splitlines())) from None
-    problems = _check_space(study) + _check_grid(study)
-    resolved = json.loads(validate_config(output_fields(study, dict(base))).model_dump_json())
-    for field, metric, per_epoch in (("objective.metric", spec.objective.metric, False),
-                                     ("objective.report", spec.objective.report, True)):
-        problem = metric and _recorded_problem(metric, resolved, per_epoch=per_epoch)
-        if problem:
-            problems.append(f"{path}: {field}: {problem}")
-    if spec.n_trials is None and spec.sampler.name != "grid":
-        problems.append(f"{path}: n_trials: required (only sampler grid defaults it to the grid size)")
+    problems = _check_space(study) + _check_grid(study) + _check_objective(study, json.loads(resolved.model_dump_json()))
     if problems:
         raise StudyError("\n".join(problems))
     for factory in (make_sampler, make_pruner):
