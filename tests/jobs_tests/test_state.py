@@ -50,7 +50,7 @@ def test_classify_rejects_unknown_words() -> None:
 
 def test_state_predicates() -> None:
     assert {s for s in S if s.is_active()} == {S.PENDING, S.RUNNING}
-    assert {s for s in S if s.needs_launch()} == {S.NEW, S.FAILED, S.CANCELLED, S.INTERRUPTED}
+    assert {s for s in S if s.needs_launch()} == {S.NEW, S.MISSING, S.FAILED, S.CANCELLED, S.INTERRUPTED}
     assert {s for s in S if s.is_finished()} == {S.FINISHED, S.PRUNED}
 
 
