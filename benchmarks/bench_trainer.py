@@ -45,7 +45,10 @@ from suite.data.loaders import build_data, train_loader
 from suite.run.seeds import derive_seed
 from suite.mixing.mixer import build_mixer
 from suite.models.factory import build_model
-from suite.train.trainer import Trainer, _DeviceMeter, _empty_meter, _loss_fn
+from suite.train.recipe import loss_fn as _loss_fn
+from suite.train.state import DeviceMeter as _DeviceMeter
+from suite.train.state import empty_meter as _empty_meter
+from suite.train.trainer import Trainer
 
 CASES = {
     "builtin": dict(model="vit_micro_patch4_32", img=32, batch=128, grid=8, epochs=4,

@@ -14,13 +14,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from suite.run.names import CHECKPOINT_FILE
 
-# ``TrainConfig`` in annotations is suite.config.schema's (not imported: the schema imports this module).
+if TYPE_CHECKING:  # annotations only: the schema imports this module at run time
+    from suite.config.schema import TrainConfig
 
 __all__ = [
     "ID_VERSION", "MAPS_STEP_PATTERN", "OUTPUT_ONLY_FIELDS", "RUN_ID_PATTERN", "file_sha256", "identity_fields",
@@ -52,7 +53,7 @@ def teacher_run_folder(path: Path | str) -> Path | None:
     Read from the spelling alone, so every machine agrees.
     """
     path = Path(path)
-    if path.name == "checkpoint.pt" and _is_run_name(path.parent.name):
+    if path.name == CHECKPOINT_FILE and _is_run_name(path.parent.name):
         return path.parent
     if _is_run_name(path.name):
         return path

@@ -35,24 +35,22 @@ from __future__ import annotations
 import json
 import math
 import platform
-import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from suite.device import distributed
 from suite.config import ID_VERSION, ConfigError, TrainConfig, file_sha256, run_id, teacher_identity
 from suite.data.loaders import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from suite.run.seeds import derive_seed, seed_everything
 from suite.train.evaluate import evaluate, evaluate_occlusion
+from suite.train.recipe import build_optimizer, build_scheduler, loss_fn
+from suite.train.state import DeviceMeter, TrainState, check_finite, empty_meter, rng_state, set_rng_state
 from suite.device.hardware import configure_threads, resolve_device, set_cpu_share
 from suite.mixing.mixer import build_mixer
 from suite.models.factory import build_model
@@ -88,145 +86,6 @@ class TrainResult:
     run_dir: Path
     state: RunState
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint (``state_dict``) and restored from it.
-
-    ``epoch`` counts finished epochs, ``step`` the steps done in the current one; ``meter``
-    holds the current epoch's sums (host numbers, read at a checkpoint).
-    """
-
-    epoch: int = 0
-    step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": -1})
-    meter: dict[str, float] = field(default_factory=lambda: _empty_meter())
-    seconds: float = 0.0  # training wall time of earlier sessions of this run
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> TrainState:
-        return cls(
-            epoch=ckpt["epoch"], step=ckpt["step"], history=list(ckpt["history"]), best=dict(ckpt["best"]),
-            meter=dict(ckpt["meter"] or _empty_meter()), seconds=float(ckpt.get("seconds", 0.0)),
-        )
-
-
-def _empty_meter() -> dict[str, float]:
-    return {"loss_sum": 0.0, "images": 0, "steps": 0, "seconds": 0.0, "fallbacks": 0}
-
-
-class _DeviceMeter:
-    """One epoch's running sums, kept on the device so the step never waits for the host."""
-
-    def __init__(self, start: Mapping[str, float], device: torch.device) -> None:
-        self.base = dict(start)
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.fallbacks = torch.zeros((), dtype=torch.int64, device=device)
-        self.images = 0
-        self.steps = 0
-
-    def add(self, loss: torch.Tensor, images: int, fallbacks: torch.Tensor | int) -> None:
-        self.loss_sum += loss.detach().double() * images
-        self.fallbacks += fallbacks
-        self.images += images
-        self.steps += 1
-
-    def read(self, seconds: float) -> dict[str, float]:
-        """The epoch's host numbers so far (one device sync)."""
-        return {
-            "loss_sum": self.base["loss_sum"] + float(self.loss_sum),
-            "images": self.base["images"] + self.images,
-            "steps": self.base["steps"] + self.steps,
-            "seconds": self.base["seconds"] + seconds,
-            "fallbacks": self.base["fallbacks"] + int(self.fallbacks),
-        }
-
-
-def _check_finite(meter: Mapping[str, float], epoch: int, step: int) -> None:
-    if not math.isfinite(meter["loss_sum"]):
-        raise FloatingPointError(
-            f"non-finite training loss in epoch {epoch + 1} before step {step}; no checkpoint of these weights "
-            "was written (lower optim.lr, set optim.clip_grad, or check the data)"
-        )
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states in types that ``torch.load(weights_only=True)`` accepts (no numpy arrays)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`_rng_state`'s states, wherever the checkpoint's tensors were loaded.
-
-    The RNG states are CPU byte tensors whatever the device (``torch.set_rng_state`` and numpy need
-    them there). CUDA states are restored for the GPUs this process sees, at most as many as were
-    saved: a job that resumes with fewer (or more) visible GPUs than it saved is fine, since every
-    draw of a step is re-seeded from ``(seed, epoch, step)`` anyway.
-    """
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    keys = n["keys"].cpu().numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if torch.cuda.is_available():
-        for index, cuda_state in enumerate(_cuda_states(state, torch.cuda.device_count())):
-            torch.cuda.set_rng_state(cuda_state, device=index)
-
-
-def _cuda_states(state: Mapping[str, Any], visible: int) -> list[torch.Tensor]:
-    """The saved CUDA RNG states to restore on ``visible`` GPUs, as CPU tensors (at most ``visible``).
-
-    >>> s = {"cuda": [torch.zeros(2, dtype=torch.uint8), torch.ones(2, dtype=torch.uint8)]}
-    >>> len(_cuda_states(s, 1)), len(_cuda_states(s, 4)), len(_cuda_states({}, 2))
-    (1, 2, 0)
-    """
-    return [t.cpu() for t in list(state.get("cuda") or [])[:visible]]
-
-
-def _loss_fn(kind: str) -> Any:
-    if kind == "soft_ce":
-        return lambda logits, target: torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    if kind == "bce":
-        return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target)
-    raise ValueError(f"optim.loss must be one of soft_ce, bce, but got {kind!r}")
-
-
-def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    from timm.optim import create_optimizer_v2
-
-    kwargs: dict[str, Any] = {}
-    if cfg.optim.name == "sgd":
-        kwargs["momentum"] = cfg.optim.momentum
-    lr = cfg.optim.effective_lr(cfg.data.batch_size)
-    return create_optimizer_v2(model, cfg.optim.name, lr=lr, weight_decay=cfg.optim.weight_decay, **kwargs)
-
-
-def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: int) -> Any:
-    from timm.scheduler import CosineLRScheduler
-
-    total = cfg.schedule.epochs * steps  # the cosine; cooldown epochs after it stay at min_lr
-    warmup = int(round(cfg.schedule.warmup_epochs * steps))
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(1, total - warmup),
-        lr_min=cfg.schedule.min_lr,
-        warmup_t=warmup,
-        warmup_lr_init=cfg.schedule.warmup_lr,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
 
 
 class Trainer:
@@ -410,8 +269,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.forward_model = self.dist.wrap(model, self.device)  # DDP when several processes train
-        self.optimizer = _optimizer(cfg, model)
-        self.scheduler = _scheduler(cfg, self.optimizer, self.steps)
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
         self.ema = None
         if cfg.optim.ema_decay:
             from timm.utils import ModelEmaV3
@@ -422,7 +281,7 @@ class Trainer:
             amp_dtype=self.precision.dtype if self.precision.enabled else None,
         )
         self.mixer = build_mixer(cfg.mix, num_classes=self.data.num_classes, teacher=teacher)
-        self.loss_fn = _loss_fn(cfg.optim.loss)
+        self.loss_fn = loss_fn(cfg.optim.loss)
         self.val_loader = eval_loader(  # eval.batch_size images per process
             self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda, rank=self.dist.rank,
             world_size=self.dist.world_size,
@@ -446,7 +305,7 @@ class Trainer:
         self.precision.load_state_dict(ckpt.get("scaler"))
         self.state = TrainState.from_checkpoint(ckpt)
         self._saved = (self.state.epoch, self.state.step)
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         self.writer.metrics(self.state.history)  # drop rows past the checkpoint, if any
         self.writer.info(
             "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
@@ -521,7 +380,7 @@ class Trainer:
         cfg, state, device = self.cfg, self.state, self.device
         seed, log_every = cfg.run.seed, cfg.run.log_every
         first = state.step
-        meter = _DeviceMeter(self.dist.own_meter(state.meter, _empty_meter()), device)
+        meter = DeviceMeter(self.dist.own_meter(state.meter, empty_meter()), device)
         loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda",
                               rank=self.dist.rank, world_size=self.dist.world_size)
         bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.total_epochs}",
@@ -541,21 +400,21 @@ class Trainer:
                     sums["loss_sum"], sums["images"], asked = self.dist.sync(
                         [sums["loss_sum"], sums["images"], float(stop.requested)], device
                     )
-                    _check_finite(sums, epoch, step)
+                    check_finite(sums, epoch, step)
                     bar.set_postfix(loss=f"{sums['loss_sum'] / max(1, sums['images']):.3f}")
                     stopping = asked > 0
                 if stopping and step < self.steps:
                     state.step = step
                     state.meter = self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
-                    _check_finite(state.meter, epoch, step)
+                    check_finite(state.meter, epoch, step)
                     return False
         finally:
             bar.close()
         state.step, state.meter = step, self.dist.reduce_meter(meter.read(time.perf_counter() - tick), device)
-        _check_finite(state.meter, epoch, step)
+        check_finite(state.meter, epoch, step)
         return True
 
-    def _step(self, batch: Sequence[torch.Tensor], epoch: int, step: int, meter: _DeviceMeter) -> None:
+    def _step(self, batch: Sequence[torch.Tensor], epoch: int, step: int, meter: DeviceMeter) -> None:
         x, y = batch[0], batch[1]
         geometry = batch[2] if len(batch) > 2 else None
         step_seed = distributed.step_seed(self.cfg.run.seed, epoch, step, self.dist.rank)
@@ -605,7 +464,7 @@ class Trainer:
             row.update(self._evaluate(epoch))
         row["wall_time"] = time.time()
         state.history.append(row)
-        state.epoch, state.step, state.meter = epoch + 1, 0, _empty_meter()
+        state.epoch, state.step, state.meter = epoch + 1, 0, empty_meter()
         if epoch + 1 == cfg.schedule.total_epochs or (epoch + 1) % cfg.run.checkpoint_every == 0:
             self._checkpoint()  # a resume redoes the epochs after it (the same rows: resume is exact)
         self.writer.metrics(state.history, new_row=row)
@@ -651,7 +510,7 @@ class Trainer:
             "scaler": self.precision.state_dict(),  # fp16's loss scale; None for bf16 and fp32
             "processes": self.dist.world_size,
             **{**self.state.state_dict(), "seconds": self._elapsed()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": self._resolved,
         }
 

@@ -14,7 +14,8 @@ from suite.train.evaluate import evaluate, evaluate_occlusion
 from suite.train.occlusion import OcclusionMasks, occlusion_mask, occlude_patches
 from suite.device.precision import Precision, _pick, resolve_precision
 from suite.run.records import RunState
-from suite.train.trainer import Trainer, _set_rng_state, train
+from suite.train.state import set_rng_state as _set_rng_state
+from suite.train.trainer import Trainer, train
 
 
 def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tiny_overrides: list[str]) -> None:
