@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.run.records import iter_runs
-from sweeps.expand import Plan, PlannedRun
+from sweeps.runs import Plan, PlannedRun
 
 __all__ = ["THROUGHPUT", "Estimate", "Throughput", "estimate", "train_images"]
 
