@@ -3,11 +3,18 @@
 ``suite.cli.main`` calls :func:`register` at start-up. Exit codes follow the rest of the CLI: 0 ok,
 1 runs failed (``launch`` of local/debug runs, or ``--wait``), 2 invalid input (nothing was
 submitted), 75 interrupted (launch again to resume).
+
+The three commands read their arguments as ``report``, ``tune`` and ``tune status`` do
+(:func:`suite.cli.console.sweep_args`): ``key=value`` and ``resources.<key>=<value>`` after the file,
+``--output-root DIR`` the folder of the run folders and ``sweep-state.json`` itself, so the same
+arguments name the same runs everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +25,17 @@ from suite.cli.console import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
-    OverridesArg,
+    OutputRootOpt,
+    SweepArgs,
+    SweepOverridesArg,
     console,
     err_console,
     invalid,
+    load_with_args,
     styled_state,
+    sweep_args,
 )
+from suite.run.names import SWEEP_STATE_FILE
 from suite.run.records import RunState, read_run
 
 __all__ = ["register"]
@@ -36,10 +48,6 @@ sweep_app = typer.Typer(
 )
 
 FileArg = Annotated[Path, typer.Argument(help="Sweep YAML file (see docs/sweeps.md).", show_default=False)]
-OutputOpt = Annotated[
-    Path | None,
-    typer.Option("--output-root", help="Replace the sweep's output_root (run folders and state file)."),
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -51,65 +59,28 @@ def _invalid(err: object) -> typer.Exit:
     return invalid("invalid sweep", err)
 
 
-RESOURCES_PREFIX = "resources."
+def _args(first: Path, rest: list[str] | None, *, several: bool = False) -> SweepArgs:
+    return sweep_args([first, *(rest or [])], title="invalid sweep", several=several)
 
 
-def _load(path: Path, overrides: list[str] | None, output_root: Path | None):
-    """The sweep, with ``resources.<key>=<value>`` arguments applied to its resources and the
+def _load(path: Path, args: SweepArgs, output_root: Path | None) -> Any:
+    """The sweep, with the ``resources.<key>=<value>`` arguments applied to its resources and the
     other ``key=value`` arguments to its base run config."""
     from sweeps.spec import SweepError, load_sweep
 
-    items = list(overrides or [])
-    resources = [a for a in items if a.startswith(RESOURCES_PREFIX)]
+    one = dataclasses.replace(args, files=(path,))
+    return load_with_args(load_sweep, one, output_root, title="invalid sweep", errors=(SweepError,))
+
+
+def _expand(sweep: Any) -> Any:
+    """The sweep's plan, as ``plan`` shows it (missing paths are warnings)."""
+    from sweeps.expand import expand
+    from sweeps.spec import SweepError
+
     try:
-        sweep = load_sweep(path, [a for a in items if a not in resources], output_root=output_root)
-        return _with_resources(sweep, resources) if resources else sweep
+        return expand(sweep, check_paths=False)
     except SweepError as err:
         raise _invalid(err) from None
-
-
-def _with_resources(sweep: Any, items: list[str]) -> Any:
-    """``sweep`` with ``resources.nodes=2``-style overrides (YAML values) applied to its resources.
-
-    They change what a run asks the scheduler for, never a run id. When ``gpus_per_node`` is
-    overridden alone, a ``tasks_per_node`` equal to the file's ``gpus_per_node`` follows it (one
-    process per GPU).
-    """
-    import dataclasses
-
-    import yaml
-    from pydantic import ValidationError
-
-    from sweeps.spec import ResourcesSpec, SweepError
-
-    current = sweep.spec.resources.model_dump(exclude_unset=True)
-    updates: dict[str, Any] = {}
-    for item in items:
-        key, _, text = item[len(RESOURCES_PREFIX):].partition("=")
-        if key not in ResourcesSpec.model_fields:
-            raise SweepError(
-                f"{sweep.path}: command-line override {item}: unknown resources key {key!r}; valid keys: "
-                + ", ".join(ResourcesSpec.model_fields)
-            )
-        try:
-            updates[key] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as err:
-            raise SweepError(f"{sweep.path}: command-line override {item}: not a YAML value ({err})") from None
-    if "gpus_per_node" in updates and "tasks_per_node" not in updates and (
-        current.get("tasks_per_node") == current.get("gpus_per_node", ResourcesSpec().gpus_per_node)
-    ):
-        current.pop("tasks_per_node", None)
-    try:
-        resources = ResourcesSpec.model_validate({**current, **updates})
-    except ValidationError as err:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'resources'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in err.errors()
-        )
-        raise SweepError(f"{sweep.path}: command-line override {' '.join(items)}: {reasons}") from None
-    return dataclasses.replace(sweep, spec=sweep.spec.model_copy(update={"resources": resources}))
-
-
 
 
 def _hours(value: float | None) -> str:
@@ -126,11 +97,19 @@ def _layout(res: Any) -> str:
     return f"{res.nodes} node(s) x {each} = {res.processes} process(es)"
 
 
+def _index(index: int, prerequisite: bool) -> str:
+    """A run's number as plan and status show it: ``p0`` for a run trained first."""
+    return f"p{index}" if prerequisite else str(index)
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+
+
 @sweep_app.command()
 def plan(
     file: FileArg,
-    overrides: OverridesArg = None,
-    output_root: OutputOpt = None,
+    overrides: SweepOverridesArg = None,
+    output_root: OutputRootOpt = None,
     show_all: Annotated[
         bool, typer.Option("--all", help=f"List every run (default: the first {SHOWN_ROWS}).")
     ] = False,
@@ -143,72 +122,68 @@ def plan(
     Paths that do not exist here (data.root of an ImageNet sweep, teacher checkpoints) are
     warnings: plan works on a laptop; launch refuses them.
     """
-    files = [file, *(Path(a) for a in overrides or [] if "=" not in a)]
-    settings = [a for a in overrides or [] if "=" in a]
-    if len(files) > 1:
-        failed = 0
-        for path in files:
-            try:
-                _plan_one(path, settings, output_root, show_all, as_json)
-            except typer.Exit as exit_:
-                failed += exit_.exit_code != 0
-        if failed:
-            raise typer.Exit(EXIT_INVALID)
+    args = _args(file, overrides, several=True)
+    if len(args.files) == 1:
+        _plan_one(file, args, output_root, show_all, as_json)
         return
-    _plan_one(file, settings, output_root, show_all, as_json)
+    failed = 0
+    for path in args.files:
+        try:
+            _plan_one(path, args, output_root, show_all, as_json)
+        except typer.Exit as exit_:
+            failed += exit_.exit_code != 0
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
 
 
-def _plan_one(
-    file: Path, overrides: list[str], output_root: Path | None, show_all: bool, as_json: bool
-) -> None:
+def _plan_one(file: Path, args: SweepArgs, output_root: Path | None, show_all: bool, as_json: bool) -> None:
     from sweeps.estimate import estimate
-    from sweeps.expand import expand
-    from sweeps.spec import SweepError
 
-    sweep = _load(file, overrides, output_root)
-    try:
-        the_plan = expand(sweep, check_paths=False)
-    except SweepError as err:
-        raise _invalid(err) from None
+    sweep = _load(file, args, output_root)
+    the_plan = _expand(sweep)
     est = estimate(the_plan)
     runs = the_plan.all_runs()
-    states = {run.run_id: run.state().value for run in runs}
+    states = {run.run_id: run.state() for run in runs}
     if as_json:
-        rows = [
-            {
-                "index": r.index,
-                "run_id": r.run_id,
-                "prerequisite": r.prerequisite,
-                "kind": r.kind,
-                "label": r.label(),
-                "values": r.values,
-                "changed": r.changed,
-                "needs": list(r.needs),
-                "state": states[r.run_id],
-                "hours": est.hours[r.run_id],
-            }
-            for r in runs
-        ]
-        print(
-            json.dumps(
-                {
-                    "sweep": sweep.name,
-                    "output_root": str(sweep.output_root),
-                    "runs": rows,
-                    "hours": est.total_hours,
-                    "device": est.device,
-                    "processes": sweep.spec.resources.processes,
-                    "wall_hours": est.wall_hours,
-                    "sweep_wall_hours": est.sweep_wall_hours,
-                    "warnings": the_plan.warnings,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        print(json.dumps(_plan_json(sweep, the_plan, est, states), indent=2, default=str))
         return
-    spec = sweep.spec
-    title = f"sweep {sweep.name}" + (f": {spec.description}" if spec.description else "")
+    _print_plan_table(sweep, runs, est, states, show_all)
+    _print_plan_totals(sweep, the_plan, est, states)
+    _print_plan_notes(the_plan, est, states)
+
+
+def _plan_json(sweep: Any, the_plan: Any, est: Any, states: dict[str, RunState]) -> dict[str, Any]:
+    rows = [
+        {
+            "index": r.index,
+            "run_id": r.run_id,
+            "prerequisite": r.prerequisite,
+            "kind": r.kind,
+            "label": r.label(),
+            "values": r.values,
+            "changed": r.changed,
+            "needs": list(r.needs),
+            "state": states[r.run_id].value,
+            "hours": est.hours[r.run_id],
+        }
+        for r in the_plan.all_runs()
+    ]
+    return {
+        "sweep": sweep.name,
+        "output_root": str(sweep.output_root),
+        "runs": rows,
+        "hours": est.total_hours,
+        "device": est.device,
+        "processes": sweep.spec.resources.processes,
+        "wall_hours": est.wall_hours,
+        "sweep_wall_hours": est.sweep_wall_hours,
+        "warnings": the_plan.warnings,
+    }
+
+
+def _print_plan_table(sweep: Any, runs: list[Any], est: Any, states: dict[str, RunState], show_all: bool) -> None:
+    description = sweep.spec.description
+    title = f"sweep {sweep.name}" + (f": {description}" if description else "")
     table = Table(title=title, caption=f"{sweep.path}  ->  {sweep.output_root}", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("run id")
@@ -217,16 +192,15 @@ def _plan_one(
     table.add_column(f"{est.device}-h", justify="right")
     shown = runs if show_all else runs[:SHOWN_ROWS]
     for run in shown:
-        index = f"p{run.index}" if run.prerequisite else str(run.index)
-        table.add_row(
-            index, run.run_id, run.label(), styled_state(states[run.run_id]), _hours(est.hours[run.run_id])
-        )
+        table.add_row(_index(run.index, run.prerequisite), run.run_id, run.label(), styled_state(states[run.run_id]),
+                      _hours(est.hours[run.run_id]))
     console.print(table)
     if len(shown) < len(runs):
         console.print(f"... {len(runs) - len(shown)} more runs (--all lists them)")
-    counts: dict[str, int] = {}
-    for value in states.values():
-        counts[value] = counts.get(value, 0) + 1
+
+
+def _plan_extras(the_plan: Any) -> list[str]:
+    """What the plan adds to the sweep's runs, or left out of it."""
     extra = []
     builds = sum(run.kind == "maps" for run in the_plan.prerequisites)
     if len(the_plan.prerequisites) > builds:
@@ -237,13 +211,19 @@ def _plan_one(
         extra.append(f"{the_plan.duplicates} duplicate(s) dropped")
     if the_plan.excluded:
         extra.append(f"{the_plan.excluded} excluded")
+    return extra
+
+
+def _print_plan_totals(sweep: Any, the_plan: Any, est: Any, states: dict[str, RunState]) -> None:
+    spec, res = sweep.spec, sweep.spec.resources
+    counts = Counter(state.value for state in states.values())
+    extra = _plan_extras(the_plan)
     console.print(
-        f"[bold]{len(runs)} runs[/] ({spec.mode}, {len(spec.seeds or [None])} seed(s)): "
+        f"[bold]{len(states)} runs[/] ({spec.mode}, {len(spec.seeds or [None])} seed(s)): "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + (f"; {'; '.join(extra)}" if extra else "")
     )
     unknown = f" (+{est.unknown} runs without a throughput figure)" if est.unknown else ""
-    res = spec.resources
     console.print(
         f"estimated {est.device}-hours still to spend: [bold]{_hours(est.total_hours)}[/]{unknown}; "
         f"per run: {_layout(res)}, {res.cpus_per_task} CPUs per process, {res.mem_gb:g} GB per node, "
@@ -252,24 +232,30 @@ def _plan_one(
     if est.wall_hours is not None:
         console.print(
             f"wall clock: about {_hours(est.wall_hours)} h per run; the sweep, "
-            f"{min(res.array_parallelism, max(1, len(runs)))} run(s) at a time: about "
+            f"{min(res.array_parallelism, max(1, len(states)))} run(s) at a time: about "
             f"{_hours(est.sweep_wall_hours)} h",
             highlight=False,
         )
+
+
+def _print_plan_notes(the_plan: Any, est: Any, states: dict[str, RunState]) -> None:
     for model, source in est.sources.items():
         console.print(f"  throughput {model}: {source}", highlight=False)
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
-    for run in runs:
-        if states[run.run_id] == RunState.CORRUPT.value:
+    for run in the_plan.all_runs():
+        if states[run.run_id] is RunState.CORRUPT:
             problem = read_run(run.paths.root).problem
             console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
+
+
+# ---- launch -------------------------------------------------------------------------------------
 
 
 @sweep_app.command()
 def launch(
     file: FileArg,
-    overrides: OverridesArg = None,
+    overrides: SweepOverridesArg = None,
     executor: Annotated[
         str | None,
         typer.Option(
@@ -293,7 +279,7 @@ def launch(
             "(turn off when only the compute nodes see them).",
         ),
     ] = True,
-    output_root: OutputOpt = None,
+    output_root: OutputRootOpt = None,
 ) -> None:
     """Submit every run that is not done and not queued; finished runs are skipped.
 
@@ -301,22 +287,22 @@ def launch(
     before submitting anything. Launching again reruns failed and missing runs and resumes
     interrupted ones from their checkpoints.
     """
+    sweep = _load(file, _args(file, overrides), output_root)
+    report = _submit(
+        sweep, executor=executor, max_parallel=max_parallel, wait=wait, poll_s=poll, check_paths=check_paths
+    )
+    _print_launch(report, file)
+
+
+def _submit(sweep: Any, **options: Any) -> Any:
+    """The launch report of ``jobs.launch.launch``; an error is printed and its exit code raised."""
     from jobs.launch import LaunchInterrupted, SubmissionError, stop_signals_interrupt
     from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
-    sweep = _load(file, overrides, output_root)
     try:
         with stop_signals_interrupt():
-            report = run_launch(
-                sweep,
-                executor=executor,
-                max_parallel=max_parallel,
-                wait=wait,
-                poll_s=poll,
-                check_paths=check_paths,
-                echo=lambda line: console.print(line, highlight=False),
-            )
+            return run_launch(sweep, echo=lambda line: console.print(line, highlight=False), **options)
     except SweepError as err:
         raise _invalid(err) from None
     except SubmissionError as err:
@@ -338,6 +324,9 @@ def launch(
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: launch the same sweep again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _print_launch(report: Any, file: Path) -> None:
     done = sum(1 for s in report.skipped.values() if s.is_finished())
     active = sum(1 for s in report.skipped.values() if s.is_active())
     corrupt = [rid for rid, s in report.skipped.items() if s is RunState.CORRUPT]
@@ -360,23 +349,7 @@ def launch(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _find_state(target: Path, output_root: Path | None) -> tuple[Any, Any]:
-    """The state file (or None) and the sweep (None for a directory target)."""
-    from jobs.sweep_state import STATE_FILE_NAME, SweepState
-
-    def warn(line: str) -> None:
-        err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
-
-    if target.is_dir():
-        path = target / STATE_FILE_NAME
-        if not path.is_file():
-            raise _invalid(
-                f"{target}: no {STATE_FILE_NAME} here; give the sweep file, or launch the sweep first"
-            )
-        state = SweepState.read_or_set_aside(path, warn)
-        return (state if state is not None else SweepState.from_run_folders(path)), None
-    sweep = _load(target, None, output_root)
-    return SweepState.read_or_set_aside(sweep.state_file, warn), sweep
+# ---- status -------------------------------------------------------------------------------------
 
 
 @sweep_app.command()
@@ -384,7 +357,8 @@ def status(
     target: Annotated[
         Path, typer.Argument(help="Sweep YAML file, or its output folder (holding sweep-state.json).")
     ],
-    output_root: OutputOpt = None,
+    overrides: SweepOverridesArg = None,
+    output_root: OutputRootOpt = None,
     logs: Annotated[int, typer.Option("--logs", help="Log lines shown per failed run.")] = 5,
     show_all: Annotated[
         bool, typer.Option("--all", help="List every run, not only the unfinished ones.")
@@ -393,80 +367,105 @@ def status(
 ) -> None:
     """Counts by state, failed runs with their error and log tail, and GPU-hours used.
 
-    One scheduler query (``sacct``) covers every job of the sweep.
+    Give the sweep file the overrides and --output-root it was launched with. Without run config
+    overrides, the runs are those of the sweep's state file (those plan shows before the first
+    launch); with them, exactly the runs plan shows for them. One scheduler query (``sacct``)
+    covers every job of the sweep.
     """
     from jobs.status_report import collect
 
-    state, sweep = _find_state(target, output_root)
-    if state is None:
-        from jobs.sweep_state import RunEntry, SweepState
-        from sweeps.expand import expand
-        from sweeps.spec import SweepError
-
-        try:
-            the_plan = expand(sweep, check_paths=False)
-        except SweepError as err:
-            raise _invalid(err) from None
-        state = SweepState(
-            sweep.state_file,
-            sweep.name,
-            str(sweep.path),
-            str(sweep.output_root),
-            str(sweep.output_root / ".submitit" / "%j"),
-        )
-        for run in the_plan.all_runs():
-            state.runs[run.run_id] = RunEntry(
-                run.index,
-                run.values,
-                run.label(),
-                run.prerequisite,
-                list(run.needs),
-                state=RunState.NEW.value,
-            )
-        console.print("[yellow]not launched yet[/] (no sweep-state.json): states come from the run folders")
+    state = _status_state(target, _args(target, overrides), output_root)
     report = collect(state, log_lines=logs)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "sweep": state.sweep,
-                    "counts": {s.value: n for s, n in report.counts.items()},
-                    "gpu_hours": report.gpu_hours,
-                    "gpu_hours_source": report.gpu_hours_source,
-                    "accounting_ok": report.accounting_ok,
-                    "runs": [
-                        {
-                            "run_id": r.run_id,
-                            "index": r.entry.index,
-                            "label": r.entry.label,
-                            "state": r.state.value,
-                            "job_id": r.entry.job_id,
-                            "scheduler": r.observation.scheduler,
-                            "error": r.error,
-                            "log_tail": r.log_tail,
-                            "log": r.log_path,
-                        }
-                        for r in report.runs
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(_status_json(state, report), indent=2))
         return
+    _print_counts(state, report)
+    _print_unfinished(report, show_all)
+    _print_problems(report)
+    _print_usage(report)
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _status_state(target: Path, args: SweepArgs, output_root: Path | None) -> Any:
+    """The state file of the runs status shows: the launched ones, or the plan's (see :func:`status`)."""
+    from jobs.sweep_state import SweepState
+
+    if target.is_dir():
+        if args.overrides or args.resources or output_root is not None:
+            raise _invalid(f"{target}: a folder is an output root, its runs those of its {SWEEP_STATE_FILE}; "
+                           "give the sweep file with overrides or --output-root")
+        return _folder_state(target)
+    sweep = _load(target, args, output_root)
+    state = SweepState.read_or_set_aside(sweep.state_file, _warn)
+    if state is not None and not args.overrides:
+        return state
+    the_plan = _expand(sweep)
+    if state is None:
+        console.print(f"[yellow]not launched yet[/] (no {SWEEP_STATE_FILE}): states come from the run folders")
+        state = SweepState.of_sweep(sweep)
+    return state.with_plan(the_plan, only=True)
+
+
+def _folder_state(folder: Path) -> Any:
+    """The state file in an output folder, rebuilt from the run folders when it is unreadable."""
+    from jobs.sweep_state import SweepState
+
+    path = folder / SWEEP_STATE_FILE
+    if not path.is_file():
+        raise _invalid(f"{folder}: no {SWEEP_STATE_FILE} here; give the sweep file, or launch the sweep first")
+    state = SweepState.read_or_set_aside(path, _warn)
+    return state if state is not None else SweepState.from_run_folders(path)
+
+
+def _status_json(state: Any, report: Any) -> dict[str, Any]:
+    return {
+        "sweep": state.sweep,
+        "counts": {s.value: n for s, n in report.counts.items()},
+        "gpu_hours": report.gpu_hours,
+        "gpu_hours_source": report.gpu_hours_source,
+        "accounting_ok": report.accounting_ok,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "index": r.entry.index,
+                "label": r.entry.label,
+                "state": r.state.value,
+                "job_id": r.entry.job_id,
+                "scheduler": r.observation.scheduler,
+                "error": r.error,
+                "log_tail": r.log_tail,
+                "log": r.log_path,
+            }
+            for r in report.runs
+        ],
+    }
+
+
+def _print_counts(state: Any, report: Any) -> None:
     counts = Table(title=f"sweep {state.sweep}: {len(report.runs)} runs", caption=state.output_root)
     for s in report.counts:
-        counts.add_column(styled_state(s.value), justify="right")
+        counts.add_column(styled_state(s), justify="right")
     counts.add_row(*[str(n) for n in report.counts.values()])
     console.print(counts)
+
+
+def _print_unfinished(report: Any, show_all: bool) -> None:
     shown = [r for r in report.runs if show_all or not r.state.is_finished()]
-    if shown:
-        table = Table(show_lines=False)
-        for column in ("#", "run id", "state", "job", "values"):
-            table.add_column(column)
-        for r in shown[: (None if show_all else SHOWN_ROWS)]:
-            index = f"p{r.entry.index}" if r.entry.prerequisite else str(r.entry.index)
-            table.add_row(index, r.run_id, styled_state(r.state.value), r.entry.job_id or "-", r.entry.label)
-        console.print(table)
+    if not shown:
+        return
+    table = Table(show_lines=False)
+    for column in ("#", "run id", "state", "job", "values"):
+        table.add_column(column)
+    for r in shown[: (None if show_all else SHOWN_ROWS)]:
+        table.add_row(_index(r.entry.index, r.entry.prerequisite), r.run_id, styled_state(r.state),
+                      r.entry.job_id or "-", r.entry.label)
+    console.print(table)
+
+
+def _print_problems(report: Any) -> None:
     for r in report.runs:
         if r.state is RunState.CORRUPT:
             console.print(f"[red]corrupt[/] {r.run_id} ({r.entry.label}): {r.error}", highlight=False, soft_wrap=True)
@@ -479,6 +478,9 @@ def status(
                 console.print(f"  log {r.log_path}:", highlight=False)
             for line in r.log_tail:
                 console.print(f"    {line}", highlight=False, markup=False)
+
+
+def _print_usage(report: Any) -> None:
     if not report.accounting_ok:
         console.print(
             "[yellow]warning[/] sacct did not answer: states of SLURM jobs come from the run folders only"

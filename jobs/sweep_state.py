@@ -20,13 +20,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from suite.run.names import SUBMITIT_DIR
 from suite.run.records import RunState, atomic_write_json, read_json
 
-__all__ = ["STATE_FILE_NAME", "RunEntry", "RunState", "SweepState", "classify"]
+if TYPE_CHECKING:
+    from sweeps.expand import Plan
+    from sweeps.spec import Sweep
 
-STATE_FILE_NAME = "sweep-state.json"
+__all__ = ["RunEntry", "RunState", "SweepState", "classify"]
+
 STATE_VERSION = 1
 
 _PENDING = {"PENDING", "CONFIGURING", "RESV_DEL_HOLD", "REQUEUE_HOLD", "SUSPENDED", "STOPPED", "QUEUED"}
@@ -112,6 +116,34 @@ class SweepState:
     host: str = field(default_factory=lambda: os.uname().nodename)  # where local jobs run
 
     @classmethod
+    def empty(cls, path: Path, *, sweep: str, sweep_file: str, output_root: Path) -> SweepState:
+        """A state file with no runs yet; job logs go to ``<output_root>/.submitit/<job id>/``."""
+        root = Path(output_root)
+        return cls(path=Path(path), sweep=sweep, sweep_file=sweep_file, output_root=str(root),
+                   submitit_folder=str(root / SUBMITIT_DIR / "%j"))
+
+    @classmethod
+    def of_sweep(cls, sweep: Sweep) -> SweepState:
+        """The empty state file of a loaded sweep, at ``<output_root>/sweep-state.json``."""
+        return cls.empty(sweep.state_file, sweep=sweep.name, sweep_file=str(sweep.path), output_root=sweep.output_root)
+
+    def with_plan(self, plan: Plan, *, only: bool = False) -> SweepState:
+        """This state with every run of ``plan`` on record: known runs keep their job, the others are new.
+
+        Each run's index, values, label and prerequisites follow the plan. With ``only``, the runs
+        not in ``plan`` (launched earlier with other overrides, or since dropped from the file) are
+        left out. Returns ``self``, changed in place; nothing is written.
+        """
+        runs = {} if only else self.runs
+        for run in plan.all_runs():
+            entry = self.runs.get(run.run_id) or RunEntry(index=run.index, values={}, label="")
+            entry.index, entry.values, entry.label = run.index, run.values, run.label()
+            entry.prerequisite, entry.needs = run.prerequisite, list(run.needs)
+            runs[run.run_id] = entry
+        self.runs = runs
+        return self
+
+    @classmethod
     def read(cls, path: Path) -> SweepState | None:
         """Read a state file, or None when there is none.
 
@@ -168,8 +200,7 @@ class SweepState:
     def from_run_folders(cls, path: Path) -> SweepState:
         """A state rebuilt from the run folders next to ``path`` (when the file itself was unreadable)."""
         root = Path(path).parent
-        state = cls(path=Path(path), sweep=root.name, sweep_file="", output_root=str(root),
-                    submitit_folder=str(root / ".submitit" / "%j"))
+        state = cls.empty(path, sweep=root.name, sweep_file="", output_root=root)
         folders = sorted(p.parent for p in root.glob("*/config.json"))
         folders += sorted(p.parent for p in root.glob("*/summary.json") if p.parent not in folders)
         for index, folder in enumerate(folders):

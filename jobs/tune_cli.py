@@ -17,10 +17,22 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from suite.cli.console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, console, err_console
+from suite.cli.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    OutputRootOpt,
+    SweepOverridesArg,
+    console,
+    err_console,
+    invalid,
+    load_with_args,
+    sweep_args,
+)
 
 __all__ = ["register"]
 
+INVALID = "invalid study"
 
 
 class _DefaultRun(TyperGroup):
@@ -40,12 +52,6 @@ tune_app = typer.Typer(
 )
 
 FileArg = Annotated[Path, typer.Argument(help="Study YAML file (see README, Tuning).", show_default=False)]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Run config overrides for every trial, e.g. data.root=/datasets/imagenet.",
-                   show_default=False),
-]
-OutputOpt = Annotated[Path | None, typer.Option("--output-root", help="Replace the study's output_root.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -54,19 +60,18 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(path: Path, overrides: list[str] | None, output_root: Path | None) -> Any:
+    """The study, with the ``resources.<key>=<value>`` arguments applied to its workers' resources
+    and the other ``key=value`` arguments to its base run config (as the sweep commands read them)."""
     from sweeps.study import StudyError, load_study
 
-    try:
-        return load_study(path, overrides or [], output_root=output_root)
-    except StudyError as err:
-        err_console.print(f"[bold red]invalid study[/]\n{err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    args = sweep_args([path, *(overrides or [])], title=INVALID)
+    return load_with_args(load_study, args, output_root, title=INVALID, errors=(StudyError,))
 
 
 @tune_app.command("run")
 def run_command(
     file: FileArg,
-    overrides: OverridesArg = None,
+    overrides: SweepOverridesArg = None,
     executor: Annotated[str | None, typer.Option("--executor", "-e",
                                                  help="auto | slurm | local | debug (default: the file's)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="Worker jobs (default: the file's).")] = None,
@@ -74,19 +79,18 @@ def run_command(
     no_check_paths: Annotated[bool, typer.Option(
         "--no-check-paths", help="Do not check the base config's data and checkpoints here (only the nodes see them)."
     )] = False,
-    output_root: OutputOpt = None,
+    output_root: OutputRootOpt = None,
 ) -> None:
     """Run (or resume, or extend) a study until it has n_trials finished trials."""
+    study = _load(file, overrides, output_root)
     from jobs.tune import tune
     from sweeps.study import StudyError
 
-    study = _load(file, overrides, output_root)
     try:
         report = tune(study, executor=executor, workers=workers, wait=not no_wait, check_paths=not no_check_paths,
                       echo=lambda line: console.print(line, highlight=False))
     except StudyError as err:
-        err_console.print(f"[bold red]invalid study[/]\n{err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise invalid(INVALID, err) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if report.executor != "slurm" or not no_wait:
@@ -144,12 +148,16 @@ def _print_status(study: Any, *, show_all: bool = False, as_json: bool = False) 
 @tune_app.command("status")
 def status_command(
     file: FileArg,
+    overrides: SweepOverridesArg = None,
     show_all: Annotated[bool, typer.Option("--all", help="Every trial (default: the last 30).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    output_root: OutputOpt = None,
+    output_root: OutputRootOpt = None,
 ) -> None:
-    """Trials by state, the best value and params, workers alive."""
-    _print_status(_load(file, None, output_root), show_all=show_all, as_json=as_json)
+    """Trials by state, the best value and params, workers alive.
+
+    Takes the overrides and --output-root that `suite tune` was given, read alike.
+    """
+    _print_status(_load(file, overrides, output_root), show_all=show_all, as_json=as_json)
 
 
 @tune_app.command("best")
@@ -157,7 +165,7 @@ def best_command(
     file: FileArg,
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated run.seed values.")] = "0,1,2",
     write: Annotated[Path | None, typer.Option("--write", help="Write the sweep file here.")] = None,
-    output_root: OutputOpt = None,
+    output_root: OutputRootOpt = None,
 ) -> None:
     """The best trial as a seeded sweep file (then: suite sweep launch FILE)."""
     import yaml
@@ -186,7 +194,7 @@ def best_command(
 def plots_command(
     file: FileArg,
     out: Annotated[Path | None, typer.Option("--out", help="Folder (default: <output_root>/plots).")] = None,
-    output_root: OutputOpt = None,
+    output_root: OutputRootOpt = None,
 ) -> None:
     """Optimisation history, parameter importances and intermediate values as PNG."""
     from jobs.tune import plot_study

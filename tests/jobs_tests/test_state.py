@@ -94,3 +94,23 @@ def test_state_file_roundtrip(tmp_path: Path) -> None:
     assert again is not None and again.runs == state.runs and again.submitit_folder == state.submitit_folder
     assert not list(tmp_path.glob(".*.tmp"))
     assert SweepState.read(tmp_path / "none.json") is None
+
+
+def test_state_of_a_sweep_and_its_plan(tmp_path: Path) -> None:
+    """One set-up of a sweep's state file (launch and status); the plan's runs keep known jobs."""
+    from sweeps.expand import expand
+    from sweeps.spec import load_sweep
+    from tests.sweeps_tests.sweep_files import write_sweep
+
+    sweep = load_sweep(write_sweep(tmp_path, axes={"optim.lr": [1e-3, 5e-4]}))
+    state = SweepState.of_sweep(sweep)
+    assert state.path == sweep.state_file and state.output_root == str(sweep.output_root)
+    assert state.submitit_folder == str(sweep.output_root / ".submitit" / "%j") and state.runs == {}
+    plan = expand(sweep, check_paths=False)
+    first, second = (run.run_id for run in plan.runs)
+    state.runs[first] = RunEntry(7, {}, "old", executor="slurm", job_id="41_0")
+    state.runs["earlier-launch"] = RunEntry(9, {}, "other overrides")
+    assert list(state.with_plan(plan).runs) == [first, "earlier-launch", second]  # launch keeps every run
+    assert state.runs[first].job_id == "41_0" and state.runs[first].index == 0
+    assert state.runs[first].label == plan.runs[0].label() and state.runs[second].state == RunState.NEW.value
+    assert list(state.with_plan(plan, only=True).runs) == [first, second]  # status: the plan's runs only
