@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.executors import slurm_parameters
+from jobs.backends.slurm import slurm_parameters
 from jobs.launch import launch, wait_for
 from jobs.sweep_state import SweepState
 from suite.run.records import RunState, read_run

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.executors import render_sbatch, slurm_executor
+from jobs.backends.slurm import render_sbatch, slurm_executor
 from jobs.launch import launch, wait_for
-from jobs.sweep_state import SweepState
 from jobs.status_report import collect
+from jobs.sweep_state import SweepState
 from suite.config import apply_overrides
 from suite.run.records import RunState, read_run
 from sweeps.spec import load_sweep, to_override
