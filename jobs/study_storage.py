@@ -14,6 +14,16 @@ same run config, so the retried trial resumes the dead worker's run from its che
 Optuna's ``RDBStorage`` has heartbeats built in. ``JournalStorage`` has none, so
 :class:`HeartbeatJournalStorage` adds them: the heartbeat is a system attribute of the trial
 (``heartbeat``, a Unix time) written to the journal like any other update.
+
+This module is also the one place that uses Optuna's private names. Optuna's public API runs a
+trial from ``ask`` to ``tell`` in one process; a suite worker also records its trial's heartbeat
+from a thread, takes its running trial up again after a SLURM requeue (a new process), and hands
+a stopped trial to the retry callback. For that it needs the study's storage and the storage's
+trial id, which Optuna keeps private (``Study._storage``, ``Trial._trial_id``,
+``FrozenTrial._trial_id``: :func:`frozen_trial`, :func:`record_heartbeat`, :func:`reattach`);
+and a journal storage with heartbeats implements Optuna's heartbeat protocol, which Optuna
+exports only privately (``optuna.storages._heartbeat.BaseHeartbeat`` and its
+``_get_stale_trial_ids``).
 """
 
 from __future__ import annotations
@@ -30,7 +40,17 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["HEARTBEAT_ATTR", "HeartbeatJournalStorage", "open_storage", "retry_callback", "storage_exists", "storage_label"]
+__all__ = [
+    "HEARTBEAT_ATTR",
+    "HeartbeatJournalStorage",
+    "frozen_trial",
+    "open_storage",
+    "reattach",
+    "record_heartbeat",
+    "retry_callback",
+    "storage_exists",
+    "storage_label",
+]
 
 HEARTBEAT_ATTR = "heartbeat"
 JOURNAL_PREFIX = "journal:"
@@ -142,3 +162,29 @@ def storage_label(url: str) -> str:
     import re
 
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+# ---- a live trial's storage (Optuna's private names, see the module docstring) --------------------
+
+
+def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
+    """What the storage holds of a live trial now: its state and the values reported so far."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def record_heartbeat(trial: optuna.Trial) -> None:
+    """Record that ``trial``'s worker is alive (the storage must have heartbeats: :func:`open_storage`)."""
+    trial.study._storage.record_heartbeat(trial._trial_id)
+
+
+def reattach(study: optuna.Study, number: int) -> optuna.Trial | None:
+    """Trial ``number`` as a live trial again (a requeued worker continues it), if it still runs.
+
+    Its heartbeat is recorded first, before another worker can see it as stale. None: the trial
+    ended meanwhile (failed as stale, and retried elsewhere).
+    """
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if frozen is None or frozen.state != TrialState.RUNNING:
+        return None
+    study._storage.record_heartbeat(frozen._trial_id)
+    return optuna.Trial(study, frozen._trial_id)
