@@ -34,7 +34,7 @@ from jobs.locks import file_lock
 from jobs.session import Echo, LaunchReport, Session, SubmissionError
 from jobs.status_report import Observation, observe
 from jobs.stop import LaunchInterrupted, stop_signals_interrupt
-from jobs.sweep_state import RunEntry, SweepState
+from jobs.sweep_state import SweepState
 from suite.run.names import SUBMITIT_DIR
 from suite.run.records import RunPaths, RunState, read_run, read_summary
 from sweeps.expand import Plan, expand
@@ -133,22 +133,10 @@ def _launch_lock(root: Path) -> Iterator[None]:
         yield
 
 
-def _state_for(sweep: Sweep, plan: Plan, say: Echo = lambda line: None) -> SweepState:
+def _state_for(sweep: Sweep, plan: Plan, say: Echo) -> SweepState:
+    """The sweep's state file (a damaged one set aside and rebuilt), with every run of the plan on record."""
     state = SweepState.read_or_set_aside(sweep.state_file, lambda line: say(f"warning {line}"))
-    if state is None:
-        state = SweepState(
-            path=sweep.state_file,
-            sweep=sweep.name,
-            sweep_file=str(sweep.path),
-            output_root=str(sweep.output_root),
-            submitit_folder=str(sweep.output_root / SUBMITIT_DIR / "%j"),
-        )
-    for run in plan.all_runs():
-        entry = state.runs.get(run.run_id) or RunEntry(index=run.index, values={}, label="")
-        entry.index, entry.values, entry.label = run.index, run.values, run.label()
-        entry.prerequisite, entry.needs = run.prerequisite, list(run.needs)
-        state.runs[run.run_id] = entry
-    return state
+    return (state or SweepState.of_sweep(sweep)).with_plan(plan)
 
 
 def launch(
