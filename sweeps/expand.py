@@ -65,7 +65,7 @@ def _axis_combos(sweep: Sweep) -> list[dict[str, Any]]:
         combos = [{}] + [{key: value} for key in keys for value in spec.axes[key]]
     else:  # the schema admits only the three modes
         raise SweepError(f"{sweep.path}: mode: unknown mode {spec.mode!r}; choose grid, zip or one_at_a_time")
-    return combos + [dict(item) for item in spec.include]
+    return combos + [dict(item.values) for item in spec.include]
 
 
 def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:

@@ -24,11 +24,12 @@ is :mod:`sweeps.expand`'s job.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from sweeps.schema import (
     EXECUTORS,
@@ -49,6 +50,7 @@ from sweeps.values import format_value, to_override
 __all__ = [
     "EXECUTORS",
     "BaseSpec",
+    "IncludeSpec",
     "MapsStepSpec",
     "ResourcesSpec",
     "Sweep",
@@ -103,6 +105,35 @@ class MapsStepSpec(Strict):
         return value
 
 
+class IncludeSpec(Strict):
+    """A run the sweep adds (with no axes: one row of its table), and the name of its row.
+
+    Written flat, ``{label: "TokenMix, CNN teacher", mix.method: tokenmix, teacher: ...}``: every
+    key but ``label`` is a dotted run config key.
+    """
+
+    label: str | None = Field(None, description="the row's name in reports (default: built from the values)")
+    values: dict[str, Any] = Field(default_factory=dict, description="dotted run config key -> value")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {"label": value.get("label"), "values": {k: v for k, v in value.items() if k != "label"}}
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("a row label is text; give one, or leave label out for the default name")
+        return value
+
+    @model_serializer
+    def _dump(self) -> dict[str, Any]:
+        return {**({"label": self.label} if self.label is not None else {}), **self.values}
+
+
 class SweepSpec(FileSpec):
     """A whole sweep file: the keys of every sweep and study file, then the runs of the sweep."""
 
@@ -111,9 +142,14 @@ class SweepSpec(FileSpec):
     axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
     mode: Literal["grid", "zip", "one_at_a_time"] = Field("grid", description="how axes combine")
     seeds: list[int] | None = Field(None, description="run.seed values; every combination runs once per seed")
-    include: list[dict[str, Any]] = Field(default_factory=list, description="extra runs: dotted key -> value")
+    include: list[IncludeSpec] = Field(
+        default_factory=list, description="extra runs: dotted key -> value, and the row's label"
+    )
     exclude: list[dict[str, Any]] = Field(
         default_factory=list, description="drop runs matching all these keys"
+    )
+    labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="dotted key -> {value: its name in reports}"
     )
 
     @field_validator("axes", mode="before")
@@ -146,11 +182,22 @@ class SweepSpec(FileSpec):
 
     @field_validator("include", "exclude")
     @classmethod
-    def _partials(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _partials(cls, value: list[Any]) -> list[Any]:
         for i, item in enumerate(value):
-            if not item:
+            if isinstance(item, IncludeSpec) and not item.values and item.label is not None:
+                raise ValueError(f"entry {i} has a label but no values; give dotted key -> value pairs")
+            if not (item.values if isinstance(item, IncludeSpec) else item):
                 raise ValueError(f"entry {i} is empty; give dotted key -> value pairs")
         return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_keys(cls, value: Any) -> Any:
+        """A value is named by its text (``0.3``, ``null``, ``"[0.3,0.7]"``): YAML keys cannot be lists."""
+        if not isinstance(value, dict):
+            return value
+        return {key: {format_value(v): text for v, text in names.items()} if isinstance(names, dict) else names
+                for key, names in value.items()}
 
     @model_validator(mode="after")
     def _zip_lengths(self) -> SweepSpec:
@@ -162,6 +209,79 @@ class SweepSpec(FileSpec):
                     f"mode zip pairs the axes value by value, so all lists need the same length, but {shown}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _names(self) -> SweepSpec:
+        problems = _label_problems(self) + _row_label_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @classmethod
+    def error_message(cls, item: Any, loc: list[str], dotted: str) -> str | None:
+        if loc[:1] == ["labels"] and len(loc) == 2 and item["type"] == "dict_type":
+            return f"give value -> label pairs, e.g. {{tokenmix: TokenMix}} (got {item.get('input')!r})"
+        return None
+
+    def values_of(self, key: str) -> list[Any]:
+        """The values a dotted key takes in the axes and the includes, as written."""
+        return [*self.axes.get(key, []), *(entry.values[key] for entry in self.include if key in entry.values)]
+
+    def value_label(self, key: str, value: Any) -> str | None:
+        """The name ``labels:`` gives this value of a key, or None."""
+        return self.labels.get(key, {}).get(format_value(value))
+
+    def row_label(self, values: dict[str, Any]) -> str | None:
+        """The ``label`` of the include entry of exactly these values (seed aside), or None."""
+        wanted = _text({k: v for k, v in values.items() if k != "run.seed"})
+        for entry in self.include:
+            if entry.label is not None and _text({k: v for k, v in entry.values.items() if k != "run.seed"}) == wanted:
+                return entry.label
+        return None
+
+
+def _text(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def _label_problems(spec: SweepSpec) -> list[str]:
+    """``labels:`` names values the sweep gives: one line per unknown key or value, empty or shared label."""
+    keys = list(dict.fromkeys([*spec.axes, *(k for entry in spec.include for k in entry.values)]))
+    problems = []
+    for key, names in spec.labels.items():
+        if key not in keys:
+            problems.append(f"labels.{key}: {key} is not an axis or include key of this sweep; labels name the "
+                            f"values of {', '.join(keys) or '(none: the sweep has no axes or includes)'}")
+            continue
+        known = list(dict.fromkeys(format_value(v) for v in spec.values_of(key)))
+        for text, label in names.items():
+            if text not in known:
+                problems.append(f"labels.{key}.{text}: {key} never takes the value {text} in this sweep; its values: "
+                                f"{', '.join(known)}")
+            elif not label.strip():
+                problems.append(f"labels.{key}.{text}: a label is text; give one, or leave the value out for its "
+                                "default name")
+        named: dict[str, str] = {}
+        for text, label in names.items():
+            if label in named:
+                problems.append(f"labels.{key}: {label!r} names both {named[label]} and {text}; give each value its "
+                                "own label")
+            named.setdefault(label, text)
+    return problems
+
+
+def _row_label_problems(spec: SweepSpec) -> list[str]:
+    """Two include entries with one label would be two rows of one name."""
+    first: dict[str, int] = {}
+    problems = []
+    for i, entry in enumerate(spec.include):
+        if entry.label is None:
+            continue
+        if entry.label in first:
+            problems.append(f"include.{i}.label: {entry.label!r} is also the label of include.{first[entry.label]}; "
+                            "give each row its own")
+        first.setdefault(entry.label, i)
+    return problems
 
 
 @dataclass(frozen=True)

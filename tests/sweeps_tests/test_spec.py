@@ -88,3 +88,56 @@ def test_missing_or_broken_files(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, base={"config": "missing-base.yaml"})
     with pytest.raises(SweepError, match=r"base.config: config file not found: .*missing-base.yaml"):
         load_sweep(path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"include": [{"mix.method": "none"}], "labels": {"mix.methd": {"none": "No mixing"}}},
+            ("labels.mix.methd: mix.methd is not an axis or include key of this sweep; labels name the values of "
+             "mix.method"),
+        ),
+        (
+            {"axes": {"mix.prob": [0.5, 1.0]}, "labels": {"mix.prob": {0.25: "a quarter"}}},
+            "labels.mix.prob.0.25: mix.prob never takes the value 0.25 in this sweep; its values: 0.5, 1.0",
+        ),
+        (
+            {"axes": {"mix.prob": [0.5, 1.0]}, "labels": {"mix.prob": {0.5: "some", 1.0: "some"}}},
+            "labels.mix.prob: 'some' names both 0.5 and 1.0; give each value its own label",
+        ),
+        ({"axes": {"mix.prob": [0.5]}, "labels": {"mix.prob": {0.5: ""}}}, "labels.mix.prob.0.5: a label is text"),
+        ({"axes": {"mix.prob": [0.5]}, "labels": {"mix.prob": {0.5: 3}}}, "labels.mix.prob.0.5: Input should be a valid string"),
+        ({"axes": {"mix.prob": [0.5]}, "labels": {"mix.prob": ["half"]}}, "labels.mix.prob: give value -> label pairs"),
+        (
+            {"include": [{"label": "A", "mix.method": "none"}, {"label": "A", "mix.method": "cutmix"}]},
+            "include.1.label: 'A' is also the label of include.0; give each row its own",
+        ),
+        ({"include": [{"label": " ", "mix.method": "none"}]}, "include.0.label: a row label is text"),
+        ({"include": [{"label": "A"}]}, "include: entry 0 has a label but no values"),
+    ],
+)
+def test_labels_name_values_of_the_sweep_or_fail_naming_the_field(tmp_path: Path, fields: dict, expected: str) -> None:
+    path = write_sweep(tmp_path, **fields)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert f"{path}: {expected}" in str(err.value), str(err.value)
+
+
+def test_labels_are_read_from_the_sweep_file(tmp_path: Path) -> None:
+    """``label`` is no run config key: the run's values are the entry's other keys."""
+    from sweeps.expand import expand
+
+    path = write_sweep(
+        tmp_path, axes={"teacher": [None, "runs/none-0123456789ab"], "mix.mask_ratio": [0.5, [0.3, 0.7]]},
+        mode="zip", overrides={"mix.method": "tokenmix"}, include=[{"label": "CutMix", "mix.method": "cutmix"}],
+        labels={"teacher": {None: "no teacher"}, "mix.mask_ratio": {"[0.3,0.7]": "a range"}},
+    )
+    spec = load_sweep(path).spec
+    assert spec.value_label("teacher", None) == "no teacher" and spec.value_label("teacher", "x") is None
+    assert spec.value_label("mix.mask_ratio", [0.3, 0.7]) == "a range"
+    assert spec.row_label({"mix.method": "cutmix", "run.seed": 3}) == "CutMix"
+    assert spec.row_label({"mix.method": "none"}) is None
+    assert spec.include[0].model_dump() == {"label": "CutMix", "mix.method": "cutmix"}  # as written
+    plan = expand(load_sweep(path), check_paths=False)
+    assert plan.runs[-1].values == {"mix.method": "cutmix"} and plan.runs[-1].config.mix.method == "cutmix"
