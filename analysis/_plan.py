@@ -37,7 +37,8 @@ class Condition:
     Attributes:
         index: position in sweep order.
         values: the axis values as written in the sweep (seed excluded).
-        label: the row's name, :func:`condition_label` of what differs from the base run, or ``base``.
+        label: the row's name: the sweep file's ``label`` of its include entry, else
+            :func:`condition_label` of what differs from the base run (``labels:`` naming values), or ``base``.
         is_base: the condition equals the sweep's base run.
         run_ids: seed -> run id.
     """
@@ -63,6 +64,7 @@ class SweepPlan:
         group: the W&B group of the sweep's runs.
         conditions: in sweep order.
         description: the sweep's description line.
+        labels: the sweep file's ``labels:``, dotted key -> {value text: name}.
     """
 
     name: str
@@ -74,9 +76,15 @@ class SweepPlan:
     group: str
     conditions: list[Condition]
     description: str | None = None
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def run_ids(self) -> list[str]:
         return [rid for cond in self.conditions for rid in cond.run_ids.values()]
+
+    def value_label(self, key: str, value: Any) -> str:
+        """An axis value as this sweep's tables show it: its name in ``labels:``, else :func:`value_label`."""
+        given = self.labels.get(key, {}).get(value_text(value))
+        return given if given is not None else value_label(key, value)
 
 
 def _key(values: dict[str, Any]) -> str:
@@ -157,7 +165,8 @@ def plan_sweep(
         key = _key(values)
         if key not in conditions:
             changed = {k: v for k, v in run.changed.items() if k != SEED_KEY}
-            label = condition_label(values if not sweep.spec.axes else changed)
+            label = condition_label(values if not sweep.spec.axes else changed,
+                                    label=sweep.spec.row_label(values), labels=sweep.spec.labels)
             conditions[key] = Condition(len(conditions), values, label, not changed)
         conditions[key].run_ids[seed] = run.run_id
     base_values: dict[str, Any] = {}
@@ -185,6 +194,7 @@ def plan_sweep(
         group=sweep.spec.tracking.group or sweep.name,
         conditions=list(conditions.values()),
         description=sweep.spec.description,
+        labels={key: dict(names) for key, names in sweep.spec.labels.items()},
     )
     if cache and sweep.output_root.is_dir():
         try:
@@ -238,12 +248,15 @@ def value_label(key: str, value: Any) -> str:
     return value_text(value)
 
 
-def condition_label(values: dict[str, Any]) -> str:
-    """The default name of a table row, from the axis values that set it apart (``base`` if none).
+def condition_label(
+    values: dict[str, Any], *, label: str | None = None, labels: dict[str, dict[str, str]] | None = None
+) -> str:
+    """The name of a table row: the sweep's own ``label``, else built from the axis values that set
+    the row apart (``base`` if none).
 
     The method comes first, then the teacher and the target, then every other ``key=value``;
-    file paths show as their stem, never as paths. This is the one place labels are built: a
-    label given in the sweep file would replace it.
+    a value the sweep names in ``labels`` (dotted key -> {value text: name}) shows as that name,
+    file paths as their stem, never as paths. This is the one place row labels are built.
 
     Example:
         >>> condition_label({"mix.method": "tokenmix", "mix.target": "teacher_norm",
@@ -251,14 +264,23 @@ def condition_label(values: dict[str, Any]) -> str:
         'TokenMix · teacher: teacher_cnn · teacher_norm'
         >>> condition_label({"mix.method": "cutmix", "mix.mixup_alpha": 0.0})
         'CutMix · mix.mixup_alpha=0.0'
+        >>> condition_label({"mix.method": "tokenmix", "teacher": "@t.yaml"}, labels={"teacher": {"@t.yaml": "CNN"}})
+        'TokenMix · CNN'
+        >>> condition_label({"mix.method": "cutmix"}, label="CutMix (reference)")
+        'CutMix (reference)'
     """
+    if label is not None:
+        return label
     if not values:
         return "base"
     keys = [k for k in _LABEL_ORDER if k in values] + [k for k in values if k not in _LABEL_ORDER]
     parts = []
     for key in keys:
         value = values[key]
-        if key == "mix.method" and value in METHOD_NAMES:
+        given = (labels or {}).get(key, {}).get(value_text(value))
+        if given is not None:
+            parts.append(given)
+        elif key == "mix.method" and value in METHOD_NAMES:
             parts.append(METHOD_NAMES[value])
         elif key == "teacher":
             text = value_label(key, value)
