@@ -114,13 +114,12 @@ def test_fields_that_leave_the_training_images_alone_are_accepted(tmp_path: Path
 def test_launch_refuses_maps_of_a_teacher_file_that_changed(tmp_path: Path) -> None:
     import json
 
-    from jobs.launch import check
-    from suite.config import file_sha256
-
     import timm
     import torch
 
     import suite.models.factory  # noqa: F401 - registers cnn_micro
+    from jobs.launch import check
+    from suite.config import file_sha256
 
     weights = timm.create_model("cnn_micro", num_classes=10).state_dict()
     teacher = tmp_path / "teacher.pth"
