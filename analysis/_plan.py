@@ -19,7 +19,11 @@ from typing import Any
 import suite.config.identity
 import suite.config.schema
 import sweeps.expand
+import sweeps.prerequisites
+import sweeps.runs
+import sweeps.schema
 import sweeps.spec
+import sweeps.values
 from analysis._records import trusted
 from suite.run.records import atomic_write_bytes
 from sweeps.expand import SEED_KEY, expand, lookup
@@ -106,7 +110,8 @@ def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
         except OSError:
             digest.update(b"<missing>")
     digest.update(json.dumps([overrides, str(sweep.output_root)]).encode())
-    for module in (suite.config.schema, suite.config.identity, sweeps.expand, sweeps.spec, sys.modules[__name__]):
+    identity_modules = (sweeps.expand, sweeps.spec, sweeps.values, sweeps.runs, sweeps.prerequisites, sweeps.schema)
+    for module in (suite.config.schema, suite.config.identity, *identity_modules, sys.modules[__name__]):
         st = Path(module.__file__).stat()  # type: ignore[arg-type]
         digest.update(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()

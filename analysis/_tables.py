@@ -22,7 +22,7 @@ import pandas as pd
 from analysis._captions import (
     UNFINISHED_MARK, column_title, lower_is_better, note, pivot_caption, rows_caption,
 )
-from analysis._plan import Condition, SweepPlan, value_label, value_text
+from analysis._plan import Condition, SweepPlan, value_text
 from analysis._stats import CI_LEVEL, Comparison, binomial_se, compare_paired, holm, seeds_needed
 from suite.run.names import is_occlusion_key
 from suite.run.records import RunState
@@ -147,9 +147,9 @@ def _row_label(cond: Condition, axis: str | None, plan: SweepPlan) -> str:
     if axis is None:
         return cond.label
     if axis in cond.values:
-        return value_label(axis, cond.values[axis])
+        return plan.value_label(axis, cond.values[axis])
     base = plan.base_values.get(axis)
-    return f"{value_label(axis, base)} (base)" if axis in plan.base_values and _simple(base) else "base"
+    return f"{plan.value_label(axis, base)} (base)" if axis in plan.base_values and _simple(base) else "base"
 
 
 def _simple(value: Any) -> bool:
@@ -314,7 +314,7 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] 
         data = []
         unfinished_any = False
         for rv, raw in zip(rows_vals, plan.axes[a]):
-            cells = [value_label(a, raw)]
+            cells = [plan.value_label(a, raw)]
             mrow = []
             for cv in cols:
                 cond = grid.get((rv, cv))
@@ -341,7 +341,7 @@ def _pivot(runs: _Runs, plan: SweepPlan, *, metric: str, pivot: tuple[str, str] 
         suffix = f"-pivot{i + 1}" if len(groups) > 1 else "-pivot"
         tables.append(Table(plan.name, plan.name + suffix, f"{plan.name}: {metric} over {a} × {b}"
                             + (f" ({rest_key})" if rest_key else ""), caption,
-                            [f"{a} \\ {b}", *[value_label(b, v) for v in plan.axes[b]]], rows,
+                            [f"{a} \\ {b}", *[plan.value_label(b, v) for v in plan.axes[b]]], rows,
                             bold, pd.DataFrame(data), None, None, "pivot"))
     return tables
 

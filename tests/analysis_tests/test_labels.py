@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from analysis._plots import curve_series
 from analysis._render import to_csv
@@ -66,8 +65,6 @@ def test_without_labels_the_default_names_stay(tmp_path: Path) -> None:
     assert [row[0] for row in table.rows] == ["no mixing", "CutMix"]
 
 
-@pytest.mark.xfail(strict=True, reason="analysis._tables names the rows of an axis table with value_label(); "
-                                       "SweepPlan.value_label() adds the sweep's labels")
 def test_value_labels_name_the_rows_of_an_axis_table(tmp_path: Path) -> None:
     path = write_sweep(
         tmp_path, "ratio", mode="one_at_a_time", seeds=SEEDS, axes={"mix.mask_ratio": [0.3, 0.7]},
