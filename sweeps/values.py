@@ -12,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from suite.config import ConfigError, DataConfig, TeacherConfig
+from suite.config import ConfigError
+from suite.config.overrides import set_dotted
 
 __all__ = ["apply_values", "format_value", "lookup", "plain", "to_override"]
 
@@ -35,9 +36,8 @@ def plain(value: Any) -> Any:
 def apply_values(base: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``base`` with each dotted key set to its value (:func:`plain`), in order.
 
-    The keys walk nested dicts as :func:`suite.config.apply_overrides` does: a shorthand on the
-    way (``data: builtin``, ``teacher: runs/x``) opens into its section, anything else that is
-    not a mapping is replaced by one.
+    The keys walk nested dicts as the command line's overrides do
+    (:func:`suite.config.overrides.set_dotted`).
 
     Raises:
         ConfigError: a key with an empty part (``mix..prob``).
@@ -47,16 +47,7 @@ def apply_values(base: dict[str, Any], values: Mapping[str, Any]) -> dict[str, A
         parts = key.strip().split(".")
         if not all(parts):
             raise ConfigError(f"key {key!r} has an empty part")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if isinstance(child, str):  # shorthand such as data=builtin, then data.img_size=...
-                child = DataConfig._shorthand(child) if part == "data" else TeacherConfig._shorthand(child)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = plain(value)
+        set_dotted(data, parts, plain(value))
     return data
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from suite.config.schema import DataConfig, TeacherConfig, TrainConfig
 from suite.config.strict import ConfigError, format_validation_error
 
-__all__ = ["apply_overrides", "load_config", "read_yaml", "validate_config"]
+__all__ = ["apply_overrides", "load_config", "read_yaml", "set_dotted", "validate_config"]
 
 
 _JSON_START = frozenset('-0123456789tfnN"')
@@ -55,17 +55,27 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.strip().split(".")
         if not all(parts):
             raise ConfigError(f"override {item!r} has an empty key part")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if isinstance(child, str):  # shorthand such as data=builtin, then data.img_size=...
-                child = DataConfig._shorthand(child) if part == "data" else TeacherConfig._shorthand(child)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = _parse_value(raw)
+        set_dotted(data, parts, _parse_value(raw))
     return data
+
+
+def set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``value`` at the dotted key ``parts`` of nested dicts, in place.
+
+    A shorthand on the way (``data: builtin``, ``teacher: runs/x``) opens into its section;
+    anything else that is not a mapping is replaced by one. Sweep files set their values with it
+    too (``sweeps.values.apply_values``), so a file and the command line agree.
+    """
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):  # shorthand such as data=builtin, then data.img_size=...
+            child = DataConfig.expand_shorthand(child) if part == "data" else TeacherConfig.expand_shorthand(child)
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
 
 
 def validate_config(data: dict[str, Any], *, prefix: str = "") -> TrainConfig:

@@ -91,7 +91,8 @@ class DataConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
+    def expand_shorthand(cls, value: Any) -> Any:
+        """``builtin`` or a folder path as the section it stands for (from its spelling alone)."""
         if isinstance(value, str):
             return {"source": "builtin"} if value == "builtin" else {"source": "folder", "root": value}
         return value
@@ -182,7 +183,8 @@ class TeacherConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
+    def expand_shorthand(cls, value: Any) -> Any:
+        """``none``, ``maps:<dir>`` or a checkpoint path as the section it stands for (from its spelling alone)."""
         if value is None or value == "none":
             return {}
         if isinstance(value, str):
