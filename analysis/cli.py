@@ -107,7 +107,7 @@ def report(
     except SweepError as err:
         raise invalid(_TITLE, err) from None
     if not quiet:
-        from analysis._render import print_tables
+        from analysis.render import print_tables
 
         print_tables(result.tables, console)
     _print_outcome(collection, result)

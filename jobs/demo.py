@@ -65,7 +65,8 @@ def run_demo(
     Returns:
         ``(failed run count, path of index.md)``.
     """
-    from analysis import _render
+    from analysis.render import print_tables
+    from suite.run.records import read_run
     from analysis.report import collect, write_report
     from jobs.launch import launch
     from sweeps.expand import expand
@@ -77,7 +78,7 @@ def run_demo(
     unique: set[str] = set()
     for sweep in loaded:
         unique |= {run.run_id for run in expand(sweep, check_paths=False).all_runs()}
-    done_before = sum(1 for rid in unique if (output_root / rid / "summary.json").is_file())
+    done_before = sum(1 for rid in unique if read_run(output_root / rid, metrics=False).state.is_finished())
     failed: set[str] = set()
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -99,7 +100,7 @@ def run_demo(
     console.print(f"trained {len(unique) - done_before} of {len(unique)} runs in {time.perf_counter() - start:.0f} s")
     collection = collect(files, output_root=output_root)
     report = write_report(collection, report_dir)
-    _render.print_tables(report.tables, console)
+    print_tables(report.tables, console)
     console.print(f"report: [bold]{report.index}[/] (tables in md/tex/csv, plots in {report_dir / 'plots'})")
     return len(failed), report.index
 

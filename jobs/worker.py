@@ -108,7 +108,7 @@ class MapsJob(_Job):
     def __call__(self) -> dict[str, Any]:
         self._start()
         from suite.teacher.maps_step import maps_step_id, run_maps_step
-        from suite.teacher.offline import MapsBuildStopped
+        from suite.teacher.maps_build import MapsBuildStopped
 
         if global_rank() != 0:
             return {"run_id": self.step_id, "state": "finished", "summary": {}}

@@ -194,7 +194,7 @@ def maps_build(
     """
     from rich.progress import Progress
 
-    from suite.teacher.offline import MapsBuildStopped, build_offline_maps
+    from suite.teacher.maps_build import MapsBuildStopped, build_offline_maps
 
     cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])], machine=True)  # teacher needs TokenMix
     if cfg.teacher.checkpoint is None:

@@ -100,11 +100,11 @@ def run_maps_step(
     """Build the step's maps into ``paths.root`` under the run lock, recording the outcome.
 
     Idempotent: a finished step returns its summary without touching the teacher. The build
-    writes its maps in durable chunks (:func:`suite.teacher.offline.build_offline_maps`): the next
+    writes its maps in durable chunks (:func:`suite.teacher.maps_build.build_offline_maps`): the next
     attempt, after a failure, a kill or a requeue, continues at the first unfinished chunk. A
     failure is written to ``failure.json`` (state ``failed``) and raised. A stop signal (``stop``,
     the job's; else the build's own for SIGTERM, SIGUSR1 and SIGINT) ends the build at the next
-    chunk boundary with :class:`~suite.teacher.offline.MapsBuildStopped`, raised without a failure
+    chunk boundary with :class:`~suite.teacher.maps_build.MapsBuildStopped`, raised without a failure
     record: the step stays unfinished, ready to continue.
 
     Raises:
@@ -112,7 +112,7 @@ def run_maps_step(
         MapsBuildStopped: a stop signal ended the build early.
     """
     from suite.device.hardware import configure_threads
-    from suite.teacher.offline import MapsBuildStopped, build_offline_maps
+    from suite.teacher.maps_build import MapsBuildStopped, build_offline_maps
     from suite.run.records import read_summary
 
     configure_threads(cfg.run.threads)  # the job's CPU share, as a training run uses it

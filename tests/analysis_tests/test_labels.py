@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis._plots import curve_series
-from analysis._render import to_csv
+from analysis.render import to_csv
 from analysis.report import all_tables, collect, write_report
 from tests.analysis_tests.run_records import plan_of, write_run, write_sweep
 

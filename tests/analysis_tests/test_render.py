@@ -122,11 +122,3 @@ def test_terminal_tables_fit_the_terminal(tmp_path: Path, width: int) -> None:
     assert left_out == (width <= 80)  # a wide terminal shows every column; a narrow one names those it drops
     if left_out:
         assert "GPU-h" in text.split("left out to fit the terminal")[1]
-
-
-def test_the_former_render_module_stays_importable() -> None:
-    """``analysis._render`` was imported by the demo and ``suite report``; it names the public functions."""
-    import analysis._render as former
-    import analysis.render as public
-
-    assert all(getattr(former, name) is getattr(public, name) for name in public.__all__)

@@ -14,7 +14,8 @@ from suite.config import ConfigError, load_config
 from suite.data.loaders import build_data
 from suite.data.geometry import CropFlip
 from suite.models.factory import build_model
-from suite.teacher.offline import META_FILE, RANKS_FILE, OfflineMaps, build_offline_maps, crop_maps, training_set_fingerprint
+from suite.teacher.maps_build import build_offline_maps
+from suite.teacher.offline import META_FILE, RANKS_FILE, OfflineMaps, crop_maps, training_set_fingerprint
 from suite.run.records import read_run
 from suite.run.records import RunState
 from suite.train.trainer import train
@@ -304,7 +305,8 @@ def test_a_stopped_maps_build_resumes_to_the_same_bytes(tiny_overrides: list[str
     import os
     import signal
 
-    from suite.teacher.offline import MAPS_FILE, PROGRESS_FILE, MapsBuildStopped
+    from suite.teacher.maps_build import MapsBuildStopped
+    from suite.teacher.offline import MAPS_FILE, PROGRESS_FILE
     from suite.run.signals import GracefulStop
 
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
@@ -341,7 +343,7 @@ def test_a_stopped_maps_build_resumes_to_the_same_bytes(tiny_overrides: list[str
 
 
 def test_a_maps_build_with_other_inputs_starts_over(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
-    from suite.teacher.offline import MapsBuildStopped
+    from suite.teacher.maps_build import MapsBuildStopped
     from suite.run.signals import GracefulStop
 
     cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
@@ -356,7 +358,7 @@ def test_a_maps_build_with_other_inputs_starts_over(tiny_overrides: list[str], t
 
 def test_a_stopped_maps_step_is_no_failure_and_continues(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
     from suite.teacher.maps_step import run_maps_step
-    from suite.teacher.offline import MapsBuildStopped
+    from suite.teacher.maps_build import MapsBuildStopped
     from suite.run.records import RunPaths
     from suite.run.signals import GracefulStop
 
