@@ -3,7 +3,7 @@
 Expanding a sweep validates every run config (about 1 ms per run), so the expanded plan is
 cached next to the run records (``<output_root>/.report-plan.pkl``), keyed by the bytes of the
 sweep file and of every run config file it names, the command-line overrides, and the size and
-modification time of the modules that define run ids (``suite/config.py``, ``sweeps/*.py``).
+modification time of the modules that define run ids (``suite/config/``, ``sweeps/*.py``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ scalar entries of ``summary.json`` as the run summary. This module turns
 ``wandb.Api().runs(path, filters={"group": ...})`` back into :class:`~analysis._records.RunData`
 (a :class:`~suite.run.records.RunRecord` and its curves), so a report from W&B has exactly the
 columns of a report from run directories. W&B's run states are mapped into the suite's
-:class:`~suite.run.records.RunState` here, as ``jobs.state.classify`` maps a scheduler's.
+:class:`~suite.run.records.RunState` here, as ``jobs.sweep_state.classify`` maps a scheduler's.
 Curves need the full history: ``scan_history()`` (unsampled, paged), never ``history()``
 (sampled to 500 points).
 """

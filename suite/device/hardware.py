@@ -4,7 +4,7 @@ Threads come from the job's CPU allocation: several trainings sharing a node eac
 thread count run several times slower than with their fair share. The allocation is the
 smaller of ``SLURM_CPUS_PER_TASK`` and the process's affinity mask: SLURM 22.05 to 23.02 do
 not pass sbatch's ``--cpus-per-task`` on to ``srun`` (jobs ask srun for it explicitly, see
-``jobs.executors``), so a task can be bound to fewer cores than the variable says, and
+``jobs.backends.slurm``), so a task can be bound to fewer cores than the variable says, and
 starting that many threads and data workers on them only makes them wait for each other.
 """
 

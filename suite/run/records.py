@@ -19,7 +19,7 @@ reader never sees half a file. :func:`run_state` derives the state from these fi
 modification-time comparisons); :func:`read_run` reads a run's records with the same rule, and
 :func:`record_signature` tells a cache of them when to read again. Sweeps, reports and tuning all
 use them, and the scheduler's words are mapped into the same :class:`RunState` in one function
-(``jobs.state.classify``).
+(``jobs.sweep_state.classify``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class RunState(str, enum.Enum):
     come from the run directory (:func:`run_state`); ``missing`` from :func:`read_run` of a run
     whose folder does not exist (a planned run never started: :func:`run_state`, which a launch
     asks, calls it ``new``); ``pending`` and ``cancelled`` only from a scheduler
-    (``jobs.state.classify``).
+    (``jobs.sweep_state.classify``).
     """
 
     NEW = "new"  # nothing computed yet
