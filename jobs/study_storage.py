@@ -29,6 +29,7 @@ exports only privately (``optuna.storages._heartbeat.BaseHeartbeat`` and its
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,34 @@ def _rdb(url: str, heartbeat_s: int, grace_s: int, callback: StaleCallback) -> R
     return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s, **{key: callback})
 
 
+def repair_torn_tail(path: Path) -> int:
+    """Drop a last journal line that a crashed writer left without its newline; returns the bytes dropped.
+
+    Optuna's reader skips a torn last line, but its next writer appends onto the fragment, and the
+    merged line then fails every later read (``JSONDecodeError``): one node crash mid-write would
+    break the study for good. The fragment was never a whole record, so no reader acted on it.
+    The repair holds Optuna's own journal lock, so no live writer is cut.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as handle:
+            data = handle.read()
+            if data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+            return len(data) - keep
+    finally:
+        lock.release()
+
+
 def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retries: int) -> BaseStorage:
     """The storage of a study: ``journal:<file>`` or an RDB URL, with heartbeats and trial retry.
 
@@ -141,6 +170,7 @@ def open_storage(url: str, *, heartbeat_s: int, grace_s: int, max_retries: int) 
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX):])
         path.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(path)
         return HeartbeatJournalStorage(
             JournalFileBackend(str(path)), heartbeat_interval=heartbeat_s, grace_period=grace_s,
             stale_callback=callback,

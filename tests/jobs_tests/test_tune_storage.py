@@ -39,3 +39,24 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_with_its_params(tmp_pat
 def test_storage_label_hides_passwords() -> None:
     assert storage_label("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
     assert storage_label("journal:/x/study.journal") == "/x/study.journal"
+
+
+def test_a_torn_last_journal_line_does_not_break_the_study(tmp_path: Path) -> None:
+    # A node that crashes mid-write leaves a last line without its newline; the next writer used to
+    # append onto it, and every later read of the study failed with JSONDecodeError.
+    url = f"journal:{tmp_path / 'study.journal'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat_s=60, grace_s=120,
+                                                                          max_retries=0), direction="maximize")
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+        journal = tmp_path / "study.journal"
+        journal.write_bytes(journal.read_bytes()[:-40])  # the last record torn
+        for _ in range(2):  # a tune run after the crash, then every later command
+            storage = open_storage(url, heartbeat_s=60, grace_s=120, max_retries=0)
+            again = optuna.load_study(study_name="s", storage=storage)
+            again.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+        final = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_s=60, grace_s=120,
+                                                                        max_retries=0))
+    assert len(final.trials) >= 4
+    assert journal.read_bytes().endswith(b"\n")
