@@ -68,21 +68,24 @@ def _axis_combos(sweep: Sweep) -> list[dict[str, Any]]:
     return combos + [dict(item.values) for item in spec.include]
 
 
-def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
-    """Axis combinations plus includes, minus excludes; returns (combos, excluded count).
+def _run_values(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
+    """Each run's values (axis combinations and includes, times the seeds), minus the excluded
+    ones; returns (values, excluded count). An ``exclude`` entry may name ``run.seed`` too.
 
     Raises:
         SweepError: an ``exclude`` entry matches no run.
     """
     spec = sweep.spec
-    combos = _axis_combos(sweep)
+    seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
+    runs = [dict(combo) if seed is None else {**combo, SEED_KEY: seed}
+            for combo in _axis_combos(sweep) for seed in seeds]
     if not spec.exclude:
-        return combos, 0
+        return runs, 0
     base_flat = _flatten(sweep.base)
     kept = []
     used: set[int] = set()
-    for combo in combos:
-        assignment = {**base_flat, **combo}
+    for values in runs:
+        assignment = {**base_flat, **values}
         hits = [
             i
             for i, rule in enumerate(spec.exclude)
@@ -90,14 +93,15 @@ def _combos(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
         ]
         used.update(hits)
         if not hits:
-            kept.append(combo)
+            kept.append(values)
     unused = [f"exclude[{i}] {describe(rule)}" for i, rule in enumerate(spec.exclude) if i not in used]
     if unused:
+        seeds_text = f"; seeds {', '.join(map(str, spec.seeds))}" if spec.seeds is not None else ""
         raise SweepError(
             f"{sweep.path}: {', '.join(unused)} matches no run (a typo in a key or value?); the axes are "
-            f"{', '.join(spec.axes) or '(none)'}. Remove the entry or fix it"
+            f"{', '.join(spec.axes) or '(none)'}{seeds_text}. Remove the entry or fix it"
         )
-    return kept, len(combos) - len(kept)
+    return kept, len(runs) - len(kept)
 
 
 def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> Plan:
@@ -122,13 +126,11 @@ def expand(sweep: Sweep, *, check_paths: bool = True, machine: bool = True) -> P
         >>> len(plan.runs)  # doctest: +SKIP
         9
     """
-    combos, excluded = _combos(sweep)
+    runs, excluded = _run_values(sweep)
     checks = Checks(sweep, check_paths=check_paths, machine=machine)
-    expansion = _Expansion(sweep, checks, make_first(sweep, combos, checks))
-    seeds: list[int | None] = list(sweep.spec.seeds) if sweep.spec.seeds is not None else [None]
-    for combo in combos:
-        for seed in seeds:
-            expansion.add(dict(combo) if seed is None else {**combo, SEED_KEY: seed})
+    expansion = _Expansion(sweep, checks, make_first(sweep, runs, checks))
+    for values in runs:
+        expansion.add(dict(values))
     return expansion.plan(excluded)
 
 

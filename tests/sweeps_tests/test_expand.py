@@ -235,3 +235,17 @@ def test_a_prerequisite_is_checked_on_the_sweep_resources_too(tmp_path: Path) ->
                        resources={"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1})
     with pytest.raises(SweepError, match=r"prerequisite @teacher.yaml: data.batch_size=6 over 2 processes gives 3 "):
         expand(load_sweep(path), check_paths=False)
+
+
+def test_exclude_can_name_a_seed(tmp_path: Path) -> None:
+    path = write_sweep(
+        tmp_path, "seeds", axes={"mix.method": ["cutmix", "mixup"]}, seeds=[0, 1],
+        exclude=[{"mix.method": "mixup", "run.seed": 1}],
+    )
+    plan = expand(load_sweep(path))
+    got = sorted((run.config.mix.method, run.config.run.seed) for run in plan.runs)
+    assert got == [("cutmix", 0), ("cutmix", 1), ("mixup", 0)]
+    assert plan.excluded == 1
+    with pytest.raises(SweepError, match=r"exclude\[0\].*matches no run.*seeds 0, 1"):
+        expand(load_sweep(write_sweep(tmp_path, "typo", axes={"mix.method": ["cutmix"]}, seeds=[0, 1],
+                                      exclude=[{"mix.method": "cutmix", "run.seed": 7}])))
