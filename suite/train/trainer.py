@@ -230,6 +230,8 @@ class Trainer:
             if reason is not None:
                 return self._end(RunState.PRUNED, reason)
             if self.dist.any(stop.requested, self.device) and epoch + 1 < self.cfg.schedule.total_epochs:
+                if self._saved != (self.state.epoch, 0):  # run.checkpoint_every > 1 skipped this epoch's
+                    self._checkpoint()
                 self.writer.info("signal %s: checkpoint at end of epoch %d; rerun to resume", stop.signum, epoch + 1)
                 return self._interrupted()
         return self._end(RunState.FINISHED)

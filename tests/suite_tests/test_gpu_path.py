@@ -147,3 +147,27 @@ def test_evaluation_does_not_depend_on_the_evaluation_batch() -> None:
     occluded = torch.cat([occlude_patches(x[i : i + 16], 4, 0.5, gen) for i in range(0, 45, 16)])
     expected = 100.0 * (model(occluded).argmax(1) == y).float().mean().item()
     assert occ_a["occ50_top1"] == pytest.approx(expected)
+
+
+def test_a_stop_at_an_epoch_end_writes_that_epochs_checkpoint_with_sparse_checkpoints(
+    tiny_overrides: list[str],
+) -> None:
+    # run.checkpoint_every=8 skips epoch 1's checkpoint; a stop there used to say "checkpoint at end of
+    # epoch 1" while the checkpoint on disk was older, so a resume redid the epoch.
+    from suite.run.signals import GracefulStop
+
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=3", "run.checkpoint_every=8", "eval.occlusion=[]"])
+    stop = GracefulStop()
+
+    def stop_after_first(epoch: int, metrics: dict) -> None:
+        if epoch == 1:
+            stop.request()
+
+    result = train(cfg, callbacks=[stop_after_first], stop=stop)
+    assert result.state is RunState.INTERRUPTED
+    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 0)
+    resumed = train(cfg)
+    assert resumed.state is RunState.FINISHED
+    assert "resuming" in (result.run_dir / "train.log").read_text()
+    assert len((result.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
