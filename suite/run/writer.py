@@ -84,6 +84,18 @@ class RunWriter:
         self._tracker: Any = None
         self._sent = 0  # last epoch handed to W&B
 
+    def restore_config(self, config: dict[str, Any]) -> bool:
+        """Write ``config.json`` if it is missing or damaged (it is written once); returns whether it did."""
+        if not self.enabled:
+            return False
+        try:
+            readable = isinstance(read_json(self.paths.config), dict)
+        except (ValueError, UnicodeDecodeError, OSError):
+            readable = False  # damaged: rewritten from the run's config, which fixes it
+        if not readable:
+            atomic_write_json(self.paths.config, config)
+        return not readable
+
     def start(self, *, config: dict[str, Any], tracking: TrackingConfig, run_id: str, name: str) -> None:
         """Open the log and the W&B run; write ``config.json`` once; forget the last failure.
 
@@ -94,12 +106,7 @@ class RunWriter:
         """
         if self.enabled:
             self.paths.root.mkdir(parents=True, exist_ok=True)
-            try:
-                readable = isinstance(read_json(self.paths.config), dict)
-            except (ValueError, UnicodeDecodeError, OSError):
-                readable = False  # damaged: rewritten from the run's config, which fixes it
-            if not readable:
-                atomic_write_json(self.paths.config, config)
+            self.restore_config(config)
             clear_failure(self.paths)
             for stale in self.paths.root.glob(".*.tmp"):  # left by a process killed mid-write
                 stale.unlink(missing_ok=True)

@@ -139,18 +139,16 @@ class Trainer:
                 f"its checkpoint, or delete {self.paths.root} to retrain it"
             ) from None
         if summary is not None:
-            self._teacher_record(required=False)  # a finished student of a replaced teacher is not reused silently
+            teacher = self._teacher_record(required=False)  # a finished student of a replaced teacher is not reused
+            if self.writer.restore_config(self._config_record(json.loads(self.cfg.model_dump_json()), teacher)):
+                self.writer.info("config.json of finished run %s was damaged: rewritten from its config", self.run_id)
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with self.dist.lock(lambda: run_lock(self.paths)):
             resolved = json.loads(self.cfg.model_dump_json())
             teacher = self._teacher_record()
-            batch = self.cfg.data.batch_size  # global, whatever the process count
-            effective = {
-                "global_batch": batch, "lr": self.cfg.optim.effective_lr(batch), "processes": self.dist.world_size,
-            }
             self.writer.start(
-                config={**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective, **teacher},
+                config=self._config_record(resolved, teacher),
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
             ended = RunState.FAILED
@@ -182,6 +180,12 @@ class Trainer:
                 self.writer.close(ended)
                 if getattr(self, "data", None) is not None:
                     self.data.close()  # idle loader workers end now, not when the bundle is collected
+
+    def _config_record(self, resolved: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
+        """``config.json``: the resolved config, what the run is, and how it is computed."""
+        batch = self.cfg.data.batch_size  # global, whatever the process count
+        effective = {"global_batch": batch, "lr": self.cfg.optim.effective_lr(batch), "processes": self.dist.world_size}
+        return {**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective, **teacher}
 
     def _teacher_record(self, *, required: bool = True) -> dict[str, Any]:
         """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.

@@ -171,3 +171,16 @@ def test_a_stop_at_an_epoch_end_writes_that_epochs_checkpoint_with_sparse_checkp
     assert resumed.state is RunState.FINISHED
     assert "resuming" in (result.run_dir / "train.log").read_text()
     assert len((result.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_train_rewrites_the_damaged_config_of_a_finished_run(tiny_overrides: list[str]) -> None:
+    import json
+
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]"])
+    done = train(cfg)
+    config = done.run_dir / "config.json"
+    before = json.loads(config.read_text())
+    config.write_text('{"model": {"na')  # a torn write
+    again = train(cfg)
+    assert again.state is RunState.FINISHED and again.summary == done.summary  # never retrained
+    assert json.loads(config.read_text()) == before
