@@ -152,3 +152,17 @@ def test_resources_follow_the_gpus_unless_set_apart() -> None:
         with_resources(file, ["resources.gpus_per_node=8", "resources.tasks_per_node=2"])
     with pytest.raises(ValueError, match="command-line override resources.nodes=two: nodes"):
         with_resources(file, ["resources.nodes=two"])
+
+
+def test_plan_of_a_renamed_sweep_points_at_its_finished_runs(cli, tmp_path: Path) -> None:
+    """A sweep's runs live in <root>/<sweep name>: a new name plans them as new, with a hint where they are."""
+    old = write_sweep(tmp_path, "old", overrides={"schedule.epochs": 1}, axes={"mix.method": ["none", "cutmix"]})
+    code, output = _run(cli, "sweep", "launch", old, "-e", "debug")
+    assert code == 0, output
+    renamed = write_sweep(tmp_path, "new", overrides={"schedule.epochs": 1}, axes={"mix.method": ["none", "cutmix"]})
+    text = renamed.read_text().replace(str(tmp_path / "runs" / "new"), str(tmp_path / "runs" / "renamed"))
+    renamed.write_text(text)
+    code, output = _run(cli, "sweep", "plan", renamed)
+    assert code == 0, output
+    flat = _flat(output)
+    assert "2 of the new runs are finished under" in flat and str(tmp_path / "runs" / "old") in flat
