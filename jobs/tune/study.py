@@ -29,8 +29,16 @@ def open_study(study: Study, *, worker: int = 0, create: bool = False) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet()
     spec = study.spec
-    storage = open_storage(study.storage_url, heartbeat_s=spec.heartbeat_s, grace_s=spec.grace_period,
-                           max_retries=spec.max_retries)
+    try:
+        storage = open_storage(study.storage_url, heartbeat_s=spec.heartbeat_s, grace_s=spec.grace_period,
+                               max_retries=spec.max_retries)
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy and OS errors: said in one line, naming the field
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise StudyError(
+            f"{study.path}: storage: cannot open {storage_label(study.storage_url)} ({type(err).__name__}: {first}); "
+            "give a SQLAlchemy URL whose folder exists (sqlite:////abs/path/study.db) or leave storage unset "
+            "for the journal file in the study folder"
+        ) from None
     kwargs = dict(study_name=study.name, storage=storage, sampler=make_sampler(spec, worker=worker),
                   pruner=make_pruner(spec))
     if create:

@@ -166,3 +166,12 @@ def test_plan_of_a_renamed_sweep_points_at_its_finished_runs(cli, tmp_path: Path
     assert code == 0, output
     flat = _flat(output)
     assert "2 of the new runs are finished under" in flat and str(tmp_path / "runs" / "old") in flat
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent/dir/x.db", "foo://bar"])
+def test_a_storage_that_cannot_open_is_one_line_naming_the_field(cli, tmp_path: Path, url: str) -> None:
+    path = write_study(tmp_path, storage=url)
+    for command in (["tune", "status", path], ["tune", path, "-e", "debug"]):
+        code, output = _run(cli, *command)  # a traceback would fail _run
+        assert code == 2, output
+        assert "storage: cannot open" in _flat(output) and "Traceback" not in output
