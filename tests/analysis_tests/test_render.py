@@ -63,6 +63,7 @@ def test_markdown_and_csv() -> None:
     assert list(frame["top1_mean"]) == [52.1, 55.0]
 
 
+@pytest.mark.latex
 def test_latex_tables_compile_with_pdflatex(tmp_path: Path) -> None:
     pdflatex = _pdflatex()
     path = write_sweep(tmp_path, "ratio_ablation", axes={"mix.mask_ratio": [0.3, 0.7]}, mode="one_at_a_time",
