@@ -8,7 +8,10 @@ died). SLURM's words (``sacct``) and submitit's local words are mapped in exactl
 differ by backend).
 
 The state file, ``<output_root>/sweep-state.json``, records for every run of the sweep its
-index, axis values, executor and job id; it is rewritten atomically
+index, axis values, executor and job id. Its folders are stored relative to the file (``.``,
+``.submitit/%j``) and read back against the folder the file is in, so a sweep folder that was
+moved or copied keeps its finished runs (an older file's absolute paths are rebased the same
+way). It is rewritten atomically
 (:func:`suite.run.records.atomic_write_json`) after every submission, so a reader never sees half a
 file and a killed launch leaves the jobs it did submit on record.
 """
@@ -161,12 +164,13 @@ class SweepState:
             raise ValueError(f"{path}: state file version {version} is not {STATE_VERSION}")
         try:
             runs = {rid: RunEntry(**entry) for rid, entry in data["runs"].items()}
+            root = Path(path).parent
             return cls(
                 path=Path(path),
                 sweep=data["sweep"],
                 sweep_file=data["sweep_file"],
-                output_root=data["output_root"],
-                submitit_folder=data["submitit_folder"],
+                output_root=str(root),  # where the file is now, whatever folder wrote it
+                submitit_folder=_rebased(data["submitit_folder"], data["output_root"], root),
                 runs=runs,
                 launches=list(data.get("launches", [])),
                 host=data.get("host", ""),
@@ -215,11 +219,34 @@ class SweepState:
                 "version": STATE_VERSION,
                 "sweep": self.sweep,
                 "sweep_file": self.sweep_file,
-                "output_root": self.output_root,
-                "submitit_folder": self.submitit_folder,
+                "output_root": ".",  # the folder of this file (see _rebased)
+                "submitit_folder": _relative(self.submitit_folder, Path(self.path).parent),
                 "updated": time.time(),
                 "host": self.host,
                 "launches": self.launches,
                 "runs": {rid: asdict(entry) for rid, entry in self.runs.items()},
             },
         )
+
+
+def _relative(folder: str, root: Path) -> str:
+    """``folder`` relative to ``root`` when it lies under it (as the state file stores it), else as is."""
+    try:
+        return str(Path(folder).relative_to(root))
+    except ValueError:
+        return folder
+
+
+def _rebased(folder: str, stored_root: str, root: Path) -> str:
+    """A stored folder read against the state file's folder ``root``.
+
+    A relative one is joined to ``root``; an absolute one under the root the file was written in
+    (an older file, or a folder since moved) keeps its place inside ``root``; others stay as they are.
+    """
+    path = Path(folder)
+    if not path.is_absolute():
+        return str(root / path)
+    try:
+        return str(root / path.relative_to(stored_root))
+    except ValueError:
+        return folder

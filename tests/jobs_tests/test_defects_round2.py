@@ -1,0 +1,79 @@
+"""Defects found by users (round 2): moved sweep folders, edited sweep files, stopped launchers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.sweeps_tests.sweep_files import write_sweep
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from suite.cli.main import app, register_command_groups
+
+    if not any(group.name == "sweep" for group in app.registered_groups):
+        register_command_groups(app)
+    return app
+
+
+def _run(cli, *args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"suite {' '.join(map(str, args))} raised {result.exception!r}\n{result.output}")
+    return result.exit_code, result.output
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sweep file whose two runs finished (debug executor, one epoch)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    path = write_sweep(tmp, "moved", overrides={"schedule.epochs": 1}, axes={"mix.method": ["none", "cutmix"]})
+    code, output = _run(cli, "sweep", "launch", path, "-e", "debug")
+    assert code == 0, output
+    return path
+
+
+def test_a_moved_sweep_folder_keeps_its_finished_runs(cli, finished_sweep: Path, tmp_path: Path) -> None:
+    """The state file works after its folder moves: status shows the runs finished, launch trains nothing."""
+    from jobs.sweep_state import SweepState
+
+    old_root = finished_sweep.parent / "runs" / "moved"
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(old_root, moved)
+    shutil.rmtree(old_root)  # the old folder is gone: nothing may read it any more
+    stored = json.loads((moved / "sweep-state.json").read_text())
+    assert str(old_root) not in json.dumps(stored)  # paths relative to the state file
+    state = SweepState.read(moved / "sweep-state.json")
+    assert state is not None and state.output_root == str(moved)
+    assert state.submitit_folder == str(moved / ".submitit" / "%j")
+
+    code, output = _run(cli, "sweep", "status", moved, "--json")
+    assert code == 0, output
+    assert {run["state"] for run in json.loads(output)["runs"]} == {"finished"}
+    code, output = _run(cli, "sweep", "launch", finished_sweep, "--output-root", moved, "-e", "debug")
+    assert code == 0, output
+    assert "nothing to submit" in _flat(output)
+
+
+def test_an_older_state_file_with_an_absolute_root_is_rebased(tmp_path: Path) -> None:
+    """A state file written with absolute folders by an older version reads against where it is now."""
+    from jobs.sweep_state import SweepState
+
+    state_file = tmp_path / "now" / "sweep-state.json"
+    state_file.parent.mkdir()
+    state_file.write_text(json.dumps({
+        "version": 1, "sweep": "s", "sweep_file": "/x/s.yaml", "output_root": "/old/place",
+        "submitit_folder": "/old/place/.submitit/%j", "runs": {}, "launches": [],
+    }))
+    state = SweepState.read(state_file)
+    assert state is not None and state.output_root == str(tmp_path / "now")
+    assert state.submitit_folder == str(tmp_path / "now" / ".submitit" / "%j")
