@@ -13,6 +13,9 @@ The regime is data-limited on purpose (100 training images, 64 epochs): without 
 ViT fits its training images and stops improving, which is where augmentation matters. It
 takes about 13 minutes on 2 CPU cores, install included (README, "What the demo shows").
 
+Stopping it (Ctrl-C, SIGTERM) lets every started run checkpoint, then prints one line saying
+how to resume (run ``make demo`` again) and exits 75 (``EXIT_INTERRUPTED``).
+
 Usage::
 
     python -m jobs.demo [--output-root runs/demo] [--report reports/demo] [-j N]
@@ -31,13 +34,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import sweeps
-from suite.cli.console import EXIT_FAILED, invalid
+from suite.cli.console import EXIT_FAILED, EXIT_INTERRUPTED, invalid
 
 __all__ = ["DEMO_SWEEPS", "demo_files", "register", "run_demo"]
 
 DEMO_FOLDER = Path(sweeps.__file__).resolve().parent / "demo"
 DEMO_SWEEPS: tuple[str, ...] = ("methods", "mask_ratio", "token_grid", "teacher", "mix_prob")
 _ENDED = {"done", "finished", "failed", "cancelled", "interrupted", "pruned", "blocked"}
+_COLOURS = {"interrupted": "yellow"}  # resumable, not a failure; every other unfinished word is red
+RESUME_HINT = "rerun `make demo` (or the same `python -m jobs.demo` command) to resume; finished runs are kept"
 
 
 def demo_files(folder: Path = DEMO_FOLDER) -> list[Path]:
@@ -66,9 +71,9 @@ def run_demo(
         ``(failed run count, path of index.md)``.
     """
     from analysis.render import print_tables
-    from suite.run.records import read_run
     from analysis.report import collect, write_report
     from jobs.launch import launch
+    from suite.run.records import read_run
     from sweeps.expand import expand
     from sweeps.spec import load_sweep
 
@@ -89,12 +94,18 @@ def run_demo(
 
             def echo(line: str, sweep_name: str = sweep.name) -> None:
                 word, _, rest = line.partition(" ")
+                if word == "started":
+                    bar.console.print(f"[dim]started[/] {sweep_name}: {rest.strip()}", highlight=False)
+                elif word == "new":  # stopped before it began training
+                    bar.console.print(f"[yellow]not started[/] {sweep_name}: {rest.strip()}", highlight=False)
                 if word in _ENDED:
                     bar.advance(task)
                     rid = rest.split()[0] if rest.split() else ""
                     if word not in ("done", "finished"):
-                        failed.add(rid)
-                        bar.console.print(f"[red]{word}[/] {sweep_name}: {rest.strip()}")
+                        if word != "interrupted":
+                            failed.add(rid)
+                        colour = _COLOURS.get(word, "red")
+                        bar.console.print(f"[{colour}]{word}[/] {sweep_name}: {rest.strip()}", highlight=False)
 
             launch(sweep, executor="local", max_parallel=max_parallel, echo=echo)
     console.print(f"trained {len(unique) - done_before} of {len(unique)} runs in {time.perf_counter() - start:.0f} s")
@@ -114,16 +125,31 @@ def demo(
     output_root: Annotated[Path, typer.Option(help="Where the demo's run directories go.")] = Path("runs/demo"),
     report: Annotated[Path, typer.Option(help="The report folder.")] = Path("reports/demo"),
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Runs at once (default: one per core).")] = None,
+    sweep: Annotated[
+        list[Path] | None, typer.Option("--sweep", hidden=True, help="Sweep files in place of the demo's (tests).")
+    ] = None,
 ) -> None:
     """Train the miniature paper ablation (5 sweeps, 2 seeds) and write its report; reruns reuse runs."""
+    from jobs.stop import LaunchInterrupted, stop_signals_interrupt
     from sweeps.spec import SweepError
 
+    console = Console()
     try:
-        failed, _ = run_demo(output_root, report, max_parallel=jobs)
+        with stop_signals_interrupt():  # a stop before the runs start: the same one line
+            failed, _ = run_demo(output_root, report, files=sweep or None, max_parallel=jobs, console=console)
     except SweepError as err:
         raise invalid("invalid demo sweep", err) from None
+    except (LaunchInterrupted, KeyboardInterrupt) as err:
+        raise interrupted(console, err) from None
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def interrupted(console: Console, err: BaseException) -> typer.Exit:
+    """The one line of a stopped demo (what stopped it, how to resume) and its exit code."""
+    why = f" by {err}" if isinstance(err, RuntimeError) and str(err) else ""
+    console.print(f"[yellow]demo stopped[/]{why}: every started run checkpointed; {RESUME_HINT}", highlight=False)
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 def main() -> None:

@@ -77,3 +77,69 @@ def test_an_older_state_file_with_an_absolute_root_is_rebased(tmp_path: Path) ->
     state = SweepState.read(state_file)
     assert state is not None and state.output_root == str(tmp_path / "now")
     assert state.submitit_folder == str(tmp_path / "now" / ".submitit" / "%j")
+
+
+def _read_until(proc, needle: str, timeout_s: float = 120.0) -> str:
+    """The process's output up to the first line holding ``needle`` (fails on exit or timeout)."""
+    import select
+    import time
+
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    while needle not in seen:
+        assert time.monotonic() < deadline, f"no {needle!r} within {timeout_s} s:\n{seen}"
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            assert line, f"exited ({proc.wait()}) before {needle!r}:\n{seen}"
+            seen += line
+    return seen
+
+
+def _wait_for_file(root: Path, pattern: str, proc, timeout_s: float = 120.0) -> Path:
+    """The first file matching ``pattern`` under ``root``, once the running ``proc`` wrote it."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (found := sorted(root.glob(pattern))):
+        assert proc.poll() is None, f"exited ({proc.returncode}) before {pattern} appeared"
+        assert time.monotonic() < deadline, f"no {pattern} under {root} within {timeout_s} s"
+        time.sleep(0.1)
+    return found[0]
+
+
+def _launcher(args: list[str], tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200", "SUITE_STOP_GRACE_S": "120"}
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=Path(__file__).resolve().parents[2], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def test_ctrl_c_in_the_demo_is_one_line_exit_75_and_runs_in_yellow(tmp_path: Path) -> None:
+    """A real SIGINT to `python -m jobs.demo` once a run has started: one line, exit 75, no traceback."""
+    import signal
+
+    from suite.cli.console import EXIT_INTERRUPTED
+
+    sweep = write_sweep(tmp_path, "long", overrides={"schedule.epochs": 500}, seeds=[0],
+                        axes={"mix.method": ["none"]})
+    proc = _launcher(["-m", "jobs.demo", "--sweep", str(sweep), "--output-root", str(tmp_path / "runs"),
+                      "--report", str(tmp_path / "report"), "-j", "1"], tmp_path)
+    try:
+        _read_until(proc, "started")
+        _wait_for_file(tmp_path / "runs", "*/metrics.jsonl", proc)  # the run trained an epoch
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, output
+    assert "Traceback" not in output and "LaunchInterrupted" not in output
+    assert output.count("demo stopped") == 1 and "make demo" in output
+    assert "\x1b[33minterrupted" in output  # yellow, not red like a failure
+    assert "\x1b[31minterrupted" not in output
