@@ -1,4 +1,7 @@
-"""How a launcher answers SIGINT and SIGTERM: one class, :class:`LaunchStop`.
+"""How a launcher answers SIGINT, SIGTERM and SIGHUP: one class, :class:`LaunchStop`.
+
+SIGHUP (the launcher's terminal closed) is a stop like SIGTERM: the runs checkpoint and the
+launcher exits 75 with its message, instead of dying at once (exit 129) with its runs mid-epoch.
 
 A launcher meets stop signals at three moments, and :class:`LaunchStop` covers each:
 
@@ -17,7 +20,9 @@ A launcher meets stop signals at three moments, and :class:`LaunchStop` covers e
   submitit's local controller answers SIGINT by sending SIGINT and, one second later, SIGKILL to
   the run, which would die mid-step without a checkpoint. Ignored at start, SIGINT leaves the
   controller alone (Python keeps an inherited SIG_IGN), and the run installs its own handler; the
-  launcher forwards stops to the controller as SIGTERM, which the controller passes on.
+  launcher forwards stops to the controller as SIGTERM, which the controller passes on. SIGHUP is
+  ignored the same way: a closed terminal hangs up its whole session, and the runs must stop through
+  the launcher (with a checkpoint), not die of the hang-up.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from suite.run.signals import GracefulStop
 
 __all__ = ["LaunchInterrupted", "LaunchStop", "stop_signals_interrupt"]
 
-LAUNCHER_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+LAUNCHER_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SPAWN_IGNORED: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGHUP)  # see LaunchStop.spawning
 
 
 class LaunchInterrupted(RuntimeError):
@@ -50,7 +56,7 @@ def _main_thread() -> bool:
 
 
 class LaunchStop(GracefulStop):
-    """SIGINT/SIGTERM to a launcher, while the ``with`` block runs (see the module docstring).
+    """SIGINT/SIGTERM/SIGHUP to a launcher, while the ``with`` block runs (see the module docstring).
 
     Args:
         interrupt: raise ``KeyboardInterrupt`` on the first signal (before runs start) instead
@@ -112,19 +118,20 @@ class LaunchStop(GracefulStop):
 
     @contextmanager
     def spawning(self) -> Iterator[None]:
-        """Start a child process (submitit's local controller) with SIGINT ignored."""
+        """Start a child process (submitit's local controller) with SIGINT and SIGHUP ignored."""
         if not _main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SPAWN_IGNORED}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def stop_signals_interrupt() -> LaunchStop:
-    """While launching, SIGTERM (like Ctrl-C) raises KeyboardInterrupt once, then both are ignored.
+    """While launching, SIGTERM or SIGHUP (like Ctrl-C) raises KeyboardInterrupt once, then all are ignored.
 
     Once local runs are started, their pool's own :class:`LaunchStop` takes over.
     """

@@ -143,3 +143,28 @@ def test_ctrl_c_in_the_demo_is_one_line_exit_75_and_runs_in_yellow(tmp_path: Pat
     assert output.count("demo stopped") == 1 and "make demo" in output
     assert "\x1b[33minterrupted" in output  # yellow, not red like a failure
     assert "\x1b[31minterrupted" not in output
+
+
+def test_sighup_to_a_local_launcher_stops_its_runs_with_a_checkpoint(tmp_path: Path) -> None:
+    """A closed terminal (SIGHUP to the launcher's whole session) is a stop like SIGTERM: exit 75, a message."""
+    import os
+    import signal
+
+    from suite.cli.console import EXIT_INTERRUPTED
+    from suite.run.records import RunState, read_run
+
+    sweep = write_sweep(tmp_path, "hup", overrides={"schedule.epochs": 500}, seeds=[0], axes={"mix.method": ["none"]})
+    suite = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "suite"
+    proc = _launcher([str(suite), "sweep", "launch", str(sweep), "-e", "local", "-j", "1"], tmp_path)
+    try:
+        _read_until(proc, "started")
+        metrics = _wait_for_file(tmp_path / "runs" / "hup", "*/metrics.jsonl", proc)  # an epoch trained
+        os.killpg(proc.pid, signal.SIGHUP)  # the terminal's hang-up reaches its whole session
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == EXIT_INTERRUPTED, output
+    assert "SIGHUP" in output and "launch the same sweep again to resume" in " ".join(output.split())
+    assert "Traceback" not in output
+    assert read_run(metrics.parent, metrics=False).state is RunState.INTERRUPTED  # checkpointed, resumable
