@@ -15,14 +15,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from submitit.core.utils import JobPaths
 
 from jobs import slurm
 from jobs.sweep_state import RunEntry, SweepState, classify
-from suite.run.records import RunState
-from suite.run.records import RunPaths, read_json, read_run, run_state
+from suite.run.records import RunPaths, RunState, read_json, read_run, run_state
 
 __all__ = ["Observation", "RunStatus", "SweepStatus", "collect", "observe"]
 
@@ -116,6 +114,7 @@ class SweepStatus:
     gpu_hours: float
     gpu_hours_source: str
     accounting_ok: bool
+    left_out: list[str] = field(default_factory=list)  # on record, but not in the sweep file any more
 
 
 def _tail(path: Path, lines: int) -> list[str]:
@@ -187,4 +186,4 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
         summaries = [read_run(RunPaths.of(root, r.run_id).root).summary or {} for r in runs]
         gpu_hours, source = sum(float(s.get("gpu_hours") or 0.0) for s in summaries), "run summaries"
     shown = {s: counts[s] for s in RunState if counts.get(s)}
-    return SweepStatus(state, runs, shown, gpu_hours, source, accounting_ok)
+    return SweepStatus(state, runs, shown, gpu_hours, source, accounting_ok, list(state.left_out))

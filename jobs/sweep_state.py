@@ -117,6 +117,9 @@ class SweepState:
     runs: dict[str, RunEntry] = field(default_factory=dict)
     launches: list[dict[str, Any]] = field(default_factory=list)
     host: str = field(default_factory=lambda: os.uname().nodename)  # where local jobs run
+    # runs on record that the last with_plan(only=True) left out (the sweep file no longer plans
+    # them); never written, never counted: status names them once
+    left_out: list[str] = field(default_factory=list, compare=False)
 
     @classmethod
     def empty(cls, path: Path, *, sweep: str, sweep_file: str, output_root: Path) -> SweepState:
@@ -135,7 +138,8 @@ class SweepState:
 
         Each run's index, values, label and prerequisites follow the plan. With ``only``, the runs
         not in ``plan`` (launched earlier with other overrides, or since dropped from the file) are
-        left out. Returns ``self``, changed in place; nothing is written.
+        left out, and their ids kept in :attr:`left_out`. Returns ``self``, changed in place; nothing
+        is written.
         """
         runs = {} if only else self.runs
         for run in plan.all_runs():
@@ -143,6 +147,8 @@ class SweepState:
             entry.index, entry.values, entry.label = run.index, run.values, run.label()
             entry.prerequisite, entry.needs = run.prerequisite, list(run.needs)
             runs[run.run_id] = entry
+        if only:
+            self.left_out = sorted(set(self.runs) - set(runs))
         self.runs = runs
         return self
 

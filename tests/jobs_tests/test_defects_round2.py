@@ -168,3 +168,20 @@ def test_sighup_to_a_local_launcher_stops_its_runs_with_a_checkpoint(tmp_path: P
     assert "SIGHUP" in output and "launch the same sweep again to resume" in " ".join(output.split())
     assert "Traceback" not in output
     assert read_run(metrics.parent, metrics=False).state is RunState.INTERRUPTED  # checkpointed, resumable
+
+
+def test_runs_the_edited_sweep_file_no_longer_plans_are_set_apart(tmp_path: Path) -> None:
+    """The state of the current plan counts its runs only; the others are named apart, never as failed."""
+    from jobs.status_report import collect
+    from jobs.sweep_state import RunEntry, SweepState
+    from sweeps.expand import expand
+    from sweeps.spec import load_sweep
+
+    sweep = load_sweep(write_sweep(tmp_path, "edited", axes={"optim.lr": [1e-3, 5e-4]}))
+    state = SweepState.of_sweep(sweep)
+    state.runs["dropped-1"] = RunEntry(7, {"optim.lr": 0.1}, "optim.lr=0.1", state="failed")
+    state.with_plan(expand(sweep, check_paths=False), only=True)
+    assert state.left_out == ["dropped-1"] and "dropped-1" not in state.runs
+    report = collect(state)
+    assert report.left_out == ["dropped-1"] and len(report.runs) == 2
+    assert sum(report.counts.values()) == 2 and "failed" not in {s.value for s in report.counts}
