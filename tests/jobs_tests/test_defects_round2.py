@@ -185,3 +185,25 @@ def test_runs_the_edited_sweep_file_no_longer_plans_are_set_apart(tmp_path: Path
     report = collect(state)
     assert report.left_out == ["dropped-1"] and len(report.runs) == 2
     assert sum(report.counts.values()) == 2 and "failed" not in {s.value for s in report.counts}
+
+
+def test_a_relaunch_after_a_killed_launcher_leaves_its_training_runs_alone(tmp_path: Path) -> None:
+    """SIGKILL leaves the runs training; a relaunch sees them through their run locks and starts none."""
+    import os
+    import signal
+
+    sweep = write_sweep(tmp_path, "kill", overrides={"schedule.epochs": 500}, seeds=[0], axes={"mix.method": ["none"]})
+    suite = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "suite"
+    first = _launcher([str(suite), "sweep", "launch", str(sweep), "-e", "local", "-j", "1"], tmp_path)
+    try:
+        _read_until(first, "started")
+        _wait_for_file(tmp_path / "runs" / "kill", "*/metrics.jsonl", first)  # training, its lock held
+        first.kill()
+        first.wait()
+        (tmp_path / "runs" / "kill" / "sweep-state.json").unlink()  # no job ids: only the run lock tells
+        again = _launcher([str(suite), "sweep", "launch", str(sweep), "-e", "local", "-j", "1"], tmp_path)
+        output, _ = again.communicate(timeout=120)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+    assert again.returncode == 0, output
+    assert "nothing to submit" in output and "started" not in output
