@@ -13,6 +13,8 @@ from suite.run.records import RunState, read_run
 from sweeps.spec import ResourcesSpec, SweepError, load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_one_task_per_gpu_by_default() -> None:
     params = slurm_parameters(ResourcesSpec(nodes=2, gpus_per_node=8), job_name="x")
@@ -25,7 +27,9 @@ def test_one_task_per_gpu_by_default() -> None:
 
 
 def test_paper_presets_use_8_gpus_per_run() -> None:
-    for path in sorted(Path("sweeps/paper").glob("*.yaml")):
+    presets = sorted((REPO / "sweeps" / "paper").glob("*.yaml"))
+    assert presets, f"no sweep files in {REPO / 'sweeps' / 'paper'}"
+    for path in presets:
         try:
             sweep = load_sweep(path)
         except SweepError as err:  # pragma: no cover - the presets are valid

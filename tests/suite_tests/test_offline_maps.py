@@ -231,6 +231,7 @@ def test_randaugment_geometry_moves_the_map_with_the_image(op: str) -> None:
     size, grid = 64, 8
     image, raw = _hot_image(size)
     hparams = {"img_mean": (0, 0, 0), "interpolation": Image.BILINEAR, "translate_const": 20}
+    moved = 0  # seeds whose moved spot stayed in the image (the map's position checked)
     for seed in range(4):  # both signs of the magnitude
         random.seed(seed)
         crop = CropFlip(size, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0)
@@ -245,6 +246,8 @@ def test_randaugment_geometry_moves_the_map_with_the_image(op: str) -> None:
             continue
         assert (_centroid(seen) - _centroid(unmoved)).abs().max() >= 1.0  # the op moved the spot a token or more
         assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0  # and the map went with it
+        moved += 1
+    assert moved >= 2, f"{op}: the spot stayed in the image in {moved} of 4 seeds, too few to check the map"
 
 
 def test_crop_flip_and_two_randaugment_ops_keep_map_and_image_aligned() -> None:
