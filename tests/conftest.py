@@ -15,23 +15,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import suite  # noqa: E402,F401 - torchvision shim before timm
+from tests.helpers import TINY  # noqa: E402 - re-exported: one tiny run for every test
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-# A run small enough for seconds on one CPU core, still a real ViT training on real data.
-TINY = [
-    "data.train_size=256",
-    "data.val_size=128",
-    "data.batch_size=32",
-    "model.depth=1",
-    "model.embed_dim=48",
-    "schedule.epochs=2",
-    "schedule.warmup_epochs=0.5",
-    "eval.batch_size=128",
-    "eval.occlusion=[0.5]",
-    "tracking.mode=disabled",
-    "run.threads=1",
-]
 
 
 REAL_COMPONENT_MARKERS = ("slurm", "latex")
@@ -58,6 +45,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"CI=true: the {marker} test {item.nodeid} was skipped ({reason}); on CI it must run"
+
+
+@pytest.fixture(scope="session")
+def cli():  # noqa: ANN201 - a typer app
+    """The ``suite`` app with its command groups (sweep, tune, report), registered once per session.
+
+    ``suite`` registers them from the package's entry points at start-up; registering them again
+    on the same global app per call would stack duplicate groups.
+    """
+    from suite.cli.main import app, register_command_groups
+
+    if not any(group.name == "sweep" for group in app.registered_groups):
+        register_command_groups(app)
+    return app
 
 
 @pytest.fixture

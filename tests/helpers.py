@@ -2,10 +2,56 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from suite.run.signals import GracefulStop
+
+# A run small enough for seconds on one CPU core, still a real ViT training on real data
+# (key=value overrides; tests/sweeps_tests/sweep_files.py derives a sweep's base from it).
+TINY = [
+    "data.train_size=256",
+    "data.val_size=128",
+    "data.batch_size=32",
+    "model.depth=1",
+    "model.embed_dim=48",
+    "schedule.epochs=2",
+    "schedule.warmup_epochs=0.5",
+    "eval.batch_size=128",
+    "eval.occlusion=[0.5]",
+    "tracking.mode=disabled",
+    "run.threads=1",
+]
+
+
+class StopAfter(GracefulStop):
+    """Requests a stop after ``n`` step polls: an interruption at a known step, without timing.
+
+    ``second_ctrl_c``: a Ctrl-C, then at the next poll a second one (the KeyboardInterrupt that
+    GracefulStop's handler raises on a second SIGINT).
+    """
+
+    def __init__(self, n: int, *, signum: signal.Signals = signal.SIGTERM, second_ctrl_c: bool = False) -> None:
+        super().__init__(signals=())
+        self.n = n
+        self.second = second_ctrl_c
+        self.stop_signum = signal.SIGINT if second_ctrl_c else signum
+
+    @property
+    def requested(self) -> bool:  # type: ignore[override]
+        self.n -= 1
+        if self.n < 0:
+            if self.second and self.signum is not None:
+                raise KeyboardInterrupt
+            self.request(self.stop_signum)
+            return not self.second
+        return False
 
 
 def make_image_folder(root: Path, classes: int = 3, per_class: tuple[int, int] = (8, 4), size: int = 40) -> Path:
@@ -76,3 +122,43 @@ def wandb_history(run_dir: Path) -> dict[int, dict[str, Any]]:
             step = int(record.history.step.num)
             history.setdefault(step, {}).update({k: v for k, v in row.items() if not k.startswith("_")})
     return history
+
+
+FAULTS_HOOK = Path(__file__).resolve().parent / "faults_hook"
+REPO = FAULTS_HOOK.parents[1]
+
+
+def hold_env(folder: Path, at: tuple[int, int], *, signals: int = 1, rank: int | None = None,
+             env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process that stops after step ``at`` (epoch, step) until signalled.
+
+    See ``tests/faults_hook/sitecustomize.py``: each held process writes ``folder/<pid>``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    base = dict(os.environ if env is None else env)
+    extra = {"FAULT_HOLD_AT": f"{at[0]}:{at[1]}", "FAULT_HOLD_DIR": str(folder), "FAULT_HOLD_SIGNALS": str(signals)}
+    if rank is not None:
+        extra["FAULT_HOLD_RANK"] = str(rank)
+    path = [str(FAULTS_HOOK), str(REPO)] + ([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])
+    return {**base, **extra, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def wait_held(folder: Path, proc: subprocess.Popen, count: int = 1, seconds: float = 240.0) -> list[int]:
+    """The pids of ``count`` processes held at their step (see ``hold_env``); fails if they never get there."""
+    deadline = time.monotonic() + seconds
+    while len(held := sorted(int(p.name) for p in folder.iterdir())) < count:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {count} held at the step")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(held)} of {count} process(es) held at the step after {seconds:.0f} s")
+        time.sleep(0.05)
+    return held
+
+
+def wait_signalled(folder: Path, pid: int, count: int, seconds: float = 60.0) -> None:
+    """Until held process ``pid`` has received ``count`` signals (two signals sent at once may merge)."""
+    deadline = time.monotonic() + seconds
+    while (folder / str(pid)).read_text().strip() != str(count):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not receive signal {count} within {seconds:.0f} s")
+        time.sleep(0.02)

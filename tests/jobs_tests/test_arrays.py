@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -70,9 +69,7 @@ def test_2500_runs_split_into_arrays_under_max_array_size(
             resources={"gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1},
         )
     )
-    start = time.perf_counter()
     report = launch(sweep, executor="slurm", max_parallel=64)
-    seconds = time.perf_counter() - start
     assert len(report.submitted) == 2500 and report.sbatch_calls == 3
     arrays = []
     for script in sorted(record.glob("script-*.sh")):
@@ -83,7 +80,6 @@ def test_2500_runs_split_into_arrays_under_max_array_size(
     assert int((record / "count").read_text()) == 4  # one --test-only check + one sbatch per array
     jobs = {entry.job_id for entry in load_state(sweep).runs.values()}
     assert len(jobs) == 2500 and max(int(j.split("_")[1]) for j in jobs) == 1000
-    assert seconds < 60, seconds
 
 
 def load_state(sweep):

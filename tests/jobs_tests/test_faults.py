@@ -3,21 +3,21 @@ mark a stopped run failed, count a damaged run as done, or end in a traceback.
 
 1. Every record kind x every corruption (garbage, empty, truncated, ``{}``): the state and the
    message of ``plan``, ``status``, ``launch`` and ``train``.
-2. A training killed at random points (SIGKILL to its process group, SIGTERM, Ctrl-C twice,
+2. A training killed at chosen points (SIGKILL to its process group, SIGTERM, Ctrl-C twice,
    SIGTERM to the group as ``scancel`` does) and then finished: metrics identical to an
    uninterrupted run, and the W&B history equal to ``metrics.jsonl``.
 3. Ctrl-C and SIGTERM to a local sweep launcher with slow steps, then a relaunch: every run
    finishes with the metrics of an uninterrupted sweep, none is ever reported failed, and no
    process is left behind.
 
-Slow steps come from ``tests/faults_hook/sitecustomize.py`` (``FAULT_STEP_DELAY_S``).
+Each fault waits for its process to stop at a chosen step (``tests/faults_hook/sitecustomize.py``,
+``FAULT_HOLD_AT``), so where it lands does not depend on the machine's speed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -31,11 +31,10 @@ from typer.testing import CliRunner
 
 from jobs.launch import launch
 from suite.config import load_config
-from suite.run.records import RunPaths, RunState, atomic_write_bytes, read_run
-from suite.run.signals import GracefulStop
+from suite.run.records import RunPaths, RunState, read_run
 from suite.train.trainer import train
 from sweeps.spec import load_sweep
-from tests.helpers import wandb_history, wandb_records
+from tests.helpers import StopAfter, hold_env, wait_held, wait_signalled, wandb_history, wandb_records
 from tests.sweeps_tests.sweep_files import write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +90,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    from suite.cli.main import app, register_command_groups
-
-    register_command_groups(app)
+def _cli(app, *args: str) -> tuple[int, str]:  # noqa: ANN001 - the typer app of the `cli` fixture
     result = CliRunner().invoke(app, list(args), catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"suite {' '.join(args)} raised {result.exception!r}\n{result.output}")
@@ -119,7 +115,7 @@ def _expected(record: str) -> dict[str, tuple[int, tuple[str, ...]]]:
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 @pytest.mark.parametrize("record", ["summary.json", "sweep-state.json", "metrics.jsonl", "config.json"])
 def test_each_command_names_a_corrupt_record(
-    finished_sweep: Path, tmp_path: Path, record: str, corruption: str
+    cli, finished_sweep: Path, tmp_path: Path, record: str, corruption: str  # noqa: ANN001
 ) -> None:
     """Defect 4: tracebacks naming no file, and a garbage summary counted as done forever."""
     source = load_sweep(finished_sweep).output_root
@@ -140,7 +136,7 @@ def test_each_command_names_a_corrupt_record(
     }
     for command, (code, words) in _expected(record).items():
         target.write_bytes(damaged)  # each command meets the damage (status sets a bad state file aside)
-        exit_code, output = _cli(*commands[command])
+        exit_code, output = _cli(cli, *commands[command])
         assert exit_code == code, f"{command}: {output}"
         for word in words:
             assert word in output, f"{command} does not say {word!r}: {output}"
@@ -161,7 +157,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tiny_overrides: l
     """Defect 4: a truncated checkpoint.pt gave torch's zip error on every relaunch."""
     reference = train(load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'ref'}"]))
     cfg = load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'cut'}"])
-    assert train(cfg, stop=_StopAfter(11)).state is RunState.INTERRUPTED  # epoch 2, step 3
+    assert train(cfg, stop=StopAfter(11, signum=signal.SIGINT)).state is RunState.INTERRUPTED  # epoch 2, step 3
     paths = RunPaths.of(cfg.run.output_root, reference.run_id)
     assert torch.load(paths.previous_checkpoint, weights_only=True)["epoch"] == 1
     paths.checkpoint.write_bytes(paths.checkpoint.read_bytes()[:1000])
@@ -177,46 +173,29 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tiny_overrides: l
 
 def test_run_files_follow_the_umask(tmp_path: Path) -> None:
     """Defect 6: run files were created 0600, unreadable by colleagues on a shared cluster."""
-    old = os.umask(0o022)
-    try:
-        import suite.run.records as records
-
-        records._UMASK = None
-        atomic_write_bytes(tmp_path / "x.json", b"{}")
-        assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
-    finally:
-        os.umask(old)
-        records._UMASK = None
+    # in a process of its own: the umask is process-wide, and records caches it on first use
+    code = (
+        "import os, sys\n"
+        "os.umask(0o022)\n"
+        "from pathlib import Path\n"
+        "from suite.run.records import atomic_write_bytes\n"
+        "atomic_write_bytes(Path(sys.argv[1]), b'{}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.json")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. a training killed at random points, then finished
-
-
-class _StopAfter(GracefulStop):
-    """Requests a stop after ``n`` step polls (an interruption at a known step)."""
-
-    def __init__(self, n: int, *, second_ctrl_c: bool = False) -> None:
-        super().__init__(signals=())
-        self.n = n
-        self.second = second_ctrl_c
-
-    @property
-    def requested(self) -> bool:  # type: ignore[override]
-        self.n -= 1
-        if self.n < 0:
-            if self.second and self.signum is not None:
-                raise KeyboardInterrupt  # what GracefulStop's handler raises on a second Ctrl-C
-            self.request(signal.SIGINT)
-            return not self.second
-        return False
+# 2. a training killed at chosen points, then finished
 
 
 def test_a_second_ctrl_c_leaves_the_run_interrupted_and_resumable(tiny_overrides: list[str], tmp_path: Path) -> None:
     """Defect 2: the second SIGINT raised KeyboardInterrupt and the run was marked failed."""
     reference = train(load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'ref'}"]))
     cfg = load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'int'}"])
-    stopped = train(cfg, stop=_StopAfter(11, second_ctrl_c=True))
+    stopped = train(cfg, stop=StopAfter(11, second_ctrl_c=True))
     assert stopped.state is RunState.INTERRUPTED and stopped.summary == {"epoch": 1, "step": 0}
     record = read_run(stopped.run_dir)
     assert record.state is RunState.INTERRUPTED and record.failure is None
@@ -224,56 +203,45 @@ def test_a_second_ctrl_c_leaves_the_run_interrupted_and_resumable(tiny_overrides
     assert all(resumed.summary[k] == reference.summary[k] for k in COMPARED)
 
 
-def _log_size(run_dir: Path) -> int:
-    try:
-        return (run_dir / "train.log").stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-# (signal, to the whole process group?, how many times): Ctrl-C in a terminal reaches the group;
-# scancel signals every process of the job, W&B's service included.
+# (signal, to the whole process group?, how many times, after which step (epoch, step of 8)): Ctrl-C
+# in a terminal reaches the group; scancel signals every process of the job, W&B's service included.
+# Each attempt waits at its step until signalled (tests/faults_hook), so every fault hits a running
+# attempt: mid-epoch, at an epoch's last step (its evaluation and checkpoint follow), a second
+# Ctrl-C mid-step. The steps only move forward, so each attempt reaches its own after resuming.
 FAULTS = [
-    ("SIGKILL", True, 1),
-    ("SIGTERM", False, 1),
-    ("SIGINT", True, 2),
-    ("SIGTERM", True, 1),
+    ("SIGKILL", True, 1, (0, 5)),
+    ("SIGTERM", False, 1, (0, 7)),
+    ("SIGINT", True, 2, (1, 3)),
+    ("SIGTERM", True, 1, (2, 2)),
 ]
 
 
 def test_killed_training_finishes_with_identical_metrics_and_wandb_history(
     tiny_overrides: list[str], tmp_path: Path
 ) -> None:
-    """Defects 2, 3 and 6 as a user meets them: faults at random points, then the same command again."""
+    """Defects 2, 3 and 6 as a user meets them: faults at chosen points, then the same command again."""
     overrides = [o for o in tiny_overrides if not o.startswith(("run.output_root", "schedule.epochs", "tracking"))]
     overrides += ["schedule.epochs=3", "eval.occlusion=[]"]
     reference = train(load_config(None, [*overrides, "tracking.mode=disabled", f"run.output_root={tmp_path / 'ref'}"]))
     tracked = [*overrides, "tracking.mode=offline", "tracking.system_metrics=false"]
     cmd = [sys.executable, "-m", "suite.cli", "train", *tracked, f"run.output_root={tmp_path / 'faults'}"]
     run_dir = tmp_path / "faults" / reference.run_id
-    rng = random.Random(13)
     log = []
     delivered: list[str] = []
-    for name, group, times in FAULTS:
-        before = _log_size(run_dir)
-        proc = subprocess.Popen(cmd, env=_env(0.3), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while _log_size(run_dir) <= before and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # until this attempt logs that it starts (or resumes)
-        time.sleep(rng.uniform(0.2, 2.5))  # somewhere in a step, an evaluation or a checkpoint write
-        for _ in range(times):
-            if proc.poll() is not None:
-                break  # this attempt finished the run before the fault (a fast machine): nothing to signal
-            try:
-                if group:
-                    os.killpg(proc.pid, getattr(signal, name))
-                else:
-                    proc.send_signal(getattr(signal, name))
-            except ProcessLookupError:
-                break
+    for attempt, (name, group, times, step) in enumerate(FAULTS):
+        held = tmp_path / f"held-{attempt}"
+        proc = subprocess.Popen(cmd, env=hold_env(held, step, signals=times, env=_env()), cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        (pid,) = wait_held(held, proc)  # this attempt waits after its step for the fault
+        for n in range(1, times + 1):
+            assert proc.poll() is None, (name, proc.communicate()[0])
+            if group:
+                os.killpg(proc.pid, getattr(signal, name))
+            else:
+                proc.send_signal(getattr(signal, name))
             delivered.append(name)
-            time.sleep(0.15)
+            if n < times:
+                wait_signalled(held, pid, n)
         out, _ = proc.communicate(timeout=120)
         assert _wait_gone(proc.pid) == []
         state = read_run(run_dir).state
@@ -281,7 +249,7 @@ def test_killed_training_finishes_with_identical_metrics_and_wandb_history(
         assert state in (RunState.NEW, RunState.INTERRUPTED, RunState.FINISHED), (name, state, out)
         assert "Traceback" not in out, out
         assert not list(run_dir.glob(".*.tmp")) or name == "SIGKILL"
-    assert len(set(delivered)) >= 2, log  # the faults really hit running attempts
+    assert delivered == [name for name, _, times, _ in FAULTS for _ in range(times)], log
     final = subprocess.run(cmd, env=_env(0.0), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
     record = read_run(run_dir)
@@ -304,24 +272,16 @@ def test_killed_training_finishes_with_identical_metrics_and_wandb_history(
 # 3. Ctrl-C and SIGTERM to a local sweep launcher
 
 
-def _launcher(sweep_file: Path, delay_s: float) -> subprocess.Popen:
+def _launcher(sweep_file: Path, env: dict[str, str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "suite.cli", "sweep", "launch", str(sweep_file), "-e", "local", "-j", "2"]
-    return subprocess.Popen(cmd, env=_env(delay_s), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
-def _stop_launcher(sweep_file: Path, how: str, run_ids: list[str]) -> str:
+def _stop_launcher(sweep_file: Path, how: str, run_ids: list[str], step: tuple[int, int], held: Path) -> str:
     runs = load_sweep(sweep_file).output_root
-    before = {rid: _log_size(runs / rid) for rid in run_ids}
-    proc = _launcher(sweep_file, 0.15)
-    deadline = time.monotonic() + 120
-    while (
-        any(_log_size(runs / rid) <= size for rid, size in before.items())  # until both runs (re)started
-        and proc.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    time.sleep(0.6)  # into a step
+    proc = _launcher(sweep_file, hold_env(held, step, env=_env()))
+    wait_held(held, proc, count=len(run_ids))  # both runs wait after that step of theirs
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does
     else:
@@ -343,9 +303,10 @@ def test_stopped_local_sweep_resumes_to_identical_metrics(tmp_path: Path) -> Non
         (tmp_path / name).mkdir()
     reference = launch(load_sweep(write_sweep(tmp_path / "ref", "s", overrides=overrides, axes=axes)), executor="debug")
     sweep_file = write_sweep(tmp_path / "int", "s", overrides=overrides, axes=axes)
-    for how in ("ctrl-c", "sigterm"):
-        _stop_launcher(sweep_file, how, list(reference.final))
-    final = _launcher(sweep_file, 0.0)
+    # 10 steps an epoch: Ctrl-C after step 5 of epoch 1, SIGTERM (after resuming) after step 3 of epoch 2
+    for how, step in (("ctrl-c", (0, 4)), ("sigterm", (1, 2))):
+        _stop_launcher(sweep_file, how, list(reference.final), step, tmp_path / f"held-{how}")
+    final = _launcher(sweep_file, _env())
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out
     assert "failed" not in out

@@ -14,15 +14,6 @@ from sweeps.spec import SweepError, load_sweep
 from tests.sweeps_tests.sweep_files import write_sweep
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from suite.cli.main import app, register_command_groups
-
-    if not any(group.name == "sweep" for group in app.registered_groups):
-        register_command_groups(app)  # the entry points of the installed package, as `suite` does
-    return app
-
-
 def _assert_nothing_written(folder: Path) -> None:
     assert not (folder / "runs").exists(), sorted(p.name for p in (folder / "runs").rglob("*"))
 

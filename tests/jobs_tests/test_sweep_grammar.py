@@ -17,15 +17,6 @@ from tests.sweeps_tests.study_files import write_study
 from tests.sweeps_tests.sweep_files import write_sweep
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from suite.cli.main import app, register_command_groups
-
-    if not any(group.name == "sweep" for group in app.registered_groups):
-        register_command_groups(app)  # the entry points of the installed package, as `suite` does
-    return app
-
-
 def _run(cli, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -22,12 +22,11 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_with_its_params(tmp_pat
         alive, lost = study.ask(), study.ask()
         for trial in (alive, lost):
             trial.suggest_float("x", 0.0, 1.0)
-        storage.record_heartbeat(alive._trial_id)
         storage.record_heartbeat(lost._trial_id)
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline:
-            storage.record_heartbeat(alive._trial_id)  # only this one stays alive
-            time.sleep(0.5)
+        lost_beat = time.time()  # the lost trial's last heartbeat is no later than this
+        while time.time() < lost_beat + 2.5:  # until it is past the 2 s grace
+            time.sleep(0.1)
+        storage.record_heartbeat(alive._trial_id)  # the live one beat just now, well within its grace
         optuna.storages.fail_stale_trials(study)
     trials = study.get_trials()
     states = {t.number: t.state.name for t in trials}

@@ -144,23 +144,9 @@ def test_timm_methods_mix_inside_each_group(method: str) -> None:
 
 
 def test_grouped_tokenmix_resumes_exactly(tiny_overrides: list[str], tmp_path) -> None:
-    import signal
-
     from suite.run.records import read_run
-    from suite.run.signals import GracefulStop
     from suite.train.trainer import train
-
-    class StopAfter(GracefulStop):
-        def __init__(self, n: int) -> None:
-            super().__init__(signals=())
-            self.n = n
-
-        @property
-        def requested(self) -> bool:  # type: ignore[override]
-            self.n -= 1
-            if self.n < 0:
-                self.request(signal.SIGTERM)
-            return self.signum is not None
+    from tests.helpers import StopAfter
 
     grouped = [*tiny_overrides, "mix.method=tokenmix", "mix.groups=8", "mix.mask_ratio=[0.3,0.7]", "schedule.epochs=1"]
     reference = train(load_config(None, [*grouped, f"run.output_root={tmp_path / 'ref'}"]))

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,10 @@ import torch
 
 from suite.config import load_config, run_id
 from suite.run.records import RunState, read_run
-from suite.run.signals import GracefulStop
 from suite.train.trainer import train
+from tests.helpers import StopAfter, hold_env, wait_held
 
 COMPARED = ("top1", "top5", "val_loss", "best_top1", "occ50_top1")
-
-
-class _StopAfter(GracefulStop):
-    """Requests a stop after ``n`` polls: an interruption at a known step, without timing."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(signals=())
-        self.n = n
-
-    @property
-    def requested(self) -> bool:  # type: ignore[override]
-        self.n -= 1
-        if self.n < 0:
-            self.request(signal.SIGTERM)
-        return self.signum is not None
 
 
 def test_run_directory_holds_every_record(tiny_overrides: list[str]) -> None:
@@ -66,7 +50,7 @@ def test_finished_run_is_not_retrained(tiny_overrides: list[str]) -> None:
 def test_interrupted_run_resumes_to_identical_metrics(tiny_overrides: list[str], tmp_path: Path, stop_after: int) -> None:
     reference = train(load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'ref'}"]))
     cfg = load_config(None, [*tiny_overrides, f"run.output_root={tmp_path / 'int'}"])
-    stopped = train(cfg, stop=_StopAfter(stop_after))
+    stopped = train(cfg, stop=StopAfter(stop_after))
     assert stopped.state is RunState.INTERRUPTED
     assert read_run(stopped.run_dir).state is RunState.INTERRUPTED
     resumed = train(cfg)
@@ -84,12 +68,11 @@ def test_sigterm_mid_epoch_then_rerun_matches_uninterrupted(tiny_overrides: list
     overrides += ["schedule.epochs=3", "data.train_size=512"]
     reference = train(load_config(None, [*overrides, f"run.output_root={tmp_path / 'ref'}"]))
     cmd = [sys.executable, "-m", "suite.cli", "train", *overrides, f"run.output_root={tmp_path / 'int'}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    held = tmp_path / "held"
+    proc = subprocess.Popen(cmd, env=hold_env(held, (1, 2)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     run_dir = tmp_path / "int" / reference.run_id
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2
+    wait_held(held, proc)  # after step 3 of epoch 2, waiting for the signal
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 75, out

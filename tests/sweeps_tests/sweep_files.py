@@ -7,20 +7,13 @@ from typing import Any
 
 import yaml
 
-# Same scale as tests/conftest.py's TINY, as base.overrides of a sweep.
+from tests.helpers import TINY as TINY_OVERRIDES
+
+# tests/helpers.py's TINY as base.overrides of a sweep: the built-in data, no occlusion evaluation.
 TINY: dict[str, Any] = {
     "data": "builtin",
-    "data.train_size": 256,
-    "data.val_size": 128,
-    "data.batch_size": 32,
-    "model.depth": 1,
-    "model.embed_dim": 48,
-    "schedule.epochs": 2,
-    "schedule.warmup_epochs": 0.5,
-    "eval.batch_size": 128,
+    **{key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in TINY_OVERRIDES)},
     "eval.occlusion": [],
-    "tracking.mode": "disabled",
-    "run.threads": 1,
 }
 
 CPU_RESOURCES: dict[str, Any] = {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 60}
