@@ -35,7 +35,7 @@ from suite.cli.console import (
     styled_state,
     sweep_args,
 )
-from suite.run.names import SUMMARY_FILE, SWEEP_STATE_FILE
+from suite.run.names import SWEEP_STATE_FILE
 from suite.run.records import RunState, read_run
 
 __all__ = ["register"]
@@ -247,27 +247,10 @@ def _print_plan_notes(the_plan: Any, est: Any, states: dict[str, RunState]) -> N
         if states[run.run_id] is RunState.CORRUPT:
             problem = read_run(run.paths.root).problem
             console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
-    new = [rid for rid, state in states.items() if state is RunState.NEW]
-    for folder, count in finished_elsewhere(the_plan.sweep.output_root, new).items():
-        console.print(
-            f"[yellow]hint[/] {count} of the new runs are finished under {folder} (a renamed sweep, or another "
-            f"output root?): move those run folders into {the_plan.sweep.output_root}, or pass --output-root "
-            f"{folder}", highlight=False, soft_wrap=True,
-        )
+    from jobs.status_report import renamed_sweep_hints
 
-
-def finished_elsewhere(output_root: Path, run_ids: list[str]) -> dict[Path, int]:
-    """Folders beside ``output_root`` holding finished runs of these ids: where a renamed sweep's
-    runs are (a sweep's runs live in ``<root>/<sweep name>``, so a new name plans them as new)."""
-    parent = Path(output_root).parent
-    if not run_ids or not parent.is_dir():
-        return {}
-    found: dict[Path, int] = {}
-    for sibling in sorted(p for p in parent.iterdir() if p.is_dir() and p != Path(output_root)):
-        count = sum(1 for rid in run_ids if (sibling / rid / SUMMARY_FILE).is_file())
-        if count:
-            found[sibling] = count
-    return found
+    for hint in renamed_sweep_hints(the_plan.sweep.output_root, states):
+        console.print(f"[yellow]hint[/] {hint}", highlight=False, soft_wrap=True)
 
 
 # ---- launch -------------------------------------------------------------------------------------

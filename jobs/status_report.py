@@ -20,9 +20,10 @@ from submitit.core.utils import JobPaths
 
 from jobs import slurm
 from jobs.sweep_state import RunEntry, SweepState, classify
+from suite.run.names import SUMMARY_FILE
 from suite.run.records import RunPaths, RunState, read_json, read_run, run_state
 
-__all__ = ["Observation", "RunStatus", "SweepStatus", "collect", "observe"]
+__all__ = ["Observation", "RunStatus", "SweepStatus", "collect", "observe", "finished_elsewhere", "renamed_sweep_hints"]
 
 SACCT_LAG_S = 600  # a job sacct does not know yet counts as pending for this long after submission
 
@@ -187,3 +188,27 @@ def collect(state: SweepState, *, log_lines: int = 5) -> SweepStatus:
         gpu_hours, source = sum(float(s.get("gpu_hours") or 0.0) for s in summaries), "run summaries"
     shown = {s: counts[s] for s in RunState if counts.get(s)}
     return SweepStatus(state, runs, shown, gpu_hours, source, accounting_ok, list(state.left_out))
+
+
+def finished_elsewhere(output_root: Path, run_ids: list[str]) -> dict[Path, int]:
+    """Folders beside ``output_root`` holding finished runs of these ids: where a renamed sweep's
+    runs are (a sweep's runs live in ``<root>/<sweep name>``, so a new name plans them as new)."""
+    parent = Path(output_root).parent
+    if not run_ids or not parent.is_dir():
+        return {}
+    found: dict[Path, int] = {}
+    for sibling in sorted(p for p in parent.iterdir() if p.is_dir() and p != Path(output_root)):
+        count = sum(1 for rid in run_ids if (sibling / rid / SUMMARY_FILE).is_file())
+        if count:
+            found[sibling] = count
+    return found
+
+
+def renamed_sweep_hints(output_root: Path, states: dict[str, RunState]) -> list[str]:
+    """One line per folder beside ``output_root`` where runs planned as new are already finished."""
+    new = [rid for rid, state in states.items() if state is RunState.NEW]
+    return [
+        f"{count} of the new runs are finished under {folder} (a renamed sweep, or another output root?): "
+        f"move those run folders into {output_root}, or pass --output-root {folder}"
+        for folder, count in finished_elsewhere(output_root, new).items()
+    ]

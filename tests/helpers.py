@@ -162,3 +162,18 @@ def wait_signalled(folder: Path, pid: int, count: int, seconds: float = 60.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} did not receive signal {count} within {seconds:.0f} s")
         time.sleep(0.02)
+
+
+def run_cli(app: Any, *args: object) -> tuple[int, str]:
+    """``suite <args>`` in-process: (exit code, output); an exception other than an exit fails the test."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"suite {' '.join(map(str, args))} raised {result.exception!r}\n{result.output}")
+    return result.exit_code, result.output
+
+
+def flat(text: str) -> str:
+    """Help and messages as one line: rich's boxes and wrapping taken out."""
+    return " ".join(text.replace("\u2502", " ").split())

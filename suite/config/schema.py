@@ -371,8 +371,3 @@ class TrainConfig(Strict):
                 "loss weight (use mix.target=teacher_norm with soft_ce)"
             )
         return self
-    def identity(self) -> dict[str, Any]:
-        """What the run id hashes (:func:`suite.config.identity.identity_fields`)."""
-        from suite.config.identity import identity_fields
-
-        return identity_fields(self)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from suite.config import DataConfig
 from suite.device.hardware import cpu_share
 
-if TYPE_CHECKING:  # annotations only: loaders imports this module
-    from suite.data.loaders import EpochSampler, SeededDataset, Shard
 
 __all__ = ["QUEUE_BYTES", "SeededLoader", "WorkerPool", "batch_bytes", "default_workers", "prefetch_batches"]
 
@@ -70,7 +68,7 @@ def _leave_stops_to_the_main_process(worker_id: int) -> None:
 class _Members(Dataset):
     """The datasets of one worker pool: ``members[(member, index, seed)]``."""
 
-    def __init__(self, members: list[SeededDataset]) -> None:
+    def __init__(self, members: list[Dataset]) -> None:
         self.members = members
 
     def __len__(self) -> int:
@@ -111,14 +109,14 @@ class WorkerPool:
     """
 
     def __init__(self) -> None:
-        self.members: list[SeededDataset] = []
+        self.members: list[Dataset] = []
         self.busy = False
         self.largest_batch = 0  # bytes; decides the queue depth
         self._loader: DataLoader | None = None
         self._key: tuple[Any, ...] | None = None
         self._plan = _Plan()
 
-    def register(self, dataset: SeededDataset, bytes_per_batch: int = 0) -> int:
+    def register(self, dataset: Dataset, bytes_per_batch: int = 0) -> int:
         """The member number of ``dataset`` (added when new) and note its batch size."""
         self.largest_batch = max(self.largest_batch, bytes_per_batch)
         for number, member in enumerate(self.members):
@@ -145,7 +143,7 @@ class WorkerPool:
             self._key = key
         return self._loader
 
-    def plan(self, dataset: SeededDataset, batches: BatchSampler) -> None:
+    def plan(self, dataset: Dataset, batches: BatchSampler) -> None:
         """Make the next pass of the loader the ``batches`` of ``dataset``."""
         self._plan.member, self._plan.batches = self.register(dataset), batches
 
@@ -171,8 +169,8 @@ class SeededLoader:
 
     def __init__(
         self,
-        dataset: SeededDataset,
-        sampler: EpochSampler,
+        dataset: Dataset,
+        sampler: Sampler,
         batch_size: int,
         *,
         drop_last: bool,
@@ -183,7 +181,7 @@ class SeededLoader:
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
         self.drop_last, self.workers, self.pin = drop_last, workers, pin
         self.bytes_per_batch = bytes_per_batch
-        self.shard: Shard | None = None
+        self.shard: Any = None  # suite.data.loaders.Shard, set by eval_loader
         if dataset.pool is None:
             dataset.pool = WorkerPool()
         dataset.pool.register(dataset, bytes_per_batch)

@@ -7,29 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.helpers import flat, run_cli
 from tests.sweeps_tests.sweep_files import write_sweep
-
-
-@pytest.fixture(scope="module")
-def cli():
-    from suite.cli.main import app, register_command_groups
-
-    if not any(group.name == "sweep" for group in app.registered_groups):
-        register_command_groups(app)
-    return app
-
-
-def _run(cli, *args: object) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"suite {' '.join(map(str, args))} raised {result.exception!r}\n{result.output}")
-    return result.exit_code, result.output
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.replace("│", " ").split())
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +17,7 @@ def finished_sweep(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sweep file whose two runs finished (debug executor, one epoch)."""
     tmp = tmp_path_factory.mktemp("finished")
     path = write_sweep(tmp, "moved", overrides={"schedule.epochs": 1}, axes={"mix.method": ["none", "cutmix"]})
-    code, output = _run(cli, "sweep", "launch", path, "-e", "debug")
+    code, output = run_cli(cli, "sweep", "launch", path, "-e", "debug")
     assert code == 0, output
     return path
 
@@ -56,12 +36,12 @@ def test_a_moved_sweep_folder_keeps_its_finished_runs(cli, finished_sweep: Path,
     assert state is not None and state.output_root == str(moved)
     assert state.submitit_folder == str(moved / ".submitit" / "%j")
 
-    code, output = _run(cli, "sweep", "status", moved, "--json")
+    code, output = run_cli(cli, "sweep", "status", moved, "--json")
     assert code == 0, output
     assert {run["state"] for run in json.loads(output)["runs"]} == {"finished"}
-    code, output = _run(cli, "sweep", "launch", finished_sweep, "--output-root", moved, "-e", "debug")
+    code, output = run_cli(cli, "sweep", "launch", finished_sweep, "--output-root", moved, "-e", "debug")
     assert code == 0, output
-    assert "nothing to submit" in _flat(output)
+    assert "nothing to submit" in flat(output)
 
 
 def test_an_older_state_file_with_an_absolute_root_is_rebased(tmp_path: Path) -> None:

@@ -149,8 +149,9 @@ def test_each_command_names_a_corrupt_record(
 def _flat(config: dict) -> dict:
     """The non-default config fields as dotted overrides (enough to name the same run)."""
     from suite.config import stored_config, validate_config
+    from suite.config.identity import identity_fields
 
-    return {k: v for k, v in validate_config(stored_config(config)).identity().items()}
+    return dict(identity_fields(validate_config(stored_config(config))))
 
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tiny_overrides: list[str], tmp_path: Path) -> None:

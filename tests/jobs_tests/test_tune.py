@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
 
-from jobs.tune import TuneWorker, best_sweep, open_study, plot_study, study_status, tune
+from jobs.tune import best_sweep, open_study, plot_study, study_status, tune
 from jobs.tune_cli import register
 from suite.run.records import read_jsonl, read_run
 from sweeps.study import load_study
