@@ -14,14 +14,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
+from suite.config.schema import TrainConfig
 from suite.run.names import CHECKPOINT_FILE
-
-if TYPE_CHECKING:  # annotations only: the schema imports this module at run time
-    from suite.config.schema import TrainConfig
 
 __all__ = [
     "ID_VERSION", "MAPS_STEP_PATTERN", "OUTPUT_ONLY_FIELDS", "RUN_ID_PATTERN", "file_sha256", "identity_fields",
