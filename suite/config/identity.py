@@ -36,6 +36,9 @@ OUTPUT_ONLY_FIELDS: tuple[str, ...] = (
     "eval.batch_size",
     "run.log_every",
     "run.checkpoint_every",
+    "run.compile",
+    "run.keep_checkpoints",
+    "optim.accum_steps",
     "tracking",
 )
 

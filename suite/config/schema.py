@@ -88,6 +88,14 @@ class DataConfig(Strict):
     rand_augment: str | None = Field(None, description="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
     random_erasing: float | None = Field(None, ge=0.0, le=1.0, description="random erasing probability")
     scale: tuple[float, float] | None = Field(None, description="random-resized-crop scale range")
+    aug_order: Literal["timm", "reference"] = Field(
+        "timm",
+        description="timm: crop -> flip -> RandAugment (timm's transforms); reference: flip -> RandAugment on the "
+        "whole image -> random-resized crop, the map following each op (TokenMix/TokenLabeling's order)",
+    )
+    repeated_aug: int = Field(
+        1, ge=1, description="DeiT's repeated augmentation: each image this many times per epoch (DeiT: 3; 1 = off)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +188,14 @@ class TeacherConfig(Strict):
         description="keep the GT map only where GT is among the top-k classes per location (reference: 5); "
         "null = dense",
     )
+    fallback: Literal["area", "zero"] = Field(
+        "area",
+        description="a map without positive mass: area = both images weighted by area; zero = that image's weight "
+        "is 0 and its partner's is kept (the reference)",
+    )
+    clamp_negative: bool = Field(
+        True, description="clamp negative activation-map values to 0 before normalising (the reference does not)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -230,6 +246,12 @@ class OptimConfig(Strict):
     )
     lr_scale: Literal["none", "linear"] = Field(
         "none", description="linear: DeiT's scaling, peak lr = optim.lr x data.batch_size (global) / 512"
+    )
+    accum_steps: int = Field(
+        1,
+        ge=1,
+        description="gradient accumulation: each optimiser step sums this many micro-batches of each process; "
+        "data.batch_size stays the global batch (1 GPU x 8 steps = 8 GPUs x 1 step)",
     )
 
     def effective_lr(self, global_batch: int) -> float:
@@ -285,6 +307,14 @@ class RuntimeConfig(Strict):
     log_every: int = Field(50, gt=0, description="steps between host reads of the running loss (progress, NaN check)")
     checkpoint_every: int = Field(
         1, gt=0, description="epochs between checkpoints (the last epoch and a stop always write one)"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the student (and an online teacher); how a run executes, not in its id"
+    )
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep checkpoint.pt (optimiser state) and checkpoint.prev.pt of a finished run; by default a "
+        "finished run keeps its final weights only (student and EMA, safetensors)",
     )
 
     @field_validator("device")
