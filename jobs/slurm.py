@@ -8,10 +8,12 @@ job ids of a sweep at once, so ``status`` costs one accounting query however lar
 
 from __future__ import annotations
 
+import datetime
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +209,11 @@ class SacctRecord:
     requeued_before: bool = False  # an earlier attempt was requeued or preempted
 
 
-_FORMAT = "JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason"
+_FORMAT = "JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason,Submit"
+
+SUBMIT_SKEW_S = 60.0
+"""How much earlier than the launcher's own clock a job's accounting ``Submit`` may read and still
+be that job (sbatch's round trip plus clock skew between the login node and the controller)."""
 
 
 def _expand_ids(job_id: str) -> list[str]:
@@ -223,11 +229,26 @@ def _expand_ids(job_id: str) -> list[str]:
     return ids
 
 
-def parse_sacct(text: str) -> dict[str, SacctRecord]:
-    """Parse ``sacct --parsable2 --noheader -D -X --format=JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason``.
+def _submit_time(text: str) -> float | None:
+    """sacct's ``Submit`` (local time of the process that ran sacct) as a POSIX time."""
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def parse_sacct(text: str, not_before: Mapping[str, float] | None = None) -> dict[str, SacctRecord]:
+    """Parse ``sacct --parsable2 --noheader -D -X --format=JobID,State,ExitCode,ElapsedRaw,AllocTRES,Reason,Submit``.
 
     With ``-D`` a requeued job has one line per attempt, oldest first; the last line is the
     current state, and earlier ``REQUEUED``/``PREEMPTED`` lines mark a requeue.
+
+    Args:
+        not_before: POSIX time each job (by base id, ``123`` for ``123_4``) was submitted, as the
+            launcher recorded it. Accounting outlives a controller's job counter (a controller that
+            lost its state, or ids wrapping at ``MaxJobId``), so ``sacct -j 123`` can also answer
+            with an older job 123; lines submitted more than :data:`SUBMIT_SKEW_S` before the
+            recorded time are such jobs and are skipped.
     """
     records: dict[str, SacctRecord] = {}
     for line in text.splitlines():
@@ -235,6 +256,10 @@ def parse_sacct(text: str) -> dict[str, SacctRecord]:
         if len(fields) < 6 or not fields[0] or "." in fields[0]:
             continue
         raw_id, state, exit_code, elapsed, tres, reason = fields[:6]
+        since = (not_before or {}).get(raw_id.split("_")[0])
+        submitted = _submit_time(fields[6]) if len(fields) > 6 else None
+        if since is not None and submitted is not None and submitted < since - SUBMIT_SKEW_S:
+            continue  # an older job that had the same id
         gpus = int(m.group(1)) if (m := re.search(r"gres/gpu=(\d+)", tres)) else 0
         seconds = int(elapsed) if elapsed.isdigit() else 0
         for job_id in _expand_ids(raw_id):
@@ -250,12 +275,14 @@ def parse_sacct(text: str) -> dict[str, SacctRecord]:
     return records
 
 
-def sacct(job_ids: list[str]) -> dict[str, SacctRecord] | None:
+def sacct(job_ids: list[str], submitted: Mapping[str, float] | None = None) -> dict[str, SacctRecord] | None:
     """States of many jobs from ONE ``sacct`` call; None when accounting does not answer.
 
     Args:
         job_ids: job ids as submitit reports them (``123`` or array tasks ``123_4``); arrays
             are queried once by their array id.
+        submitted: when each job id was submitted (POSIX time); accounting lines of older jobs
+            with the same id are ignored (see :func:`parse_sacct`).
     """
     bases = sorted({jid.split("_")[0] for jid in job_ids if jid}, key=lambda s: (len(s), s))
     if not bases:
@@ -267,4 +294,8 @@ def sacct(job_ids: list[str]) -> dict[str, SacctRecord] | None:
         return None
     if out.returncode != 0:
         return None
-    return parse_sacct(out.stdout)
+    not_before: dict[str, float] = {}
+    for jid, when in (submitted or {}).items():
+        base = jid.split("_")[0]
+        not_before[base] = min(when, not_before.get(base, when))
+    return parse_sacct(out.stdout, not_before)

@@ -60,8 +60,9 @@ def observe(state: SweepState, run_ids: list[str] | None = None) -> tuple[dict[s
     """
     ids = list(state.runs) if run_ids is None else run_ids
     entries = {rid: state.runs.get(rid) for rid in ids}
-    slurm_jobs = [e.job_id for e in entries.values() if e and e.executor == "slurm" and e.job_id]
-    records = slurm.sacct(slurm_jobs) if slurm_jobs else {}
+    slurm_entries = [e for e in entries.values() if e and e.executor == "slurm" and e.job_id]
+    submitted = {e.job_id: e.submitted for e in slurm_entries if e.submitted}
+    records = slurm.sacct([e.job_id for e in slurm_entries], submitted) if slurm_entries else {}
     accounting_ok = records is not None
     records = records or {}
     root = Path(state.output_root)

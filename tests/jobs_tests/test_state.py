@@ -77,6 +77,23 @@ def test_parse_sacct() -> None:
     assert records["44"].gpus == 0 and records["44"].exit_code == "1:0"
 
 
+def test_parse_sacct_skips_an_older_job_with_the_same_id() -> None:
+    """Accounting keeps jobs from before a controller lost its job counter: job 79 submitted
+    yesterday must not stand for the job 79 just submitted (still unknown, or pending)."""
+    import datetime
+
+    now = datetime.datetime(2026, 12, 4, 8, 58, 34)
+    stale = "79|COMPLETED|0:0|6|billing=1,cpu=1,node=1|None|2026-12-03T20:23:09"
+    fresh = "79|PENDING|0:0|0||None|2026-12-04T08:58:34"
+    assert parse_sacct(stale, {"79": now.timestamp()}) == {}
+    (record,) = parse_sacct(f"{stale}\n{fresh}", {"79": now.timestamp()}).values()
+    assert record.state == "PENDING" and record.elapsed_s == 0 and not record.requeued_before
+    # arrays are filtered by their array id; without submit times every line counts
+    array = "80_[0-1]|PENDING|0:0|0||None|2026-12-03T20:23:09"
+    assert parse_sacct(array, {"80": now.timestamp()}) == {}
+    assert parse_sacct(stale)["79"].state == "COMPLETED"
+
+
 @pytest.mark.parametrize(
     ("gres", "count"), [("gpu:2", 2), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0), ("gpu:1,shard:4", 1)]
 )
