@@ -29,7 +29,7 @@ from timm.data.mixup import mixup_target
 
 from suite.config import MixConfig
 from suite.mixing.masks import token_masks
-from suite.mixing.targets import mix_weights, mixed_target
+from suite.mixing.targets import Fallback, mix_weights, mixed_target
 
 __all__ = ["BatchMixer", "build_mixer"]
 
@@ -37,7 +37,15 @@ __all__ = ["BatchMixer", "build_mixer"]
 class BatchMixer:
     """Callable ``(x, y, generator) -> (x, soft_target, stats)`` for one mixing method."""
 
-    def __init__(self, cfg: MixConfig, *, num_classes: int, teacher: Any | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MixConfig,
+        *,
+        num_classes: int,
+        teacher: Any | None = None,
+        fallback: Fallback = "area",
+        clamp_negative: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
         self.teacher = teacher
@@ -67,6 +75,8 @@ class BatchMixer:
                 per_sample=cfg.per_sample,
                 target_mode=cfg.target,
                 label_smoothing=cfg.label_smoothing,
+                fallback=fallback,
+                clamp_negative=clamp_negative,
             )
             if cfg.mixup_alpha > 0:
                 self._timm = self._timm_mixup(1.0)
@@ -174,7 +184,9 @@ class BatchMixer:
                         geometry=None if geometry is None else geometry.index_select(0, sel_cpu),
                     )
                     maps = sub.new_zeros(b, g, g).index_copy_(0, sel, sub)
-            w_own, w_partner, fallback = mix_weights(masks, maps, tm.target_mode, partner=partner)
+            w_own, w_partner, fallback = mix_weights(
+                masks, maps, tm.target_mode, partner=partner, fallback=tm.fallback, clamp_negative=tm.clamp_negative
+            )
             tokens = mixed_target(
                 y, w_own, w_partner, self.num_classes, smoothing, mode=tm.target_mode, partner=partner
             )
@@ -192,6 +204,16 @@ class BatchMixer:
         return x, target, stats
 
 
-def build_mixer(cfg: MixConfig, *, num_classes: int, teacher: Any | None = None) -> BatchMixer:
-    """Factory for the training loop."""
-    return BatchMixer(cfg, num_classes=num_classes, teacher=teacher)
+def build_mixer(
+    cfg: MixConfig,
+    *,
+    num_classes: int,
+    teacher: Any | None = None,
+    fallback: Fallback = "area",
+    clamp_negative: bool = True,
+) -> BatchMixer:
+    """Factory for the training loop; ``fallback`` and ``clamp_negative`` are the teacher's
+    options (``teacher.fallback``, ``teacher.clamp_negative``; see ``suite.mixing.targets``)."""
+    return BatchMixer(
+        cfg, num_classes=num_classes, teacher=teacher, fallback=fallback, clamp_negative=clamp_negative
+    )

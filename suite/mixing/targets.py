@@ -19,13 +19,31 @@ Target modes (the ablation axis):
 * ``teacher_norm``: the teacher weights divided by their sum.
 * ``mixed``: the mean of the ``area`` and ``teacher_norm`` weights (TransMix-like).
 
-A sample whose map or whose partner's map has no positive mass, or whose two teacher weights are
-both zero, falls back to the ``area`` weights and is flagged, so callers can count how often the
-teacher gave no signal. Negative map values are clamped to zero and maps are renormalised to sum 1
-here, so unnormalised maps (e.g. offline maps after cropping) are accepted.
+How a map becomes ``A`` and what a sample without teacher signal gets are two options
+(``teacher.clamp_negative`` and ``teacher.fallback`` in the config; the teachers of
+``suite.teacher`` normalise their maps by the same rule before):
 
-Deliberate differences from the reference: the fallback (the reference divides by ``sum + 1e-8``
-and silently yields a zero weight), and the normalised and mixed modes, which it does not have.
+* ``clamp_negative=True`` (the suite's default): negative map values count as 0, then each map is
+  divided by its sum. ``False`` (the reference): the map keeps its negative values (a CAM is a
+  logit map; a location voting against the class lowers the weight of the part that shows it)
+  and is divided by its signed sum, so a weight may be negative or above 1.
+* A map has *no positive mass* when that sum is not positive (all zero, e.g. the class is nowhere
+  among the teacher's top-k; or, without clamping, a negative total); such a map counts as all 0.
+* ``fallback="area"`` (the suite's default): a sample whose map or whose partner's map has no
+  positive mass, or whose two teacher weights sum to zero or less, takes the ``area`` weights.
+  ``fallback="zero"`` (the reference): the weights stay the teacher's, so an image without mass
+  gets weight 0 for its own label while its partner's label keeps the partner map's weight (in
+  ``teacher_norm`` / ``mixed`` a pair whose weights sum to zero or less gets teacher weights 0).
+
+Either way such samples are flagged (``fallback`` in the result), and training counts them
+(``tokenmix_fallbacks`` in the metrics).
+
+What the reference does (``Mixup.__call__`` of Sense-X/TokenMix's ``tokenmix.py``): the raw
+visible sums of the ground-truth channel, divided by ``sum + 1e-8``, without clamping and without
+fallback. ``clamp_negative=False, fallback="zero"`` with ``teacher_raw`` is that rule, except that
+the suite divides by the exact sum and treats a map with a non-positive signed sum as having no
+mass (the reference's ``sum + 1e-8`` then flips the weights' sign or makes them huge). The
+normalised and mixed modes are not in the reference.
 
 Example:
     >>> import torch
@@ -45,9 +63,11 @@ from typing import Literal
 
 import torch
 
-__all__ = ["TARGET_MODES", "mix_weights", "mixed_target"]
+__all__ = ["FALLBACKS", "TARGET_MODES", "Fallback", "mix_weights", "mixed_target", "normalise"]
 
 TARGET_MODES: tuple[str, ...] = ("area", "teacher_raw", "teacher_norm", "mixed")
+FALLBACKS: tuple[str, ...] = ("area", "zero")
+Fallback = Literal["area", "zero"]
 
 TargetMode = Literal["area", "teacher_raw", "teacher_norm", "mixed"]
 
@@ -65,34 +85,54 @@ def _partner_of(t: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
     return t.flip(0) if partner is None else t.index_select(0, partner)
 
 
+def normalise(maps: torch.Tensor, *, clamp_negative: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps ``(B, h, w)`` scaled to sum 1 (negatives counted as 0 first when ``clamp_negative``),
+    and ``(B,)`` whether each had positive mass; a map without it becomes all 0."""
+    a = maps.float()
+    if clamp_negative:
+        a = a.clamp_min(0.0)
+    total = a.flatten(1).sum(1)
+    has_mass = total > 0
+    scaled = a / torch.where(has_mass, total, 1.0).view(-1, 1, 1)
+    return torch.where(has_mass.view(-1, 1, 1), scaled, 0.0), has_mass
+
+
 def mix_weights(
     mask: torch.Tensor,
     maps: torch.Tensor | None,
     mode: TargetMode,
     *,
     partner: torch.Tensor | None = None,
+    fallback: Fallback = "area",
+    clamp_negative: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weights of the own and the partner label for every mixed image.
 
     Args:
         mask: Token mask ``(B, G, G)`` or a shared ``(1, G, G)``, ``True`` where the partner shows.
-        maps: Activation maps ``(B, G, G)`` of each image's ground-truth class (any non-negative
-            scale; negatives are clamped to 0 and each map is normalised to sum 1). Required by
-            the teacher modes, ignored by ``area``.
+        maps: Activation maps ``(B, G, G)`` of each image's ground-truth class, at any scale
+            (normalised here, see ``normalise``). Required by the teacher modes, ignored by ``area``.
         mode: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (see the module docstring).
         partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
             Mixing in groups (``suite.mixing.tokenmix.group_partners``) pairs inside each group.
+        fallback: What a sample without teacher signal gets: the ``area`` weights (the suite's
+            default) or ``zero``: the teacher weights as they are (the reference).
+        clamp_negative: Count negative map values as 0 before normalising (the suite's default;
+            the reference does not clamp).
 
     Returns:
         ``(w_own, w_partner, fallback)``, each of shape ``(B,)`` (``(1,)`` for a shared mask in
         ``area`` mode without maps; it broadcasts in ``mixed_target``). ``fallback`` is ``True``
-        where the teacher gave no signal and the ``area`` weights were used.
+        where the teacher gave no signal (whatever the ``fallback`` option then did).
 
     Raises:
-        ValueError: For an unknown mode, missing maps in a teacher mode, or mismatched shapes.
+        ValueError: For an unknown mode or fallback, missing maps in a teacher mode, or
+            mismatched shapes.
     """
     if mode not in TARGET_MODES:
         raise _mode_error(mode)
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, but got fallback={fallback!r}")
     if mask.dim() != 3 or mask.shape[1] != mask.shape[2]:
         raise ValueError(
             f"mask must have shape (B, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}"
@@ -114,27 +154,27 @@ def mix_weights(
     area_own, area_partner = _area_weights(mask)
     if mode == "area":
         return area_own, area_partner, torch.zeros_like(area_own, dtype=torch.bool)
-    a = maps.float().clamp_min(0.0)
-    total = a.flatten(1).sum(1)
-    has_mass = total > 0
-    a = a / torch.where(has_mass, total, 1.0).view(-1, 1, 1)
+    a, has_mass = normalise(maps, clamp_negative=clamp_negative)
     m = mask.float()
     t_own = (a * (1.0 - m)).flatten(1).sum(1)
     t_partner = (_partner_of(a, partner) * m).flatten(1).sum(1)
     t_total = t_own + t_partner
-    fallback = ~(has_mass & _partner_of(has_mass, partner)) | (t_total <= 0)
+    no_signal = ~(has_mass & _partner_of(has_mass, partner)) | (t_total <= 0)
     if mode == "teacher_raw":
         w_own, w_partner = t_own, t_partner
     elif mode == "teacher_norm" or mode == "mixed":
-        safe = torch.where(fallback, 1.0, t_total)
-        w_own, w_partner = t_own / safe, t_partner / safe
+        positive = t_total > 0
+        safe = torch.where(positive, t_total, 1.0)
+        w_own = torch.where(positive, t_own / safe, 0.0)
+        w_partner = torch.where(positive, t_partner / safe, 0.0)
         if mode == "mixed":
             w_own, w_partner = 0.5 * (w_own + area_own), 0.5 * (w_partner + area_partner)
     else:
         raise _mode_error(mode)
-    w_own = torch.where(fallback, area_own, w_own)
-    w_partner = torch.where(fallback, area_partner, w_partner)
-    return w_own, w_partner, fallback
+    if fallback == "area":
+        w_own = torch.where(no_signal, area_own, w_own)
+        w_partner = torch.where(no_signal, area_partner, w_partner)
+    return w_own, w_partner, no_signal
 
 
 def mixed_target(

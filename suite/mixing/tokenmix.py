@@ -47,7 +47,7 @@ from typing import Literal
 import torch
 
 from suite.mixing.masks import _MAX_BLOCK_GRID, MASK_MODES, _check_ratio, token_masks
-from suite.mixing.targets import TARGET_MODES, mix_weights, mixed_target
+from suite.mixing.targets import FALLBACKS, TARGET_MODES, Fallback, mix_weights, mixed_target
 
 __all__ = ["TokenMix", "blend_partners_", "group_partners", "mix_tokens_"]
 
@@ -211,6 +211,8 @@ class TokenMix:
         per_sample: bool = False,
         target_mode: Literal["area", "teacher_raw", "teacher_norm", "mixed"] = "teacher_raw",
         label_smoothing: float = 0.1,
+        fallback: Fallback = "area",
+        clamp_negative: bool = True,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, but got num_classes={num_classes!r}")
@@ -244,6 +246,8 @@ class TokenMix:
             )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), but got label_smoothing={label_smoothing}")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, but got fallback={fallback!r}")
         self.num_classes = num_classes
         self.mask_mode = mask_mode
         self.mask_ratio: float | tuple[float, float] = (
@@ -254,6 +258,8 @@ class TokenMix:
         self.per_sample = per_sample
         self.target_mode = target_mode
         self.label_smoothing = float(label_smoothing)
+        self.fallback: Fallback = fallback
+        self.clamp_negative = bool(clamp_negative)
 
     @property
     def needs_maps(self) -> bool:
@@ -337,7 +343,11 @@ class TokenMix:
             device=x.device,
         )
         w_own, w_partner, fallback = mix_weights(
-            mask.expand(b, g, g), maps if self.needs_maps else None, self.target_mode
+            mask.expand(b, g, g),
+            maps if self.needs_maps else None,
+            self.target_mode,
+            fallback=self.fallback,
+            clamp_negative=self.clamp_negative,
         )
         target = mixed_target(
             y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode

@@ -28,7 +28,9 @@ reference gates its stored maps before cropping them.
 The map is then resized to the token grid G x G: adaptive average pooling when the feature map is
 an integer multiple of G (each token gets the mean of its feature cells), else bilinear
 interpolation (antialiased when shrinking). Negatives are clamped to 0 and each map is normalised
-to sum 1; a map with no positive mass stays all-zero, and the targets fall back to area for it.
+to sum 1 (``clamp_negative=False``, the reference's rule: divided by its signed sum, negatives
+kept); a map with no positive mass is all-zero, and ``teacher.fallback`` says what its targets get
+(``suite.mixing.targets``).
 
 Which teachers give a faithful CAM: CNNs whose head is global average pooling followed by one
 linear layer (ResNets, RegNets, EfficientNets, NFNets such as the reference's NFNet-F6); there
@@ -134,12 +136,14 @@ def class_activation_maps(
     *,
     topk: int | None = None,
     amp_dtype: torch.dtype | None = torch.bfloat16,
+    clamp_negative: bool = True,
 ) -> torch.Tensor:
     """Ground-truth class maps on the token grid, normalised (``raw_activation_maps`` resized to G x G,
     then ``normalise_maps``)."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be a positive integer, but got grid={grid!r}")
-    return normalise_maps(_resize(raw_activation_maps(model, x, y, topk=topk, amp_dtype=amp_dtype), grid))
+    raw = raw_activation_maps(model, x, y, topk=topk, amp_dtype=amp_dtype)
+    return normalise_maps(_resize(raw, grid), clamp_negative=clamp_negative)
 
 
 def _check_topk(topk: int | None) -> int | None:
@@ -191,11 +195,12 @@ def topk_gate(logits: torch.Tensor, y: torch.Tensor, topk: int | None) -> torch.
     return torch.where(class_rank(logits, y) < topk, gt, torch.zeros_like(gt))
 
 
-def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
-    """Clamp maps ``(B, h, w)`` at 0 and scale each to sum 1; a map without positive mass becomes 0."""
-    cam = cam.clamp_min(0.0)
-    total = cam.flatten(1).sum(1).view(-1, 1, 1)
-    return torch.where(total > 0, cam / torch.where(total > 0, total, 1.0), 0.0)
+def normalise_maps(cam: torch.Tensor, *, clamp_negative: bool = True) -> torch.Tensor:
+    """Clamp maps ``(B, h, w)`` at 0 (unless ``clamp_negative`` is False) and scale each to sum 1;
+    a map without positive mass becomes 0 (the rule of ``suite.mixing.targets.normalise``)."""
+    from suite.mixing.targets import normalise
+
+    return normalise(cam, clamp_negative=clamp_negative)[0]
 
 
 def _feature_grid(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16) -> torch.Tensor:
@@ -314,6 +319,8 @@ class Teacher:
             reference's 5; see the module docstring); ``None`` keeps the dense ground-truth map.
         amp_dtype: autocast dtype of the teacher's forward on CUDA (the student's, from
             ``suite.device.precision``); ``None`` runs it in float32.
+        clamp_negative: Clamp negative map values before normalising (``teacher.clamp_negative``;
+            the reference does not).
 
     Example:
         >>> import torch, suite, timm
@@ -324,7 +331,12 @@ class Teacher:
     """
 
     def __init__(
-        self, model: nn.Module, *, topk: int | None = None, amp_dtype: torch.dtype | None = torch.bfloat16
+        self,
+        model: nn.Module,
+        *,
+        topk: int | None = None,
+        amp_dtype: torch.dtype | None = torch.bfloat16,
+        clamp_negative: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, but got {type(model).__name__}")
@@ -332,13 +344,19 @@ class Teacher:
         self.model.requires_grad_(False)
         self.topk = _check_topk(topk)
         self.amp_dtype = amp_dtype
+        self.clamp_negative = clamp_negative
 
     @classmethod
     def from_module(
-        cls, model: nn.Module, *, topk: int | None = None, amp_dtype: torch.dtype | None = torch.bfloat16
+        cls,
+        model: nn.Module,
+        *,
+        topk: int | None = None,
+        amp_dtype: torch.dtype | None = torch.bfloat16,
+        clamp_negative: bool = True,
     ) -> Teacher:
         """Wrap an already built (and loaded) model; ``topk`` gates its maps (``None`` = dense)."""
-        return cls(model, topk=topk, amp_dtype=amp_dtype)
+        return cls(model, topk=topk, amp_dtype=amp_dtype, clamp_negative=clamp_negative)
 
     def maps(
         self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None
@@ -350,4 +368,6 @@ class Teacher:
         """
         if self.model.training:
             self.model.eval()
-        return class_activation_maps(self.model, x, y, grid, topk=self.topk, amp_dtype=self.amp_dtype)
+        return class_activation_maps(
+            self.model, x, y, grid, topk=self.topk, amp_dtype=self.amp_dtype, clamp_negative=self.clamp_negative
+        )

@@ -51,4 +51,6 @@ def load_teacher(
             f"teacher.checkpoint: {path} does not fit {name} with {num_classes} classes "
             f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})"
         )
-    return Teacher.from_module(model.to(device), topk=cfg.teacher.topk, amp_dtype=amp_dtype)
+    return Teacher.from_module(
+        model.to(device), topk=cfg.teacher.topk, amp_dtype=amp_dtype, clamp_negative=cfg.teacher.clamp_negative
+    )

@@ -83,6 +83,18 @@ def test_cnn_cam_without_positive_activation_stays_zero() -> None:
     assert cam[1].sum().item() == pytest.approx(1.0)
 
 
+def test_teacher_without_clamping_keeps_negative_locations_and_divides_by_the_signed_sum() -> None:
+    """``teacher.clamp_negative=false`` (the reference): the class-2 logit map (-0.25 .. 1.625) keeps
+    its negative cells and sums to 1."""
+    logit = torch.tensor([[(4 * r + c) / 8 - 0.25 for c in range(4)] for r in range(4)])
+    teacher = Teacher.from_module(TinyCNN(_linear_head()), clamp_negative=False)
+    cam = teacher.maps(_image(), torch.tensor([2]), 4)
+    assert cam[0].tolist() == [pytest.approx(row, abs=1e-6) for row in (logit / logit.sum()).tolist()]
+    assert cam[0, 0, 0].item() < 0
+    clamped = Teacher.from_module(TinyCNN(_linear_head())).maps(_image(), torch.tensor([2]), 4)
+    assert clamped.min().item() == 0.0 and clamped.sum().item() == pytest.approx(1.0)
+
+
 def _vit(**kwargs) -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(

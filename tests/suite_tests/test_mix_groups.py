@@ -114,6 +114,38 @@ def test_the_teacher_sees_only_the_images_of_tokenmix_groups() -> None:
         torch.testing.assert_close(target.sum(1), torch.ones(B))
 
 
+class _BlindTeacher:
+    """Maps with no positive mass for even labels (the class is nowhere among the teacher's top-k)."""
+
+    def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        return (y % 2).float().view(-1, 1, 1).expand(len(y), grid, grid).contiguous()
+
+
+@pytest.mark.parametrize("groups", [None, G])  # the ungrouped path and the grouped one
+def test_teacher_fallback_option_reaches_both_tokenmix_paths(groups: int | None) -> None:
+    """``teacher.fallback=zero`` (the reference): an image whose map has no mass gets weight 0 for
+    its own label; with ``area`` (the default) it is labelled by area."""
+    for fallback in ("area", "zero"):
+        mixer = BatchMixer(
+            MixConfig(
+                method="tokenmix", groups=groups, token_grid=GRID, mask_mode="random", target="teacher_raw",
+                prob=1.0, mixup_alpha=0.0,
+            ),
+            num_classes=B,
+            teacher=_BlindTeacher(),
+            fallback=fallback,
+        )
+        x, y = _batch()
+        _, target, stats = mixer(x, y, generator=torch.Generator().manual_seed(0))
+        assert int(stats["fallbacks"]) == B  # partners i and B-1-i: every pair has an even label
+        own = target[torch.arange(B), y]
+        blind = y % 2 == 0
+        if fallback == "zero":
+            assert torch.all(own[blind] == 0.1 / B - 0.05)  # smoothing 0.1: off + (0 - smoothing / 2)
+        else:
+            assert torch.all(own[blind] > 0.3)  # the area share (1 - 4/7 of the tokens), smoothed
+
+
 def test_groups_config_checks() -> None:
     cfg = load_config(None, ["mix.method=tokenmix", "mix.groups=32", "data.batch_size=128"])
     assert cfg.mix.groups == 32

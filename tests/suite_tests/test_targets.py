@@ -113,6 +113,48 @@ def test_teacher_weights_that_sum_to_zero_fall_back() -> None:
     assert (w_own[0].item(), w_partner[0].item()) == pytest.approx((0.75, 0.25))
 
 
+def test_reference_rule_keeps_negative_values_and_divides_by_the_signed_sum() -> None:
+    """``clamp_negative=False`` is the reference's normalisation: a cell voting against the class
+    lowers the weight of the part that shows it."""
+    noisy = MAPS.clone()
+    noisy[0, 1, 1] = -0.2  # image 0: 0.4 + 0.1 + 0.3 - 0.2 = 0.6
+    w_own, w_partner, fallback = mix_weights(MASK, noisy, "teacher_raw", clamp_negative=False)
+    assert w_own[0].item() == pytest.approx((0.1 + 0.3 - 0.2) / 0.6)  # own visible: all but the top-left cell
+    assert w_partner[1].item() == pytest.approx(-0.2 / 0.6)  # image 1 shows image 0's negative cell
+    assert not fallback.any()
+    clamped, _, _ = mix_weights(MASK, noisy, "teacher_raw")
+    assert clamped[0].item() == pytest.approx((0.1 + 0.3) / 0.8)
+
+
+@pytest.mark.parametrize("clamp_negative", [True, False])
+def test_zero_fallback_gives_the_own_label_weight_zero_and_keeps_the_partners(clamp_negative: bool) -> None:
+    """The reference's ``fallback="zero"``: an image whose map has no mass gets weight 0 for its own
+    label; its partner's label keeps the weight of the partner's visible activation."""
+    maps = MAPS.clone()
+    maps[0] = 0.0
+    maps[0, 0, 0] = -1.0  # no positive mass, clamped or not
+    w_own, w_partner, fallback = mix_weights(MASK, maps, "teacher_raw", fallback="zero", clamp_negative=clamp_negative)
+    assert fallback.tolist() == [True, True]  # flagged either way, so training counts it
+    assert w_own[0].item() == 0.0 and w_partner[0].item() == pytest.approx(RAW_PARTNER[0])
+    assert w_own[1].item() == pytest.approx(RAW_OWN[1]) and w_partner[1].item() == 0.0
+    norm_own, norm_partner, _ = mix_weights(MASK, maps, "teacher_norm", fallback="zero")
+    assert (norm_own[0].item(), norm_partner[0].item()) == (0.0, 1.0)
+    assert (norm_own[1].item(), norm_partner[1].item()) == (1.0, 0.0)
+
+
+def test_zero_fallback_with_no_teacher_weight_at_all_gives_zero_weights() -> None:
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    mask = torch.tensor([[[True, False], [False, False]], [[True, False], [False, False]]])
+    w_own, w_partner, fallback = mix_weights(mask, maps, "teacher_norm", fallback="zero")
+    assert fallback.tolist() == [True, False]
+    assert (w_own[0].item(), w_partner[0].item()) == (0.0, 0.0)
+
+
+def test_unknown_fallback_is_refused() -> None:
+    with pytest.raises(ValueError, match="fallback must be one of area, zero"):
+        mix_weights(MASK, MAPS, "teacher_raw", fallback="partner")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("mode", ["teacher_raw", "teacher_norm", "mixed"])
 def test_teacher_modes_need_maps(mode: str) -> None:
     with pytest.raises(ValueError, match="maps"):
