@@ -286,7 +286,13 @@ class Trainer:
             cfg, train_set=self.data.train, num_classes=self.data.num_classes, device=self.device,
             amp_dtype=self.precision.dtype if self.precision.enabled else None,
         )
-        self.mixer = build_mixer(cfg.mix, num_classes=self.data.num_classes, teacher=teacher)
+        self.mixer = build_mixer(
+            cfg.mix,
+            num_classes=self.data.num_classes,
+            teacher=teacher,
+            fallback=cfg.teacher.fallback,
+            clamp_negative=cfg.teacher.clamp_negative,
+        )
         self.loss_fn = loss_fn(cfg.optim.loss)
         self.val_loader = eval_loader(  # eval.batch_size images per process
             self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda, rank=self.dist.rank,
