@@ -89,6 +89,7 @@ class MapsJob(_Job):
         step_id: ``maps-<12 hex>``, as the sweep planned it.
         img_size: side of the whole images fed to the teacher (None: ``data.img_size``).
         batch_size: teacher batch size.
+        crop: ``squash`` or ``center`` (see :func:`suite.teacher.maps_build.build_offline_maps`).
     """
 
     def __init__(
@@ -98,11 +99,13 @@ class MapsJob(_Job):
         img_size: int | None,
         batch_size: int,
         devices: Sequence[str] | None = None,
+        crop: str = "squash",
     ) -> None:
         self.config = config
         self.step_id = step_id
         self.img_size = img_size
         self.batch_size = batch_size
+        self.crop = crop
         self.devices = None if devices is None else list(devices)
 
     def __call__(self) -> dict[str, Any]:
@@ -113,12 +116,13 @@ class MapsJob(_Job):
         if global_rank() != 0:
             return {"run_id": self.step_id, "state": "finished", "summary": {}}
         paths = RunPaths.of(self.config["run"]["output_root"], self.step_id)
-        cfg = _checked_config(self.config, paths, f"maps step {self.step_id}", lambda c: maps_step_id(c, self.img_size))
+        cfg = _checked_config(self.config, paths, f"maps step {self.step_id}", lambda c: maps_step_id(c, self.img_size, self.crop))
         preemption = Preemption()
         with preemption.stop:
             try:
                 summary = run_maps_step(
-                    cfg, paths, img_size=self.img_size, batch_size=self.batch_size, stop=preemption.stop
+                    cfg, paths, img_size=self.img_size, batch_size=self.batch_size, crop=self.crop,
+                    stop=preemption.stop,
                 )
             except MapsBuildStopped:
                 summary = None
@@ -165,5 +169,8 @@ def job_for(run: Any, config: dict[str, Any] | None = None, *, devices: Sequence
     config = run.resolved() if config is None else config
     if run.kind == "maps":
         build = run.build or {}
-        return MapsJob(config, run.run_id, build.get("img_size"), int(build.get("batch_size", 128)), devices)
+        return MapsJob(
+            config, run.run_id, build.get("img_size"), int(build.get("batch_size", 128)), devices,
+            crop=build.get("crop", "squash"),
+        )
     return RunJob(config, run.run_id, devices)

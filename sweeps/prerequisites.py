@@ -268,6 +268,6 @@ def _maps_step(
         cfg = checks.validate(data, prefix, produced={str(Path(p).absolute()) for p in produced})
     except ConfigError as err:
         return "\n".join(f"{prefix}{line}" if not line.startswith(str(sweep.path)) else line for line in str(err).splitlines())
-    step_id = maps_step_id(cfg, spec.img_size)
+    step_id = maps_step_id(cfg, spec.img_size, spec.crop)
     return PlannedRun(0, step_id, {}, {}, cfg, prerequisite=True, source=relative, kind="maps",
-                      build={"img_size": spec.img_size, "batch_size": spec.batch_size})
+                      build={"img_size": spec.img_size, "batch_size": spec.batch_size, "crop": spec.crop})

@@ -80,7 +80,8 @@ class MapsStepSpec(Strict):
         teacher:                                  # as a run config's teacher section, or its shorthand
           model: dm_nfnet_f6
           checkpoint: /checkpoints/teachers/dm_nfnet_f6.pth   # or "@../base/teacher.yaml": trained first
-        img_size: 576                             # whole images resized to this side (default data.img_size)
+        img_size: 576                             # side of the square the teacher sees (default data.img_size)
+        crop: center                              # TokenLabeling's: short side to img_size, centre square
     """
 
     WHAT: ClassVar[str] = "maps step"
@@ -88,7 +89,12 @@ class MapsStepSpec(Strict):
     kind: Literal["maps"] = Field(description="maps: this file is a maps build step, not a run config")
     description: str | None = Field(None, description="what the step builds (shown in plan)")
     teacher: Any = Field(description="the teacher, as in a run config: {model, checkpoint[, kwargs]} or a path")
-    img_size: int | None = Field(None, gt=0, description="side of the whole images fed to the teacher")
+    img_size: int | None = Field(None, gt=0, description="side of the square images fed to the teacher")
+    crop: Literal["squash", "center"] = Field(
+        "squash",
+        description="squash: the whole image resized to the square; center: short side resized, central "
+        "square kept (TokenLabeling's generate_label.py, as the reference's maps)",
+    )
     batch_size: int = Field(128, gt=0, description="teacher batch size (does not change the maps)")
 
     @field_validator("teacher")

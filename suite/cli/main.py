@@ -182,6 +182,14 @@ def maps_build(
         Optional[int], typer.Option("--img-size", help="Side the whole images are resized to (default data.img_size).")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Teacher batch size.")] = 128,
+    crop: Annotated[
+        str,
+        typer.Option(
+            "--crop",
+            help="squash: whole image resized to the square; center: short side resized, central square "
+            "kept (TokenLabeling's maps, as the reference).",
+        ),
+    ] = "squash",
 ) -> None:
     """Run the teacher once over the whole training set and store its activation maps.
 
@@ -196,6 +204,8 @@ def maps_build(
 
     from suite.teacher.maps_build import MapsBuildStopped, build_offline_maps
 
+    if crop not in ("squash", "center"):
+        raise invalid("invalid option", f"--crop: give squash or center, not {crop!r}")
     cfg = _load(config, ["mix.method=tokenmix", *(overrides or [])], machine=True)  # teacher needs TokenMix
     if cfg.teacher.checkpoint is None:
         raise invalid("invalid config", "teacher: give the teacher, e.g. teacher=runs/<run_id>")
@@ -203,14 +213,14 @@ def maps_build(
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("teacher maps", total=None)
             meta = build_offline_maps(
-                cfg, out, img_size=img_size, batch_size=batch_size,
+                cfg, out, img_size=img_size, batch_size=batch_size, crop=crop,  # type: ignore[arg-type]
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except MapsBuildStopped as err:
         err_console.print(f"[yellow]stopped[/]: {escape(str(err))}; run the same command to continue", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     h, w = meta["map_size"]
-    console.print(f"{meta['count']} maps of {h}x{w} ({meta['img_size']} px input) in [bold]{out}[/]; "
+    console.print(f"{meta['count']} maps of {h}x{w} ({meta['img_size']} px input, {meta['crop']}) in [bold]{out}[/]; "
                   f"train with teacher.maps={out}")
 
 

@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,10 @@ from suite.teacher.offline import (
     training_set_fingerprint,
 )
 
-__all__ = ["MapsBuildStopped", "build_offline_maps"]
+__all__ = ["MapsBuildStopped", "MapsCrop", "build_offline_maps"]
+
+# How the teacher sees an image: squashed whole into the square, or TokenLabeling's centre crop.
+MapsCrop = Literal["squash", "center"]
 
 
 class MapsBuildStopped(Exception):
@@ -58,6 +61,7 @@ def build_offline_maps(
     *,
     img_size: int | None = None,
     batch_size: int = 128,
+    crop: MapsCrop = "squash",
     device: torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop: GracefulStop | None = None,
@@ -84,8 +88,14 @@ def build_offline_maps(
     Args:
         cfg: Run config naming the data (``data.*``) and the teacher (``teacher.checkpoint``).
         out: Output directory.
-        img_size: Side the whole images are resized to for the teacher (default ``data.img_size``).
+        img_size: Side of the square the teacher sees (default ``data.img_size``).
         batch_size: Teacher batch size.
+        crop: ``squash`` resizes the whole image to ``img_size`` x ``img_size`` (the map covers
+            all of it). ``center`` does what TokenLabeling's ``generate_label.py`` does for the
+            reference (``--crop-pct 1.0``): resize the short side to ``img_size`` and keep the
+            central square. Training reads either map as the map of the whole image, as the
+            reference does; for a non-square image a ``center`` map so stretches its central
+            square over the full image (the reference's behaviour, kept for reproduction).
         device: Default: CUDA if available, else CPU.
         progress: Called with ``(done, total)`` after every batch.
         stop: Checked after every chunk.
@@ -99,20 +109,23 @@ def build_offline_maps(
     """
     if chunk_batches < 1:
         raise ValueError(f"chunk_batches must be at least 1, but got {chunk_batches}")
+    if crop not in ("squash", "center"):
+        raise ValueError(f"crop must be 'squash' or 'center', but got {crop!r}")
     if stop is not None:
-        return _build(cfg, Path(out), img_size, batch_size, device, progress, stop, chunk_batches)
+        return _build(cfg, Path(out), img_size, batch_size, crop, device, progress, stop, chunk_batches)
     with GracefulStop() as own:
-        return _build(cfg, Path(out), img_size, batch_size, device, progress, own, chunk_batches)
+        return _build(cfg, Path(out), img_size, batch_size, crop, device, progress, own, chunk_batches)
 
 
-def _metadata(cfg: TrainConfig, bundle: Any, size: int) -> dict[str, Any]:
-    """What ``maps.json`` says of a build: its inputs (teacher, training set, size) and format."""
+def _metadata(cfg: TrainConfig, bundle: Any, size: int, crop: MapsCrop) -> dict[str, Any]:
+    """What ``maps.json`` says of a build: its inputs (teacher, training set, size, crop) and format."""
     checkpoint = resolve_checkpoint_path(cfg.teacher.checkpoint)
     return {
         "format": FORMAT,
         "count": len(bundle.train),
         "num_classes": bundle.num_classes,
         "img_size": size,
+        "crop": crop,
         "fingerprint": training_set_fingerprint(cfg.data, bundle.train),
         "teacher": {"model": cfg.teacher.model, "checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)},
         "data": {"source": cfg.data.source, "root": str(cfg.data.root) if cfg.data.root else None,
@@ -125,20 +138,31 @@ def _up_to_date(out: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     existing = out / META_FILE
     if existing.is_file() and (out / MAPS_FILE).is_file() and (out / RANKS_FILE).is_file():
         old = json.loads(existing.read_text())
-        if all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher")):
+        same = all(old.get(k) == meta[k] for k in ("format", "fingerprint", "img_size", "teacher"))
+        if same and old.get("crop", "squash") == meta["crop"]:  # maps.json before crop existed: squash
             return old
     return None
 
 
-def _whole_images(bundle: Any, size: int) -> Any:
-    """The training images, whole, resized to ``size`` x ``size`` and normalised, without augmentation."""
+def _teacher_inputs(bundle: Any, size: int, crop: MapsCrop) -> Any:
+    """The training images as the teacher sees them (``size`` x ``size``, normalised, unaugmented).
+
+    ``squash``: the whole image resized to the square. ``center``: the short side resized to
+    ``size``, then the central ``size`` x ``size`` square (TokenLabeling's eval transform at
+    ``crop_pct=1.0``).
+    """
     from torchvision.transforms import v2
 
     from suite.data.loaders import SeededDataset
 
+    bicubic = v2.InterpolationMode.BICUBIC
+    if crop == "center":
+        geometry = [v2.Resize(size, interpolation=bicubic, antialias=True), v2.CenterCrop(size)]
+    else:
+        geometry = [v2.Resize((size, size), interpolation=bicubic, antialias=True)]
     whole = v2.Compose([
         v2.ToImage(),
-        v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        *geometry,
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(bundle.mean, bundle.std),
     ])
@@ -173,6 +197,7 @@ def _build(
     out: Path,
     img_size: int | None,
     batch_size: int,
+    crop: MapsCrop,
     device: torch.device | None,
     progress: Callable[[int, int], None] | None,
     stop: GracefulStop,
@@ -185,19 +210,21 @@ def _build(
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = int(img_size or cfg.data.img_size)
     bundle = build_data(cfg.data)
-    meta = _metadata(cfg, bundle, size)
+    meta = _metadata(cfg, bundle, size, crop)
     if (old := _up_to_date(out, meta)) is not None:
         return old
     total = len(bundle.train)
     inputs = {k: meta[k] for k in ("format", "count", "num_classes", "img_size", "fingerprint", "teacher")}
     inputs.update(batch_size=batch_size, rank_cap=RANK_CAP)
+    if crop != "squash":  # progress files of squash builds from before crop existed stay valid
+        inputs["crop"] = crop
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # the directory is incomplete until maps.json is back
     files = _BuildFiles(out)
     done, shape = files.resume(inputs, total)
     if done < total:
         teacher_pass = _Pass(cfg, bundle, files, device)
-        images = _whole_images(bundle, size)
+        images = _teacher_inputs(bundle, size, crop)
         loader = eval_loader(images, cfg.data, batch_size, pin=device.type == "cuda", start=done)
         try:
             for batches, (x, y) in enumerate(loader, 1):

@@ -9,7 +9,7 @@ It holds no ``config.json``, so reports never count it as a run.
 
 The id hashes what the maps are made of: the teacher (a suite run by its run id, any other file
 by its path), its timm name, the input side of the whole images, and the fields that define the
-training set. Batch size and where the step runs do not enter it. A student's run id records
+training set, and the crop when it is not the default ``squash``. Batch size and where the step runs do not enter it. A student's run id records
 the step's id (:func:`suite.config.maps_identity`), so it names the maps it learned from
 wherever the sweep's output lies.
 """
@@ -48,13 +48,15 @@ def data_identity(data: DataConfig) -> dict[str, Any]:
     return identity
 
 
-def maps_step_id(cfg: TrainConfig, img_size: int | None) -> str:
+def maps_step_id(cfg: TrainConfig, img_size: int | None, crop: str = "squash") -> str:
     """``maps-<12 hex>``: the id of a build of ``cfg.teacher`` over ``cfg.data``'s training set.
 
     Example:
         >>> from suite.config import load_config
         >>> a = load_config(None, ["mix.method=tokenmix", "teacher=runs/none-0123456789ab"])
         >>> maps_step_id(a, 64) == maps_step_id(a, 64) != maps_step_id(a, 96)
+        True
+        >>> maps_step_id(a, 64) != maps_step_id(a, 64, "center")
         True
     """
     if cfg.teacher.checkpoint is None:
@@ -67,6 +69,8 @@ def maps_step_id(cfg: TrainConfig, img_size: int | None) -> str:
         "img_size": int(img_size or cfg.data.img_size),
         "data": data_identity(cfg.data),
     }
+    if crop != "squash":  # squash steps keep the ids they had before crop existed
+        blob["crop"] = crop
     text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
     return f"maps-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
@@ -94,6 +98,7 @@ def run_maps_step(
     *,
     img_size: int | None,
     batch_size: int,
+    crop: str = "squash",
     progress: Callable[[int, int], None] | None = None,
     stop: GracefulStop | None = None,
 ) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def run_maps_step(
         start = time.time()
         try:
             meta = build_offline_maps(
-                cfg, paths.root, img_size=img_size, batch_size=batch_size, progress=progress, stop=stop
+                cfg, paths.root, img_size=img_size, batch_size=batch_size, crop=crop, progress=progress, stop=stop
             )
         except MapsBuildStopped:  # a stop is no failure: the next launch continues the build
             raise
@@ -140,6 +145,7 @@ def run_maps_step(
             "count": meta["count"],
             "map_size": meta["map_size"],
             "img_size": meta["img_size"],
+            "crop": meta["crop"],
             "teacher": meta["teacher"],
             "wall_seconds": round(time.time() - start, 3),
             "gpu_hours": round((time.time() - start) / 3600, 6) if _on_gpu() else 0.0,

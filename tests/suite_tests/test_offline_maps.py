@@ -374,3 +374,50 @@ def test_a_stopped_maps_step_is_no_failure_and_continues(tiny_overrides: list[st
     assert not paths.failure.exists() and not paths.summary.exists()  # unfinished, not failed
     summary = run_maps_step(cfg, paths, img_size=None, batch_size=4)
     assert summary["status"] == "finished" and summary["count"] == 256
+
+
+class _Bundle:
+    """The parts of a data bundle the teacher's input transform reads."""
+
+    def __init__(self, images: list) -> None:
+        self.train = type("Train", (), {"source": [(image, 0) for image in images]})()
+        self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+def test_center_crop_keeps_the_central_square_as_tokenlabeling_and_squash_keeps_all() -> None:
+    from PIL import Image
+
+    from suite.teacher.maps_build import _teacher_inputs
+
+    # 8 wide, 4 tall; each column has its own grey value 10, 40, ..., 220
+    columns = np.array([10 + 30 * c for c in range(8)], dtype=np.uint8)
+    wide = Image.fromarray(np.repeat(np.tile(columns, (4, 1))[..., None], 3, axis=2))
+    center = _teacher_inputs(_Bundle([wide]), 4, "center")
+    x, _ = center[(0, 0)][:2]
+    # short side 4 = the target side: no resize; the central 4 of 8 columns are 2..5
+    assert x.shape == (3, 4, 4)
+    torch.testing.assert_close(x[0, 0] * 255, torch.tensor([70.0, 100.0, 130.0, 160.0]), atol=1e-4, rtol=0)
+    squash = _teacher_inputs(_Bundle([wide]), 4, "squash")
+    y, _ = squash[(0, 0)][:2]
+    # squashed: the whole width lands in 4 columns, so the outer columns' values reach the edges
+    assert y.shape == (3, 4, 4)
+    assert float(y[0, 0, 0]) * 255 < 40 and float(y[0, 0, -1]) * 255 > 190
+
+
+def test_the_crop_is_recorded_and_a_build_with_another_crop_starts_over(
+    tiny_overrides: list[str], teacher_run: Path, tmp_path: Path
+) -> None:
+    from suite.teacher.maps_step import maps_step_id
+
+    cfg = load_config(None, [*tiny_overrides, "mix.method=tokenmix", f"teacher={teacher_run}"])
+    center = build_offline_maps(cfg, tmp_path / "m", batch_size=128, crop="center")
+    assert center["crop"] == "center" and json.loads((tmp_path / "m" / META_FILE).read_text())["crop"] == "center"
+    seen: list[int] = []
+    squash = build_offline_maps(cfg, tmp_path / "m", batch_size=128, progress=lambda d, t: seen.append(d))
+    assert squash["crop"] == "squash" and seen == [128, 256]  # built again, not taken for the centre-crop maps
+    again: list[int] = []
+    build_offline_maps(cfg, tmp_path / "m", batch_size=128, progress=lambda d, t: again.append(d))
+    assert again == []  # same inputs: left as it is
+    assert maps_step_id(cfg, None, "center") != maps_step_id(cfg, None)
+    with pytest.raises(ValueError, match="crop must be"):
+        build_offline_maps(cfg, tmp_path / "x", crop="middle")  # type: ignore[arg-type]
