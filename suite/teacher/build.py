@@ -45,6 +45,7 @@ def build_teacher(
             fingerprint=training_set_fingerprint(cfg.data, train_set),
             num_classes=num_classes,
             topk=cfg.teacher.topk,
+            clamp_negative=cfg.teacher.clamp_negative,
         )
         maps.deliver_to(train_set)  # loader workers read each sample's stored map with its image
         return maps

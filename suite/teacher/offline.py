@@ -85,7 +85,7 @@ PROGRESS_FILE = ".progress.json"  # a build in progress: maps done so far, and f
 CHUNK_BATCHES = 50  # batches per durably written chunk of a build (6400 images at batch 128)
 
 
-def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor:
+def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int, *, clamp_negative: bool = True) -> torch.Tensor:
     """Cut whole-image maps to crop boxes, mirror and move them as the images were, and normalise.
 
     Args:
@@ -95,10 +95,12 @@ def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor
             (box in ``[0, 1]`` image coordinates; affine from output to crop coordinates in
             ``[-1, 1]``, see ``suite.data.geometry.CropFlip.record``).
         grid: Token grid size G.
+        clamp_negative: Clamp negative values at 0 before normalising (the suite's default);
+            False keeps them, as the reference does (``teacher.clamp_negative``).
 
     Returns:
-        Float32 maps ``(B, G, G)`` on ``raw``'s device, non-negative and summing to 1 (all zero
-        where the crop holds no positive activation). Where an op moved content in from outside
+        Float32 maps ``(B, G, G)`` on ``raw``'s device, summing to 1 (all zero where the crop
+        holds no positive mass); non-negative unless ``clamp_negative`` is False. Where an op moved content in from outside
         the crop (RandAugment's fill) the map is 0.
     """
     b = raw.shape[0]
@@ -124,7 +126,7 @@ def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int) -> torch.Tensor
     cut = F.grid_sample(raw.float().unsqueeze(1), points, mode="bilinear", padding_mode="border", align_corners=False)
     if inside is not None:
         cut = cut * inside
-    return normalise_maps(F.avg_pool2d(cut, _SUPERSAMPLE).squeeze(1))
+    return normalise_maps(F.avg_pool2d(cut, _SUPERSAMPLE).squeeze(1), clamp_negative=clamp_negative)
 
 
 def training_set_fingerprint(cfg: DataConfig, dataset: Any) -> str:
@@ -163,17 +165,25 @@ class OfflineMaps:
         *,
         ranks: np.ndarray | None = None,
         topk: int | None = None,
+        clamp_negative: bool = True,
     ) -> None:
         if topk is not None and ranks is None:
             raise ValueError("topk needs the ranks stored by `suite maps build`; rebuild the maps")
         self.directory, self.array, self.meta = directory, maps, meta
-        self.ranks, self.topk = ranks, topk
+        self.ranks, self.topk, self.clamp_negative = ranks, topk, clamp_negative
 
     @classmethod
     def open(
-        cls, directory: str | Path, *, fingerprint: str, num_classes: int, topk: int | None = None
+        cls,
+        directory: str | Path,
+        *,
+        fingerprint: str,
+        num_classes: int,
+        topk: int | None = None,
+        clamp_negative: bool = True,
     ) -> OfflineMaps:
-        """Open a built directory for a training set; ``topk`` gates the maps (``None`` = dense)."""
+        """Open a built directory for a training set; ``topk`` gates the maps (``None`` = dense);
+        ``clamp_negative`` as in :func:`crop_maps`."""
         directory = Path(directory)
         if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
             raise ValueError(f"teacher.topk must be a positive integer or null (dense), but got {topk!r}")
@@ -208,7 +218,7 @@ class OfflineMaps:
             raise ValueError(f"teacher.maps: {directory / MAPS_FILE} holds {maps.shape[0]} maps, expected {meta.get('count')}")
         if ranks is not None and ranks.shape != maps.shape:
             raise ValueError(f"teacher.maps: {directory / RANKS_FILE} has shape {ranks.shape}, not {maps.shape}")
-        return cls(directory, maps, meta, ranks=ranks, topk=topk)
+        return cls(directory, maps, meta, ranks=ranks, topk=topk, clamp_negative=clamp_negative)
 
     def deliver_to(self, dataset: Any) -> None:
         """Have the loader workers read each sample's stored map along with its image.
@@ -232,13 +242,13 @@ class OfflineMaps:
         side = self.array.shape[1:]
         if geometry.dim() == 2 and geometry.shape[1] == 12 + int(np.prod(side)):  # delivered with the batch
             where = host_to_device(geometry, x.device)
-            return crop_maps(where[:, 12:].view(-1, *side), where[:, :12], grid)
+            return crop_maps(where[:, 12:].view(-1, *side), where[:, :12], grid, clamp_negative=self.clamp_negative)
         index = geometry[:, 0].long().numpy()
         raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
         if self.topk is not None:
             ranks = host_to_device(torch.from_numpy(np.ascontiguousarray(self.ranks[index])), x.device)
             raw = torch.where(ranks < self.topk, raw, torch.zeros_like(raw))
-        return crop_maps(raw, host_to_device(geometry, x.device), grid)
+        return crop_maps(raw, host_to_device(geometry, x.device), grid, clamp_negative=self.clamp_negative)
 
 
 class StoredRows:

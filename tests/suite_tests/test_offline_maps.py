@@ -421,3 +421,19 @@ def test_the_crop_is_recorded_and_a_build_with_another_crop_starts_over(
     assert maps_step_id(cfg, None, "center") != maps_step_id(cfg, None)
     with pytest.raises(ValueError, match="crop must be"):
         build_offline_maps(cfg, tmp_path / "x", crop="middle")  # type: ignore[arg-type]
+
+
+def test_offline_maps_keep_negative_values_when_asked_as_the_reference(tmp_path: Path) -> None:
+    raw = np.zeros((1, 4, 4), dtype=np.float16)
+    raw[0, 0, 0], raw[0, 3, 3] = 3.0, -1.0  # a hot cell and a negative one
+    maps = OfflineMaps.open(_maps_dir(tmp_path / "m", raw, None), fingerprint="f", num_classes=3, clamp_negative=False)
+    where = _where(FULL)
+    signed = maps.maps(torch.zeros(1, 3, 8, 8), torch.zeros(1), 4, geometry=where)
+    # the reference's normalisation: divided by the signed sum, the negative cells kept
+    assert float(signed.sum()) == pytest.approx(1.0) and float(signed.min()) < 0
+    clamped = OfflineMaps.open(tmp_path / "m", fingerprint="f", num_classes=3).maps(
+        torch.zeros(1, 3, 8, 8), torch.zeros(1), 4, geometry=where
+    )
+    # the default clamps first: the same cut, negative cells at 0, rescaled to sum 1
+    assert float(clamped.min()) == 0.0 and float(clamped.sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(clamped, signed.clamp_min(0) / signed.clamp_min(0).sum())
