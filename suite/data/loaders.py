@@ -49,7 +49,14 @@ BUILTIN_STD = (0.25, 0.25, 0.25)
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` for one epoch, from ``start`` on, for one rank."""
+    """Yields ``(index, sample_seed)`` for one epoch, from ``start`` on, for one rank.
+
+    ``repeats`` > 1 is DeiT's repeated augmentation (its ``RASampler``): the epoch's shuffled order
+    lists each image ``repeats`` times in a row, and the epoch keeps its length, so it sees about
+    ``size / repeats`` distinct images, each ``repeats`` times with its own augmentation (the seed
+    follows the position). Consecutive positions go to consecutive ranks, so with several
+    processes the copies of an image land on different ones, as in DeiT.
+    """
 
     def __init__(
         self,
@@ -62,15 +69,23 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: int = 0,
         world_size: int = 1,
         stop: int | None = None,
+        repeats: int = 1,
     ) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, but got {repeats}")
         self.size, self.seed, self.epoch, self.shuffle = size, seed, epoch, shuffle
         self.start, self.rank, self.world_size, self.stop = start, rank, world_size, stop
+        self.repeats = repeats
 
     def _order(self) -> list[int]:
         if not self.shuffle:
-            return list(range(self.size))
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
-        return torch.randperm(self.size, generator=gen).tolist()
+            order = list(range(self.size))
+        else:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
+            order = torch.randperm(self.size, generator=gen).tolist()
+        if self.repeats == 1:
+            return order
+        return [index for index in order for _ in range(self.repeats)][: self.size]
 
     def _end(self) -> int:
         count = len(range(self.rank, self.size, self.world_size))
@@ -337,7 +352,7 @@ def train_loader(
     steps = steps_per_epoch(bundle, cfg)
     sampler = EpochSampler(
         len(bundle.train), seed=seed, epoch=epoch, shuffle=True, start=start_step * per_rank,
-        rank=rank, world_size=world_size, stop=steps * per_rank,
+        rank=rank, world_size=world_size, stop=steps * per_rank, repeats=cfg.repeated_aug,
     )
     return _loader(bundle.train, sampler, per_rank, True, cfg, pin)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
@@ -41,6 +42,34 @@ def test_resumed_epoch_sees_the_same_batches() -> None:
 def test_sampler_shards_disjointly_across_ranks() -> None:
     ranks = [[i for i, _ in EpochSampler(10, seed=1, epoch=0, shuffle=True, rank=r, world_size=2)] for r in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == list(range(10))
+
+
+def test_repeated_augmentation_shows_each_drawn_image_three_times_on_different_ranks() -> None:
+    from collections import Counter
+
+    ranks = [
+        list(EpochSampler(12, seed=1, epoch=0, shuffle=True, rank=r, world_size=2, repeats=3)) for r in (0, 1)
+    ]
+    indices = [i for rank in ranks for i, _ in rank]
+    assert len(indices) == 12  # the epoch keeps its length
+    assert sorted(Counter(indices).values()) == [3, 3, 3, 3]  # 4 distinct images, each 3 times
+    for index in set(indices):  # the copies of an image go to both ranks, each with its own seed
+        where = [r for r in (0, 1) for i, _ in ranks[r] if i == index]
+        seeds = [s for rank in ranks for i, s in rank if i == index]
+        assert set(where) == {0, 1} and len(set(seeds)) == 3
+    plain = [[i for i, _ in EpochSampler(12, seed=1, epoch=0, shuffle=True, rank=r, world_size=2)] for r in (0, 1)]
+    assert sorted(plain[0] + plain[1]) == list(range(12))  # repeats=1: the usual permutation
+    with pytest.raises(ValueError, match="repeats"):
+        EpochSampler(12, seed=1, epoch=0, shuffle=True, repeats=0)
+
+
+def test_repeated_augmentation_reaches_the_training_loader() -> None:
+    cfg = load_config(None, ["data.train_size=64", "data.batch_size=16", "data.workers=0", "data.repeated_aug=2"])
+    bundle = build_data(cfg.data)
+    labels = [y for _, y in train_loader(bundle, cfg.data, seed=0, epoch=0)]
+    indices = list(train_loader(bundle, cfg.data, seed=0, epoch=0).sampler)
+    assert len(labels) == 4 and len(indices) == 64
+    assert all(indices[k][0] == indices[k + 1][0] for k in range(0, 64, 2))  # pairs of the same image
 
 
 def test_imagefolder_tree_loads_with_timm_transforms(image_folder: Path) -> None:
