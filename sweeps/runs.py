@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.config import ConfigError, TrainConfig, validate_config
-from suite.device.batch_split import batch_split_problem
+from suite.device.batch_split import accumulation_problem, batch_split_problem
 from suite.run.records import RunPaths, RunState, run_state
 from suite.train.preflight import machine_problems
 from sweeps.spec import Sweep, SweepError, apply_tracking, format_value
@@ -136,7 +136,7 @@ def split_problem(sweep: Sweep, cfg: TrainConfig) -> str | None:
         groups=cfg.mix.groups,
         nodes=res.nodes,
         unit="GPUs" if res.gpus_per_node else "processes",
-    )
+    ) or accumulation_problem(cfg.data.batch_size, res.processes, cfg.optim.accum_steps)
 
 
 @dataclass

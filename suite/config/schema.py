@@ -360,6 +360,11 @@ class TrainConfig(Strict):
             )
         if self.mix.method != "none" and self.data.batch_size % 2:
             raise ValueError(f"data.batch_size must be even when mixing, but got {self.data.batch_size}")
+        if self.data.batch_size % self.optim.accum_steps:
+            raise ValueError(
+                f"optim.accum_steps={self.optim.accum_steps} must divide data.batch_size={self.data.batch_size} "
+                "(equal micro-batches)"
+            )
         groups = self.mix.groups
         if groups is not None and (groups % 2 or self.data.batch_size % groups):
             raise ValueError(

@@ -14,7 +14,7 @@ the same rule for callers that want the per-process batch or an exception.
 
 from __future__ import annotations
 
-__all__ = ["batch_split_problem", "per_process_batch"]
+__all__ = ["accumulation_problem", "batch_split_problem", "per_process_batch"]
 
 
 def _layout(processes: int, nodes: int, unit: str) -> str:
@@ -123,6 +123,28 @@ def batch_split_problem(
     )
 
 
+def accumulation_problem(batch_size: int, processes: int, accum_steps: int) -> str | None:
+    """Why ``optim.accum_steps`` cannot cut each process's batch into equal micro-batches; None if it can.
+
+    Example:
+        >>> accumulation_problem(1024, 1, 8) is None
+        True
+        >>> "optim.accum_steps=4" in accumulation_problem(96, 2, 8)
+        True
+    """
+    if accum_steps < 1:
+        raise ValueError(f"accum_steps must be at least 1, but got {accum_steps}")
+    per = batch_size // max(1, processes)
+    if accum_steps == 1 or per % accum_steps == 0:
+        return None
+    fits = max(k for k in range(1, min(accum_steps, per) + 1) if per % k == 0)
+    return (
+        f"optim.accum_steps={accum_steps} does not divide the {per} images each of the {processes} process(es) "
+        f"loads per step (data.batch_size={batch_size}); every micro-batch must be the same size; "
+        f"fix: optim.accum_steps={fits} or data.batch_size={processes * accum_steps * max(1, per // accum_steps)}"
+    )
+
+
 def per_process_batch(
     batch_size: int,
     processes: int,
@@ -131,13 +153,16 @@ def per_process_batch(
     groups: int | None = None,
     nodes: int = 1,
     unit: str = "processes",
+    accum_steps: int = 1,
 ) -> int:
     """The images each process loads per step (``batch_size // processes``).
 
     Raises:
-        ValueError: :func:`batch_split_problem`'s message, when the split does not work.
+        ValueError: :func:`batch_split_problem`'s or :func:`accumulation_problem`'s message, when the
+            split does not work.
     """
     problem = batch_split_problem(batch_size, processes, mixing=mixing, groups=groups, nodes=nodes, unit=unit)
+    problem = problem or accumulation_problem(batch_size, processes, accum_steps)
     if problem:
         raise ValueError(problem)
     return batch_size // processes

@@ -210,7 +210,7 @@ class Context:
         sharing = 1 if self.env.slurm_task else max(1, self.env.local_world_size)
         return max(1, cpu_allocation() // sharing)
 
-    def check_batch(self, batch_size: int, *, mixing: bool, groups: int | None = None) -> int:
+    def check_batch(self, batch_size: int, *, mixing: bool, groups: int | None = None, accum_steps: int = 1) -> int:
         """The per-rank batch of a global ``batch_size``; it must divide (and be even when mixing).
 
         With ``groups`` (``mix.groups``) and mixing, the per-rank batch must also be a multiple of
@@ -221,7 +221,9 @@ class Context:
         from suite.device.batch_split import per_process_batch
 
         nodes = max(1, self.world_size // max(1, self.env.local_world_size))
-        return per_process_batch(batch_size, self.world_size, mixing=mixing, groups=groups, nodes=nodes)
+        return per_process_batch(
+            batch_size, self.world_size, mixing=mixing, groups=groups, nodes=nodes, accum_steps=accum_steps
+        )
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """The module the training step calls: DDP around ``model`` when there are several ranks."""

@@ -32,6 +32,7 @@ where a data-parallel run lets rank 0 write and silences the other ranks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -248,7 +249,9 @@ class Trainer:
         share = self.dist.threads()  # None when this process has its allocation to itself
         set_cpu_share(share)  # loader workers are sized from this process's share
         self.threads = configure_threads(cfg.run.threads or share)
-        self.dist.check_batch(cfg.data.batch_size, mixing=cfg.mix.method != "none", groups=cfg.mix.groups)
+        self.dist.check_batch(
+            cfg.data.batch_size, mixing=cfg.mix.method != "none", groups=cfg.mix.groups, accum_steps=cfg.optim.accum_steps
+        )
         cuda = self.device.type == "cuda"
         self.precision: Precision = resolve_precision(self.device, amp=cfg.run.amp, amp_dtype=cfg.run.amp_dtype)
         self.amp: bool | torch.dtype = self.precision.dtype if self.precision.enabled else False
@@ -439,18 +442,14 @@ class Trainer:
         x, target, stats = self.mixer(x, y, generator=gen, geometry=geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self.precision.autocast():
-            logits = self.forward_model(x)
-        loss = self.loss_fn(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         scaler = self.precision.scaler  # fp16 only: scaled loss, gradients unscaled before clipping
+        loss = self._backward(x, target, scaler)
         if scaler is None:
-            loss.backward()
             if self.cfg.optim.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
             self.optimizer.step()
         else:
-            scaler.scale(loss).backward()
             if self.cfg.optim.clip_grad:
                 scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
@@ -459,6 +458,29 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, step=global_step)
         meter.add(loss, y.shape[0], stats.get("fallbacks", 0))
+
+    def _backward(self, x: torch.Tensor, target: torch.Tensor, scaler: Any) -> torch.Tensor:
+        """Forward and backward of this process's (mixed) batch; returns its mean loss, detached.
+
+        With ``optim.accum_steps`` = k the batch goes through the model in k equal micro-batches,
+        each loss weighted by its share, so the summed gradient is the whole batch's (up to float
+        rounding): the batch was mixed whole before, so accumulation changes memory, not the
+        recipe. Under DDP only the last micro-batch all-reduces the gradients (``no_sync``).
+        """
+        parts = self.cfg.optim.accum_steps
+        total = x.new_zeros((), dtype=torch.float32)
+        for k, (xs, ts) in enumerate(zip(x.chunk(parts), target.chunk(parts))):
+            last = k == parts - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.forward_model, "no_sync") else (
+                self.forward_model.no_sync()
+            )
+            with sync:
+                with self.precision.autocast():
+                    logits = self.forward_model(xs)
+                loss = self.loss_fn(logits.float(), ts) * (xs.shape[0] / x.shape[0])
+                (loss if scaler is None else scaler.scale(loss)).backward()
+            total += loss.detach()
+        return total
 
     def _end_of_epoch(self, epoch: int) -> dict[str, Any]:
         """Evaluate, then checkpoint, then write the metrics row (in that order)."""

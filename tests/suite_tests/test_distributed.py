@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite.config import load_config
+from suite.config import ConfigError, load_config
 from suite.data.loaders import EpochSampler, Shard
 from suite.device.distributed import Context, Environment, cuda_index, launch_local, master_port, step_seed
 from suite.train.occlusion import occlude_patches
@@ -264,3 +264,40 @@ def test_a_busy_run_stops_every_rank_at_once(tmp_path: Path) -> None:
                               text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]
     assert not paths.checkpoint.exists()
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("method", ["none", "cutmix"])
+def test_gradient_accumulation_trains_as_the_whole_batch(tmp_path: Path, method: str) -> None:
+    extra = (f"mix.method={method}", "run.log_every=2", "eval.occlusion=[]")
+    whole = train(load_config(None, _overrides(tmp_path / "whole", *extra)))
+    halves = train(load_config(None, _overrides(tmp_path / "halves", *extra, "optim.accum_steps=2")))
+    assert halves.run_id == whole.run_id  # how a run executes is not part of its id
+    for a, b in zip(read_run(whole.run_dir).metrics, read_run(halves.run_dir).metrics):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert (a["top1"], a["lr"]) == (b["top1"], b["lr"])  # the schedule steps per optimiser step
+    for name, value in _weights(whole.run_dir).items():
+        torch.testing.assert_close(_weights(halves.run_dir)[name], value, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_gradient_accumulation_over_two_processes_equals_one_process(tmp_path: Path) -> None:
+    extra = ("mix.method=none", "run.log_every=2", "eval.occlusion=[]")
+    one = train(load_config(None, _overrides(tmp_path / "one", *extra)))
+    assert _launch(_overrides(tmp_path / "two", *extra, "optim.accum_steps=2")) == 0  # 8 images per micro-batch
+    record = read_run(tmp_path / "two" / one.run_id)
+    assert record.state is RunState.FINISHED and record.summary["processes"] == 2
+    assert record.summary["top1"] == one.summary["top1"]
+    for name, value in _weights(one.run_dir).items():
+        torch.testing.assert_close(_weights(record.paths.root)[name], value, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_accumulation_that_does_not_divide_the_batch_is_refused() -> None:
+    with pytest.raises(ConfigError, match="optim.accum_steps=3 must divide data.batch_size=32"):
+        load_config(None, [*TINY, "optim.accum_steps=3"])
+    from suite.device.batch_split import accumulation_problem
+
+    problem = accumulation_problem(32, 4, 16)  # 8 images per process cannot make 16 micro-batches
+    assert problem is not None and "optim.accum_steps=8" in problem
