@@ -309,7 +309,9 @@ class RuntimeConfig(Strict):
         1, gt=0, description="epochs between checkpoints (the last epoch and a stop always write one)"
     )
     compile: bool = Field(
-        False, description="torch.compile the student (and an online teacher); how a run executes, not in its id"
+        False,
+        description="torch.compile the student's training forward (evaluation and the teacher stay eager); "
+        "how a run executes, not in its id",
     )
     keep_checkpoints: bool = Field(
         False,

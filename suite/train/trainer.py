@@ -278,6 +278,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.forward_model = self.dist.wrap(model, self.device)  # DDP when several processes train
+        if cfg.run.compile:  # the training forward only: checkpoints and EMA keep the plain module's names
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
         self.ema = None

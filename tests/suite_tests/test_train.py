@@ -62,6 +62,29 @@ def test_interrupted_run_resumes_to_identical_metrics(tiny_overrides: list[str],
     assert [r["train_loss"] for r in res_rows] == [r["train_loss"] for r in ref_rows]
 
 
+def test_a_compiled_run_keeps_its_id_and_checkpoint_names_and_resumes_exactly(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    compiled = [*tiny_overrides, "run.compile=true", "eval.occlusion=[]"]
+    eager = train(load_config(None, [*tiny_overrides, "eval.occlusion=[]", f"run.output_root={tmp_path / 'eager'}"]))
+    reference = train(load_config(None, [*compiled, f"run.output_root={tmp_path / 'ref'}"]))
+    assert reference.run_id == eager.run_id  # compiling is how a run executes, not what it is
+    # the checkpoint holds the plain module's names (no torch.compile "_orig_mod." prefix), so a
+    # compiled run's weights load anywhere, as a teacher or into an eager resume
+    weights = torch.load(reference.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    eager_weights = torch.load(eager.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    assert weights.keys() == eager_weights.keys()
+    for a, b in zip(read_run(eager.run_dir).metrics, read_run(reference.run_dir).metrics):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)  # the same training, fused
+    cfg = load_config(None, [*compiled, f"run.output_root={tmp_path / 'int'}"])
+    assert train(cfg, stop=StopAfter(3)).state is RunState.INTERRUPTED
+    resumed = train(cfg)
+    assert [r["train_loss"] for r in read_run(resumed.run_dir).metrics] == [
+        r["train_loss"] for r in read_run(reference.run_dir).metrics
+    ]
+    assert resumed.summary["top1"] == reference.summary["top1"]
+
+
 def test_sigterm_mid_epoch_then_rerun_matches_uninterrupted(tiny_overrides: list[str], tmp_path: Path) -> None:
     """The real thing: ``suite train`` killed with SIGTERM, then the same command again."""
     overrides = [o for o in tiny_overrides if not o.startswith(("run.output_root", "schedule.epochs"))]
