@@ -11,11 +11,15 @@ the geometric ops of a timm ``RandAugment`` / ``AutoAugment`` report the affine 
 the magnitude they drew, to the ``CropFlip``; ``CropFlip.record`` then also holds the composed
 affine in normalised coordinates (what ``torch.nn.functional.affine_grid`` takes).
 
-Order: timm's (crop, flip, then RandAugment on the crop); the reference's label pipeline runs
-flip, RandAugment, crop on the whole image instead. Both move the map exactly where the image
-content went; they differ only in which pixels RandAugment's fill covers (here the fill enters
-the crop from outside the crop, in the reference from outside the whole image), and the map is
-zero wherever the image shows fill.
+Order (``data.aug_order``): ``timm`` (crop, flip, then RandAugment on the crop; ``CropFlip``)
+or ``reference``, the order of the reference's label pipeline (TokenLabeling's, which TokenMix
+uses): flip, RandAugment on the whole image, then the random resized crop
+(``ReferenceGeometry``). Both move the map exactly where the image content went. Where an op moves
+content in from outside its input (RandAugment's fill), the map is zero; this is checked after
+every geometric op, not only for the composed affine, so content moved out of the image by one op
+and back in by the next keeps no map mass where the image shows fill. The record therefore holds,
+after the composed affine, one more affine per further op a sample can draw (``checks``): the
+output-to-input map of the ops from that one on, whose image of the output must stay inside.
 
 Example:
     >>> import torch
@@ -35,7 +39,7 @@ import torch
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["GEOMETRIC_OPS", "CropFlip", "follow_augment_ops", "op_affine"]
+__all__ = ["GEOMETRIC_OPS", "CropFlip", "ReferenceGeometry", "follow_augment_ops", "op_affine"]
 
 # timm auto_augment op names that move pixels, and nothing else about them
 GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel")
@@ -71,6 +75,43 @@ def op_affine(name: str, args: tuple[float, ...], size: tuple[int, int]) -> np.n
     raise ValueError(f"name must be one of {', '.join(GEOMETRIC_OPS)}, but got name={name!r}")
 
 
+def _normalised(matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A pixel affine (output -> input, PIL's convention) of an image of ``(w, h)`` in ``[-1, 1]`` coordinates."""
+    w, h = size
+    to_pixels = np.array([[w / 2.0, 0.0, w / 2.0], [0.0, h / 2.0, h / 2.0], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(to_pixels) @ matrix @ to_pixels
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Output ``[-1, 1]`` coordinates -> the box's place in its image's ``[-1, 1]`` coordinates."""
+    return np.array([[x1 - x0, 0.0, x0 + x1 - 1.0], [0.0, y1 - y0, y0 + y1 - 1.0], [0.0, 0.0, 1.0]])
+
+
+class _Tracked:
+    """What both orders share: the geometric ops followed since the sample began, and the record."""
+
+    max_ops: int = 1  # geometric ops one sample can draw (RandAugment's num_layers); sets the record's width
+    last: tuple[float, float, float, float, float]
+
+    def _begin(self) -> None:
+        self._ops: list[np.ndarray] = []
+
+    def follow(self, matrix: np.ndarray, size: tuple[int, int]) -> None:
+        """Compose a later op's pixel affine (output -> input, PIL's convention) on an image of ``(w, h)``."""
+        self._ops.append(_normalised(matrix, size))
+
+    def _record(self, affine: np.ndarray, checks: list[np.ndarray]) -> tuple[float, ...]:
+        if len(checks) > self.max_ops - 1:
+            raise ValueError(f"{len(checks) + 1} geometric ops in one sample, but max_ops={self.max_ops}")
+        checks = checks + [np.eye(3)] * (self.max_ops - 1 - len(checks))  # identity: always inside
+        return (*self.last, *(float(v) for m in (affine, *checks) for v in m[:2].reshape(-1)))
+
+    @property
+    def width(self) -> int:
+        """Values in :attr:`record`."""
+        return 5 + 6 * self.max_ops
+
+
 class _Follow:
     """Wraps a timm op function: applies it and reports its affine to a ``CropFlip`` (picklable)."""
 
@@ -84,7 +125,7 @@ class _Follow:
         return self.fn(img, *args, **kwargs)
 
 
-def follow_augment_ops(augment: Any, geometry: CropFlip) -> int:
+def follow_augment_ops(augment: Any, geometry: CropFlip | ReferenceGeometry) -> int:
     """Make the geometric ops of a timm ``RandAugment`` or ``AutoAugment`` report to ``geometry``.
 
     Returns:
@@ -97,8 +138,10 @@ def follow_augment_ops(augment: Any, geometry: CropFlip) -> int:
 
     if isinstance(augment, RandAugment):
         ops = list(augment.ops)
+        geometry.max_ops = max(geometry.max_ops, int(augment.num_layers))
     elif isinstance(augment, AutoAugment):
         ops = [op for sub in augment.policy for op in sub]
+        geometry.max_ops = max(geometry.max_ops, max(len(sub) for sub in augment.policy))
     elif isinstance(augment, AugMixAugment):
         raise ValueError("offline teacher maps cannot follow AugMix (it blends geometries); use RandAugment")
     else:
@@ -111,7 +154,7 @@ def follow_augment_ops(augment: Any, geometry: CropFlip) -> int:
     return wrapped
 
 
-class CropFlip:
+class CropFlip(_Tracked):
     """Random resized crop then horizontal flip, PIL or tensor images; see the module docstring.
 
     Args:
@@ -125,7 +168,8 @@ class CropFlip:
     coordinates (x to the right, y down) and 1.0 if the output was mirrored, else 0.0. ``record``
     is ``last`` plus ``(a, b, c, d, e, f)``: the affine ``[[a, b, c], [d, e, f]]`` that maps output
     coordinates to crop coordinates (both in ``[-1, 1]``, ``align_corners=False``), composed from the
-    ops that ``follow`` was told about since the crop (identity when none).
+    ops that ``follow`` was told about since the crop (identity when none), then ``max_ops - 1``
+    fill checks: for each op after the first, the affine of the ops from that one on.
     """
 
     def __init__(
@@ -142,7 +186,7 @@ class CropFlip:
         self.hflip = float(hflip)
         self.interpolation = InterpolationMode(interpolation)
         self.last: tuple[float, float, float, float, float] = (0.0, 0.0, 1.0, 1.0, 0.0)
-        self._affine = np.eye(3)
+        self._begin()
 
     def __call__(self, image: Any) -> Any:
         height, width = F.get_size(image)
@@ -154,22 +198,98 @@ class CropFlip:
         if flipped:
             out = F.horizontal_flip(out)
         self.last = (left / width, top / height, (left + w) / width, (top + h) / height, float(flipped))
-        self._affine = np.eye(3)
+        self._begin()
         return out
-
-    def follow(self, matrix: np.ndarray, size: tuple[int, int]) -> None:
-        """Compose a later op's pixel affine (output -> input, PIL's convention) on an image of ``(w, h)``."""
-        w, h = size
-        to_pixels = np.array([[w / 2.0, 0.0, w / 2.0], [0.0, h / 2.0, h / 2.0], [0.0, 0.0, 1.0]])
-        self._affine = self._affine @ np.linalg.inv(to_pixels) @ matrix @ to_pixels
 
     @property
     def record(self) -> tuple[float, ...]:
-        """``last`` plus the six affine coefficients (see the class docstring)."""
-        return (*self.last, *(float(v) for v in self._affine[:2].reshape(-1)))
+        """``last``, the composed affine and the fill checks (see the class docstring)."""
+        suffix = [np.eye(3)]  # ops k.. composed, from the last op back to the first
+        for op in reversed(self._ops):
+            suffix.insert(0, op @ suffix[0])
+        return self._record(suffix[0], suffix[1:-1])
 
     def __repr__(self) -> str:
         return (
             f"CropFlip(size={self.size}, scale={self.scale}, ratio={self.ratio}, hflip={self.hflip}, "
             f"interpolation={self.interpolation.value})"
         )
+
+
+class ReferenceGeometry(_Tracked):
+    """The reference's order: flip, (RandAugment on the whole image), random resized crop.
+
+    TokenLabeling's training transform (which TokenMix uses) flips the whole image and its label
+    map, applies RandAugment to both, and only then cuts the random resized crop. ``flip_stage``
+    and ``crop_stage`` are the two ends of that pipeline (RandAugment goes between them, its
+    geometric ops reporting to this object through :func:`follow_augment_ops`); they draw their
+    random numbers as the reference's transforms do (flip, then the crop's parameters on the
+    augmented image).
+
+    ``record`` has ``CropFlip``'s layout, so offline maps read either: the box is the whole image,
+    not mirrored, and the affine takes output coordinates all the way to the source image (crop,
+    ops, flip); the checks are the ops from the second one on, each followed by the crop.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        interpolation: str = "bilinear",
+    ) -> None:
+        self.size = int(size)
+        self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
+        self.hflip = float(hflip)
+        self.interpolation = InterpolationMode(interpolation)
+        self.last = (0.0, 0.0, 1.0, 1.0, 0.0)
+        self.flip_stage, self.crop_stage = _Stage(self, "flip"), _Stage(self, "crop")
+        self._flipped = False
+        self._crop = np.eye(3)
+        self._begin()
+
+    def flip(self, image: Any) -> Any:
+        """First stage: mirror the whole image with probability ``hflip``; starts a new sample."""
+        self._begin()
+        self._crop = np.eye(3)
+        self._flipped = self.hflip > 0 and float(torch.rand(1)) < self.hflip
+        return F.horizontal_flip(image) if self._flipped else image
+
+    def crop(self, image: Any) -> Any:
+        """Last stage: the random resized crop of the (flipped, augmented) image."""
+        height, width = F.get_size(image)
+        top, left, h, w = RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
+        self._crop = _box(left / width, top / height, (left + w) / width, (top + h) / height)
+        return F.resized_crop(
+            image, top, left, h, w, [self.size, self.size], interpolation=self.interpolation, antialias=True
+        )
+
+    @property
+    def record(self) -> tuple[float, ...]:
+        """The whole-image box, no mirror, the composed affine and the fill checks."""
+        suffix = [self._crop]
+        for op in reversed(self._ops):
+            suffix.insert(0, op @ suffix[0])
+        mirror = np.diag([-1.0 if self._flipped else 1.0, 1.0, 1.0])
+        return self._record(mirror @ suffix[0], suffix[1:-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"ReferenceGeometry(size={self.size}, scale={self.scale}, ratio={self.ratio}, hflip={self.hflip}, "
+            f"interpolation={self.interpolation.value})"
+        )
+
+
+class _Stage:
+    """One end of a :class:`ReferenceGeometry` as a transform step (picklable)."""
+
+    def __init__(self, geometry: ReferenceGeometry, which: str) -> None:
+        self.geometry, self.which = geometry, which
+
+    def __call__(self, image: Any) -> Any:
+        return getattr(self.geometry, self.which)(image)
+
+    def __repr__(self) -> str:
+        return f"{self.which} stage of {self.geometry!r}"

@@ -32,7 +32,7 @@ from suite.data.workers import SeededLoader, WorkerPool, batch_bytes, default_wo
 from suite.run.seeds import derive_seed, seed_everything
 
 if TYPE_CHECKING:
-    from suite.data.geometry import CropFlip
+    from suite.data.geometry import CropFlip, ReferenceGeometry
 
 __all__ = [
     "DataBundle",
@@ -119,7 +119,12 @@ class SeededDataset(Dataset):
     """
 
     def __init__(
-        self, source: Any, transform: Any, geometry: CropFlip | None = None, *, pool: WorkerPool | None = None
+        self,
+        source: Any,
+        transform: Any,
+        geometry: CropFlip | ReferenceGeometry | None = None,
+        *,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.source, self.transform, self.geometry = source, transform, geometry
         self.extra_rows: Callable[[int], np.ndarray] | None = None
@@ -208,13 +213,17 @@ def _builtin(train_size: int, val_size: int, img_size: int, seed: int) -> tuple[
 
 
 def _tensor_transforms(
-    cfg: DataConfig, mean: tuple, std: tuple, train: bool, geometry: CropFlip | None = None
+    cfg: DataConfig, mean: tuple, std: tuple, train: bool, geometry: CropFlip | ReferenceGeometry | None = None
 ) -> Any:
     from timm.data.random_erasing import RandomErasing
     from torchvision.transforms import v2
 
+    from suite.data.geometry import ReferenceGeometry
+
     steps: list[Any] = []
-    if train and geometry is not None:
+    if train and isinstance(geometry, ReferenceGeometry):
+        steps += [geometry.flip_stage, geometry.crop_stage]
+    elif train and geometry is not None:
         steps.append(geometry)
     elif train:
         steps.append(v2.RandomResizedCrop(cfg.img_size, scale=tuple(cfg.scale), antialias=True))
@@ -224,6 +233,36 @@ def _tensor_transforms(
     if train and cfg.random_erasing:
         steps.append(RandomErasing(cfg.random_erasing, mode="pixel", device="cpu"))
     return v2.Compose(steps)
+
+
+def _reference_order(transform: Any, cfg: DataConfig, *, track: bool) -> ReferenceGeometry:
+    """Reorder timm's training ``transform`` in place to the reference's: flip, RandAugment, crop.
+
+    timm's ``create_transform`` gives crop, flip, RandAugment, then tensor steps; the reference
+    (TokenLabeling's label transform) flips and augments the whole image before it crops. With
+    ``track`` the geometric ops of the RandAugment report their affine to the returned geometry.
+    """
+    from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision.transforms import RandomHorizontalFlip
+
+    from suite.data.geometry import ReferenceGeometry, follow_augment_ops
+
+    steps = transform.transforms
+    if not isinstance(steps[0], RandomResizedCropAndInterpolation):
+        raise ValueError(f"data.aug_order=reference needs a random resized crop first, but the transform is {transform}")
+    crop = steps[0]
+    geometry = ReferenceGeometry(
+        cfg.img_size, scale=crop.scale, ratio=crop.ratio, hflip=cfg.hflip or 0.0, interpolation="bicubic"
+    )
+    rest = [step for step in steps[1:] if not isinstance(step, RandomHorizontalFlip)]
+    augments = [step for step in rest if isinstance(step, (RandAugment, AutoAugment, AugMixAugment))]
+    tensor_steps = [step for step in rest if step not in augments]
+    steps[:] = [geometry.flip_stage, *augments, geometry.crop_stage, *tensor_steps]
+    if track:
+        for step in augments:
+            follow_augment_ops(step, geometry)
+    return geometry
 
 
 def _track_geometry(transform: Any, cfg: DataConfig) -> CropFlip:
@@ -269,17 +308,23 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
     ``SeededDataset``); offline teacher maps need it.
     """
     from suite.data.augment import repair_augment_ops
-    from suite.data.geometry import CropFlip
+    from suite.data.geometry import CropFlip, ReferenceGeometry
 
     if cfg.source == "builtin":
         train, val = _builtin(cfg.train_size, cfg.val_size, cfg.img_size, cfg.data_seed)
         from suite.data.builtin import BUILTIN_CLASSES
 
         mean, std = BUILTIN_MEAN, BUILTIN_STD
-        crop = CropFlip(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip) if geometry else None
+        crop: CropFlip | ReferenceGeometry | None = None
+        if cfg.aug_order == "reference":  # flip, then crop (the built-in data has no RandAugment)
+            crop = ReferenceGeometry(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip or 0.0)
+        elif geometry:
+            crop = CropFlip(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip)
         return DataBundle(
             train=SeededDataset(
-                _TensorSource(train.images, train.labels), _tensor_transforms(cfg, mean, std, True, crop), crop
+                _TensorSource(train.images, train.labels),
+                _tensor_transforms(cfg, mean, std, True, crop),
+                crop if geometry else None,
             ),
             val=SeededDataset(_TensorSource(val.images, val.labels), _tensor_transforms(cfg, mean, std, False)),
             classes=list(BUILTIN_CLASSES),
@@ -310,9 +355,14 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
         )
         repair_augment_ops(train_tf)  # posterize to 0 bits: black, as before Pillow 11 (suite.data.augment)
         val_tf = create_transform(cfg.img_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
-        crop = _track_geometry(train_tf, cfg) if geometry else None
+        if cfg.aug_order == "reference":
+            tracked: CropFlip | ReferenceGeometry | None = _reference_order(train_tf, cfg, track=geometry)
+        else:
+            tracked = _track_geometry(train_tf, cfg) if geometry else None
         return DataBundle(
-            train=SeededDataset(_subset(train_set, cfg.train_size, cfg.data_seed), train_tf, crop),
+            train=SeededDataset(
+                _subset(train_set, cfg.train_size, cfg.data_seed), train_tf, tracked if geometry else None
+            ),
             val=SeededDataset(_subset(val_set, cfg.val_size, cfg.data_seed), val_tf),
             classes=list(train_set.classes),
             mean=mean,

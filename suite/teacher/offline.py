@@ -90,22 +90,25 @@ def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int, *, clamp_negati
 
     Args:
         raw: Maps ``(B, h, w)`` of whole images (any float dtype, any device).
-        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]`` or ``(B, 12)`` rows with the
-            affine ``a, b, c, d, e, f`` of the later geometric ops appended, from ``SeededDataset``
-            (box in ``[0, 1]`` image coordinates; affine from output to crop coordinates in
-            ``[-1, 1]``, see ``suite.data.geometry.CropFlip.record``).
+        where: ``(B, 6)`` rows ``[index, x0, y0, x1, y1, flipped]``, or ``(B, 12 + 6 k)`` rows with
+            the affine ``a, b, c, d, e, f`` of the later geometric ops appended, then ``k`` fill
+            checks, from ``SeededDataset`` (box in ``[0, 1]`` image coordinates; affine from
+            output to crop coordinates in ``[-1, 1]``, see ``suite.data.geometry``).
         grid: Token grid size G.
         clamp_negative: Clamp negative values at 0 before normalising (the suite's default);
             False keeps them, as the reference does (``teacher.clamp_negative``).
 
     Returns:
         Float32 maps ``(B, G, G)`` on ``raw``'s device, summing to 1 (all zero where the crop
-        holds no positive mass); non-negative unless ``clamp_negative`` is False. Where an op moved content in from outside
-        the crop (RandAugment's fill) the map is 0.
+        holds no positive mass); non-negative unless ``clamp_negative`` is False. Where an op
+        moved content in from outside its input (RandAugment's fill) the map is 0: the composed
+        affine and every check must map the point inside ``[-1, 1]``, so content that one op moved
+        out and the next moved back in counts as fill, as the image shows it.
     """
     b = raw.shape[0]
-    if where.dim() != 2 or where.shape[1] not in (6, 12) or where.shape[0] != b:
-        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12), but got {tuple(where.shape)}")
+    width = where.shape[1] if where.dim() == 2 else -1
+    if where.dim() != 2 or where.shape[0] != b or not (width == 6 or (width >= 12 and width % 6 == 0)):
+        raise ValueError(f"where must have shape ({b}, 6) or ({b}, 12 + 6 k), but got {tuple(where.shape)}")
     geo = where.to(device=raw.device, dtype=torch.float32)
     x0, y0, x1, y1, flipped = geo[:, 1], geo[:, 2], geo[:, 3], geo[:, 4], geo[:, 5]
     mirror = 1.0 - 2.0 * flipped  # -1 where the image was flipped: read the box right to left
@@ -117,10 +120,12 @@ def crop_maps(raw: torch.Tensor, where: torch.Tensor, grid: int, *, clamp_negati
     theta[:, 2, 2] = 1.0
     side = grid * _SUPERSAMPLE
     inside = None
-    if where.shape[1] == 12:
+    if width >= 12:
+        for start in range(6, width, 6):  # the composed affine, then each check
+            moved = F.affine_grid(geo[:, start : start + 6].view(b, 2, 3), [b, 1, side, side], align_corners=False)
+            shown = (moved.abs() <= 1.0).all(-1).unsqueeze(1)  # the output point shows content, not fill
+            inside = shown if inside is None else inside & shown
         affine = torch.cat([geo[:, 6:12].view(b, 2, 3), theta[:, 2:]], 1)
-        moved = F.affine_grid(affine[:, :2], [b, 1, side, side], align_corners=False)
-        inside = (moved.abs() <= 1.0).all(-1).unsqueeze(1)  # the output point shows the crop, not fill
         theta = theta @ affine
     points = F.affine_grid(theta[:, :2], [b, 1, side, side], align_corners=False)
     cut = F.grid_sample(raw.float().unsqueeze(1), points, mode="bilinear", padding_mode="border", align_corners=False)
@@ -171,6 +176,7 @@ class OfflineMaps:
             raise ValueError("topk needs the ranks stored by `suite maps build`; rebuild the maps")
         self.directory, self.array, self.meta = directory, maps, meta
         self.ranks, self.topk, self.clamp_negative = ranks, topk, clamp_negative
+        self.record_width: int | None = None  # the geometry rows' width when maps come with the batch
 
     @classmethod
     def open(
@@ -229,20 +235,24 @@ class OfflineMaps:
         instead of reading the arrays on the training thread; its results are the same.
         """
         dataset.extend_geometry(StoredRows(self.directory, self.topk))
+        self.record_width = 1 + dataset.geometry.width
 
     def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """Maps ``(B, G, G)`` of the batch's crops on the device of ``x`` (``y`` is implied by the index).
 
-        ``geometry`` rows are ``[index, crop box, flip, affine]`` (12 values, see ``crop_maps``),
+        ``geometry`` rows are ``[index, crop box, flip, affine, checks]`` (see ``crop_maps``),
         or those followed by the sample's stored map when the loader delivered it
         (:meth:`deliver_to`); without it the maps are read here from the memory-mapped arrays.
         """
         if geometry is None:
             raise ValueError("offline teacher maps need each sample's crop geometry (build the data with geometry=True)")
         side = self.array.shape[1:]
-        if geometry.dim() == 2 and geometry.shape[1] == 12 + int(np.prod(side)):  # delivered with the batch
-            where = host_to_device(geometry, x.device)
-            return crop_maps(where[:, 12:].view(-1, *side), where[:, :12], grid, clamp_negative=self.clamp_negative)
+        width = self.record_width
+        if width is not None and geometry.dim() == 2 and geometry.shape[1] == width + int(np.prod(side)):
+            where = host_to_device(geometry, x.device)  # delivered with the batch
+            return crop_maps(
+                where[:, width:].view(-1, *side), where[:, :width], grid, clamp_negative=self.clamp_negative
+            )
         index = geometry[:, 0].long().numpy()
         raw = host_to_device(torch.from_numpy(np.ascontiguousarray(self.array[index])), x.device)
         if self.topk is not None:

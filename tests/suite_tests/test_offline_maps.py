@@ -88,7 +88,7 @@ def test_folder_pipeline_swaps_timms_crop_for_a_recording_one(image_folder: Path
     assert isinstance(first, CropFlip) and first.interpolation.value == "bicubic"
     assert not any(type(t).__name__ == "RandomHorizontalFlip" for t in data.train.transform.transforms)
     _, _, where = data.train[(0, 1)]
-    assert where.shape == (12,)
+    assert where.shape == (18,)  # index, box, flip, the composed affine, one fill check (RandAugment's n=2)
     augment = next(t for t in data.train.transform.transforms if type(t).__name__ == "RandAugment")
     followed = {op.name for op in augment.ops if type(op.aug_fn).__name__ == "_Follow"}
     assert followed == {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
@@ -121,6 +121,10 @@ def test_built_maps_train_a_tokenmix_student(tiny_overrides: list[str], teacher_
     rows = read_run(result.run_dir).metrics
     assert all("tokenmix_fallbacks" in r for r in rows)
     assert 0.0 <= result.summary["top1"] <= 100.0
+    student = [*tiny_overrides, "mix.method=tokenmix", f"teacher=maps:{maps_dir}", "mix.mixup_alpha=0"]
+    reference = train(load_config(None, [*student, "data.aug_order=reference", "data.hflip=0.5", "schedule.epochs=1"]))
+    assert reference.state is RunState.FINISHED and reference.run_id != result.run_id  # another recipe
+    assert read_run(reference.run_dir).metrics[0]["tokenmix_fallbacks"] >= 0
 
 
 def test_maps_of_another_training_set_are_refused(tiny_overrides: list[str], teacher_run: Path, tmp_path: Path) -> None:
@@ -437,3 +441,83 @@ def test_offline_maps_keep_negative_values_when_asked_as_the_reference(tmp_path:
     # the default clamps first: the same cut, negative cells at 0, rescaled to sum 1
     assert float(clamped.min()) == 0.0 and float(clamped.sum()) == pytest.approx(1.0)
     torch.testing.assert_close(clamped, signed.clamp_min(0) / signed.clamp_min(0).sum())
+
+
+def _reference(size: int, **kwargs: object):  # noqa: ANN202
+    from suite.data.geometry import ReferenceGeometry
+
+    return ReferenceGeometry(size, **{"scale": (0.5, 1.0), "hflip": 0.5, **kwargs})
+
+
+def test_reference_order_moves_the_map_with_the_image() -> None:
+    import random
+
+    from timm.data.auto_augment import rand_augment_transform
+
+    from suite.data.geometry import follow_augment_ops
+
+    size, grid = 64, 8
+    image, raw = _hot_image(size)
+    checked = 0
+    for seed in range(40):
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        geometry = _reference(size)
+        augment = rand_augment_transform("rand-m9-n2-mstd0.5", {"img_mean": (0, 0, 0)})
+        follow_augment_ops(augment, geometry)
+        # the reference's order: flip the whole image, RandAugment on it, then the crop
+        seen = _image_cells(geometry.crop(augment(geometry.flip(image))), grid)
+        followed = crop_maps(raw, torch.tensor([[0, *geometry.record]], dtype=torch.float64), grid)[0]
+        if seen.sum() < 0.5 or followed.sum() == 0 or (seen > 0).float().mean() > 0.3:
+            continue  # cropped or moved out, or a colour op lit the background
+        assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0, seed
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("order", ["timm", "reference"])
+def test_content_moved_out_and_back_in_leaves_no_map_mass_on_fill(order: str) -> None:
+    from PIL import Image
+    from timm.data.auto_augment import translate_y_rel
+
+    from suite.data.geometry import op_affine
+
+    size, grid = 64, 8
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    pixels[4:12, 28:36] = 255  # a spot near the top
+    image = Image.fromarray(pixels)
+    raw = torch.zeros(1, 16, 16)
+    raw[0, 1:3, 7:9] = 1.0
+    full = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 0.0}
+    geometry = CropFlip(size, **full) if order == "timm" else _reference(size, **full)
+    geometry.max_ops = 2  # as follow_augment_ops sets it for a RandAugment of two ops
+    out = geometry(image) if order == "timm" else geometry.flip(image)
+    for shift in (0.39, -0.40):  # up and out of the image, then down again: the top rows show fill
+        geometry.follow(op_affine("TranslateYRel", (shift,), (size, size)), (size, size))
+        out = translate_y_rel(out, shift, fillcolor=(0, 0, 0), resample=Image.BILINEAR)
+    if order == "reference":
+        out = geometry.crop(out)
+    assert _image_cells(out, grid).sum() == 0  # the spot is gone from the image
+    record = torch.tensor([[0, *geometry.record]], dtype=torch.float64)
+    assert record.shape == (1, 18)  # composed affine plus one check
+    assert crop_maps(raw, record, grid).sum() == 0  # and from the map: checked after each op
+    composed_only = crop_maps(raw, record[:, :12], grid)  # the composed affine alone moves it 1 % only
+    assert composed_only.sum() == pytest.approx(1.0)
+
+
+def test_reference_order_pipeline_on_an_image_folder(image_folder: Path) -> None:
+    import pickle
+
+    from suite.data.geometry import ReferenceGeometry
+
+    cfg = load_config(None, [f"data={image_folder}", "data.img_size=32", "data.aug_order=reference"])
+    data = build_data(cfg.data, geometry=True)
+    names = [type(t).__name__ for t in data.train.transform.transforms]
+    assert names[:3] == ["_Stage", "RandAugment", "_Stage"] and "RandomHorizontalFlip" not in names
+    assert isinstance(data.train.geometry, ReferenceGeometry)
+    x, _, where = data.train[(0, 1)]
+    assert x.shape == (3, 32, 32) and where.shape == (18,)
+    assert where[1:6].tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]  # the affine carries crop, ops and flip
+    copy = pickle.loads(pickle.dumps(data.train))  # spawned loader workers get a working copy
+    torch.testing.assert_close(copy[(0, 1)][0], x)  # the same seeded sample
+    plain = build_data(cfg.data)  # without offline maps: the same order, no record
+    assert len(plain.train[(0, 1)]) == 2 and torch.equal(plain.train[(0, 1)][0], x)
