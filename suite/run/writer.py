@@ -142,6 +142,18 @@ class RunWriter:
         keep_previous(self.paths.checkpoint, self.paths.previous_checkpoint)
         atomic_write_bytes(self.paths.checkpoint, buffer.getvalue())
 
+    def final_weights(self, payload: dict[str, Any]) -> None:
+        """Replace ``checkpoint.pt`` by a finished run's final weights and drop ``checkpoint.prev.pt``.
+
+        Written atomically after ``summary.json``: a kill in between leaves the full checkpoint.
+        """
+        if not self.enabled:
+            return
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(self.paths.checkpoint, buffer.getvalue())
+        self.paths.previous_checkpoint.unlink(missing_ok=True)
+
     def metrics(self, history: Sequence[dict[str, Any]], *, new_row: dict[str, Any] | None = None) -> None:
         """Rewrite ``metrics.jsonl`` to ``history``; send ``new_row`` to W&B."""
         if not self.enabled:

@@ -221,8 +221,11 @@ class Trainer:
     def _fit(self, stop: GracefulStop, resolved: dict[str, Any]) -> TrainResult:
         self._resolved = resolved
         self._build()
+        self._final: dict[str, Any] | None = None
         self._resume()
         self._session_start = time.perf_counter()
+        if self._final is not None:
+            return self._end(RunState(self._final.get("status", "finished")), self._final.get("reason"))
         for epoch in range(self.state.epoch, self.cfg.schedule.total_epochs):
             if not self._train_epoch(epoch, stop):
                 self._checkpoint()
@@ -314,6 +317,17 @@ class Trainer:
             self.writer.metrics([])
             return
         ckpt = self._read_checkpoint()
+        if ckpt.get("final"):  # the run ended; only its summary is missing: write it again, train nothing
+            self.model.load_state_dict(ckpt["model"])
+            if self.ema is not None and ckpt.get("model_ema") is not None:
+                self.ema.module.load_state_dict(ckpt["model_ema"])
+            self.state = TrainState.from_checkpoint(ckpt)
+            self._saved = (self.state.epoch, self.state.step)
+            self._final = ckpt
+            self.writer.metrics(self.state.history)
+            self.writer.info("%s ended at epoch %d; its summary is written again from its final weights",
+                             self.run_id, self.state.epoch)
+            return
         self._check_processes(ckpt)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -374,10 +388,13 @@ class Trainer:
                 # On the CPU: the RNG states must stay there; load_state_dict moves the weights and
                 # the optimiser state to their parameters' device.
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
-                    raise ValueError("not a suite training checkpoint")
             except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
                 errors.append(f"{path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            if isinstance(ckpt, dict) and ckpt.get("final") and {"model", "epoch", "history", "best"} <= set(ckpt):
+                return ckpt  # a finished run's final weights (run.keep_checkpoints=false): its summary was lost
+            if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
+                errors.append(f"{path}: ValueError: not a suite training checkpoint")
                 continue
             if errors:
                 self.writer.info("unreadable %s; resuming from the previous checkpoint %s", errors[0], path.name)
@@ -562,6 +579,17 @@ class Trainer:
     def _end(self, state: RunState, reason: str | None = None) -> TrainResult:
         summary = self._summary(state, reason)
         self.writer.summary(summary)
+        if not self.cfg.run.keep_checkpoints:  # the run is over: optimiser state and the fallback go
+            self.writer.final_weights({
+                "model": self.model.state_dict(),
+                "model_ema": None if self.ema is None else self.ema.module.state_dict(),
+                "final": True,  # weights only; teachers and weight readers take it as any checkpoint
+                "status": state.value,
+                "reason": reason,
+                **{**self.state.state_dict(), "seconds": self._elapsed()},  # epochs, history: the summary again
+                "processes": self.dist.world_size,
+                "config": self._resolved,
+            })
         if state is RunState.PRUNED:
             self.writer.info("pruned %s after epoch %d: %s", self.run_id, summary["epochs"], reason)
         else:

@@ -66,14 +66,14 @@ def test_relaunch_resumes_and_reruns_only_what_needs_it(tmp_path: Path) -> None:
     first = launch(sweep, executor="debug")
     resumed, rerun, kept = first.plan.runs
     before = read_run(resumed.paths.root).summary
-    (resumed.paths.summary).unlink()  # checkpoint left: resumable
+    (resumed.paths.summary).unlink()  # final weights left: the relaunch writes the summary again
     (rerun.paths.failure).write_text(json.dumps({"error": "X", "message": "simulated"}))
     (rerun.paths.summary).unlink()
     (rerun.paths.checkpoint).unlink()  # failure.json newer than any checkpoint: failed
     again = launch(sweep, executor="debug")
     assert sorted(again.submitted) == sorted([resumed.run_id, rerun.run_id])
     assert again.skipped == {kept.run_id: RunState.FINISHED}
-    assert "resuming" in (resumed.paths.log).read_text()
+    assert "summary is written again from its final weights" in (resumed.paths.log).read_text()
     after = read_run(resumed.paths.root).summary
     assert (after["top1"], after["val_loss"]) == (before["top1"], before["val_loss"])  # resumed at the end
     assert all(read_run(r.paths.root).state is RunState.FINISHED for r in first.plan.runs)

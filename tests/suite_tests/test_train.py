@@ -37,6 +37,31 @@ def test_run_directory_holds_every_record(tiny_overrides: list[str]) -> None:
     assert not list(result.run_dir.glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_a_finished_run_keeps_its_final_weights_only_unless_asked(tiny_overrides: list[str], tmp_path: Path) -> None:
+    from suite.models.weights import read_weights
+
+    lean = train(load_config(None, [*tiny_overrides, "optim.ema_decay=0.9", f"run.output_root={tmp_path / 'lean'}"]))
+    kept = train(load_config(None, [*tiny_overrides, "optim.ema_decay=0.9", "run.keep_checkpoints=true",
+                                    f"run.output_root={tmp_path / 'kept'}"]))
+    assert lean.run_id == kept.run_id and lean.summary["top1"] == kept.summary["top1"]
+    final = torch.load(lean.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    full = torch.load(kept.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert final["final"] is True and "optimizer" not in final and "rng" not in final
+    assert not (lean.run_dir / "checkpoint.prev.pt").exists() and (kept.run_dir / "checkpoint.prev.pt").is_file()
+    for key in ("model", "model_ema"):  # the same weights, student and EMA
+        for name, value in full[key].items():
+            assert torch.equal(final[key][name], value), (key, name)
+    assert (lean.run_dir / "checkpoint.pt").stat().st_size < 0.5 * (kept.run_dir / "checkpoint.pt").stat().st_size
+    weights, config = read_weights(lean.run_dir / "checkpoint.pt")  # as a teacher reads it: the EMA
+    assert config is not None and all(torch.equal(weights[k], full["model_ema"][k]) for k in weights)
+    (lean.run_dir / "summary.json").unlink()  # a lost summary: written again from the final checkpoint
+    again = train(load_config(None, [*tiny_overrides, "optim.ema_decay=0.9", f"run.output_root={tmp_path / 'lean'}"]))
+    assert again.state is RunState.FINISHED
+    for key in ("top1", "best_top1", "best_ema_top1", "epochs", "val_loss"):
+        assert again.summary[key] == lean.summary[key], key
+    assert "summary is written again from its final weights" in (lean.run_dir / "train.log").read_text()
+
+
 def test_finished_run_is_not_retrained(tiny_overrides: list[str]) -> None:
     cfg = load_config(None, tiny_overrides)
     first = train(cfg)
