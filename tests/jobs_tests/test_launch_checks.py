@@ -123,8 +123,9 @@ def test_plan_validates_every_paper_preset_with_its_maps_steps(cli) -> None:
     files = sorted(str(p) for p in (Path(__file__).parents[2] / "sweeps" / "paper").glob("*.yaml"))
     result = CliRunner().invoke(cli, ["sweep", "plan", *files])
     assert result.exit_code == 0, result.output
-    assert len(files) == 5 and result.output.count("sweep paper-") == 5
-    assert "4 maps build step(s) first" in result.output
+    assert len(files) == 7 and result.output.count("sweep paper-") == 7
+    assert "4 maps build step(s) first" in result.output  # the teacher sweep
+    assert result.output.count("1 maps build step(s) first") == 6  # the NFNet-F6 maps of every other preset
     assert "/checkpoints/teachers/dm_nfnet_f6.pth" in result.output  # missing here: a warning, not an error
     teacher = [f for f in files if f.endswith("teacher.yaml")]
     result = CliRunner().invoke(cli, ["sweep", "plan", *teacher, "--json"])
@@ -149,15 +150,15 @@ def test_plan_and_launch_refuse_paper_groups_on_two_nodes(tmp_path: Path, cli) -
     result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", *root])
     assert result.exit_code == 2, result.output
     flat = " ".join(result.output.split())
-    assert f"{methods}: run 3 (mix.method=mixup seed=0) and 14 more run(s)" in flat
+    assert f"{methods}: run 3 (mix.method=mixup seed=0) and 17 more run(s)" in flat
     assert "mix.groups=128 does not fit the per-process batch: data.batch_size=1024 over 16 processes" in flat
     assert "(2 nodes x 8 GPUs) gives 64 images per process" in flat and "fix: mix.groups=64" in flat
     result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", "mix.groups=64", *root])
     assert result.exit_code == 0, result.output
-    assert "18 runs" in result.output and "2 node(s) x 8 GPU(s) = 16 process(es)" in " ".join(result.output.split())
+    assert "22 runs" in result.output and "2 node(s) x 8 GPU(s) = 16 process(es)" in " ".join(result.output.split())
     result = runner.invoke(cli, ["sweep", "plan", methods, "resources.nodes=2", "mix.groups=64", "--json", *root])
     planned = json.loads(result.output)
-    assert planned["processes"] == 16 and planned["wall_hours"] == pytest.approx(planned["hours"] / 18 / 16)
+    assert planned["processes"] == 16 and planned["wall_hours"] == pytest.approx(planned["hours"] / 21 / 16)
     result = runner.invoke(cli, ["sweep", "launch", methods, "resources.nodes=2", "--no-check-paths", "-e", "debug",
                                  *root])
     assert result.exit_code == 2 and "fix: mix.groups=64" in " ".join(result.output.split())

@@ -20,8 +20,8 @@ def test_paper_estimate_from_the_table(tmp_path: Path) -> None:
     est = estimate(plan)
     rate = THROUGHPUT["deit_small_patch16_224"].images_per_s
     per_run = (300 + 10) * (IMAGENET_TRAIN + IMAGENET_VAL / 3) / rate / 3600  # cosine + cooldown epochs
-    assert est.device == "GPU" and est.unknown == 0
-    assert est.total_hours == pytest.approx(18 * per_run)
+    assert est.device == "GPU" and est.unknown == 1  # the NFNet-F6 maps build: no published throughput
+    assert est.total_hours == pytest.approx(21 * per_run)
     assert "timm benchmark" in est.sources["deit_small_patch16_224"]
 
 
@@ -54,5 +54,5 @@ def test_more_nodes_same_gpu_hours_shorter_wall_clock(tmp_path: Path) -> None:
     one, four = planned(1), planned(4)
     assert four.total_hours == pytest.approx(one.total_hours)  # table rates scale linearly with the GPUs
     assert four.wall_hours == pytest.approx(one.wall_hours / 4)
-    assert one.wall_hours == pytest.approx(one.total_hours / 18 / 8)  # 18 equal runs of 8 GPUs each
-    assert one.sweep_wall_hours == pytest.approx(5 * one.wall_hours)  # 18 runs, 4 at a time: 5 rounds
+    assert one.wall_hours == pytest.approx(one.total_hours / 21 / 8)  # 21 equal runs of 8 GPUs each
+    assert one.sweep_wall_hours == pytest.approx(6 * one.wall_hours)  # 21 runs, 4 at a time: 6 rounds

@@ -145,11 +145,13 @@ def test_missing_prerequisite_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "runs", "prerequisites"),
     [
-        ("paper/mask_ratio.yaml", 18, 0),
-        ("paper/token_grid.yaml", 12, 0),
+        ("paper/mask_ratio.yaml", 18, 1),  # every TokenMix teacher row reads the NFNet-F6 maps step
+        ("paper/token_grid.yaml", 12, 1),
         ("paper/teacher.yaml", 15, 4),  # one maps build step per teacher
-        ("paper/mix_prob.yaml", 12, 0),
-        ("paper/methods.yaml", 18, 0),
+        ("paper/mix_prob.yaml", 12, 1),
+        ("paper/methods.yaml", 21, 1),
+        ("paper/models.yaml", 18, 1),
+        ("paper/mask_type.yaml", 9, 1),
         ("demo/mask_ratio.yaml", 6, 0),
         ("demo/token_grid.yaml", 6, 0),
         ("demo/teacher.yaml", 6, 2),  # the CNN teacher, then its maps build step
@@ -161,13 +163,27 @@ def test_presets_plan_without_the_dataset(tmp_path: Path, file: str, runs: int, 
     plan = expand(load_sweep(REPO / "sweeps" / file, output_root=tmp_path), check_paths=False)
     assert len(plan.runs) == runs and len(plan.prerequisites) == prerequisites
     if file.startswith("paper/"):
-        assert all(run.config.model.name == "deit_small_patch16_224" for run in plan.runs)
+        models = {run.config.model.name for run in plan.runs}
+        assert models == ({"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"}
+                          if file.endswith("models.yaml") else {"deit_small_patch16_224"})
         assert all(run.config.schedule.epochs == 300 for run in plan.runs)
-        # the reference's recipe: 300 + 10 cooldown epochs, EMA, BCE, one draw per 128 images
+        # the reference's recipe: 300 + 10 cooldown epochs, EMA, BCE, one draw per 128 images; the
+        # DeiT-recipe baseline rows alone use soft-target CE, repeated augmentation and timm's order
         assert all(run.config.schedule.total_epochs == 310 for run in plan.runs)
-        assert all(run.config.optim.ema_decay == 0.99996 and run.config.optim.loss == "bce" for run in plan.runs)
+        deit = [run for run in plan.runs if run.config.data.repeated_aug == 3]
+        assert all(run.config.optim.loss == "soft_ce" and run.config.data.aug_order == "timm" for run in deit)
+        reference = [run for run in plan.runs if run not in deit]
+        assert all(run.config.optim.ema_decay == 0.99996 and run.config.optim.loss == "bce" for run in reference)
+        assert all(run.config.data.aug_order == "reference" for run in reference)
         assert all(run.config.mix.groups == 128 for run in plan.runs)
         assert all(run.config.teacher.topk == 5 for run in plan.runs if run.config.teacher.enabled)
+        if not file.endswith("teacher.yaml"):  # the reference's teacher in every teacher-label row
+            taught = [run for run in plan.runs if run.config.teacher.enabled]
+            assert taught and all(run.config.teacher.maps is not None for run in taught)
+            assert all(run.config.teacher.fallback == "zero" and not run.config.teacher.clamp_negative
+                       for run in taught)
+            (step,) = plan.prerequisites
+            assert step.build["crop"] == "center" and step.build["img_size"] == 576
         assert any(w.startswith("data.root: /datasets/imagenet does not exist") for w in plan.warnings)
         assert sorted({run.config.run.seed for run in plan.runs}) == [0, 1, 2]
     else:
@@ -206,24 +222,24 @@ def _on_nodes(sweep, nodes: int):
 def test_paper_groups_are_checked_per_gpu_at_plan_time(tmp_path: Path) -> None:
     """mix.groups=128 of a 1,024 batch fits 8 GPUs; on 16 each GPU has 64 images and training would fail."""
     path = REPO / "sweeps/paper/methods.yaml"
-    assert len(expand(load_sweep(path, output_root=tmp_path), check_paths=False).runs) == 18
+    assert len(expand(load_sweep(path, output_root=tmp_path), check_paths=False).runs) == 21
     with pytest.raises(SweepError) as err:
         expand(_on_nodes(load_sweep(path, output_root=tmp_path), 2), check_paths=False)
     message = str(err.value)
-    assert message.startswith(f"{path}: 15 run(s) of the sweep are invalid")  # the 3 runs without mixing train
-    assert f"{path}: run 3 (mix.method=mixup seed=0) and 14 more run(s)" in message
+    assert message.startswith(f"{path}: 18 run(s) of the sweep are invalid")  # the 3 runs without mixing train
+    assert f"{path}: run 3 (mix.method=mixup seed=0) and 17 more run(s)" in message
     assert "mix.groups=128" in message and "data.batch_size=1024" in message
     assert "16 processes (2 nodes x 8 GPUs) gives 64 images per process" in message
     assert "fix: mix.groups=64" in message and "resources.nodes=1" in message
     halved = _on_nodes(load_sweep(path, ["mix.groups=64"], output_root=tmp_path), 2)
     plan = expand(halved, check_paths=False)
-    assert len(plan.runs) == 18 and all(run.config.mix.groups == 64 for run in plan.runs)
+    assert len(plan.runs) == 21 and all(run.config.mix.groups == 64 for run in plan.runs)
 
 
 def test_a_report_reads_runs_whatever_the_split(tmp_path: Path) -> None:
     """Reports expand without the runnable-setup checks: the records decide."""
     sweep = _on_nodes(load_sweep(REPO / "sweeps/paper/methods.yaml", output_root=tmp_path), 2)
-    assert len(expand(sweep, check_paths=False, machine=False).runs) == 18
+    assert len(expand(sweep, check_paths=False, machine=False).runs) == 21
 
 
 def test_a_prerequisite_is_checked_on_the_sweep_resources_too(tmp_path: Path) -> None:
