@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="gpu case: timed steps per row (default 50)")
     parser.add_argument("--warmup", type=int, default=None, help="gpu case: untimed steps first (default 10)")
+    parser.add_argument("--compile", action="store_true",
+                        help="builtin/folder cases: run.compile=true, and torch.compile the bare loop's model too")
     parser.add_argument("--dry-run", action="store_true",
                         help="gpu case: a tiny model for a few steps, on any device (numbers mean nothing)")
     args = parser.parse_args(argv)
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if args.threads:
             overrides.append(f"run.threads={args.threads}")
+        if args.compile:
+            overrides.append("run.compile=true")
         cfg = load_config(None, overrides)
         trainer = Trainer(cfg, progress=False)
         result = trainer.fit()
@@ -269,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             mixes.append(time.perf_counter() - start)
             batches.append((mixed, target))
         x, target = batches[0]
-        bare = cfg.data.batch_size / _bare(model, x, target, device, amp, args.bare_steps)
+        bare_model = torch.compile(model) if args.compile else model
+        bare = cfg.data.batch_size / _bare(bare_model, x, target, device, amp, args.bare_steps)
         name = torch.cuda.get_device_name(device) if amp else f"CPU, {torch.get_num_threads()} threads"
         batch = cfg.data.batch_size
         print(f"{args.case}: {cfg.model.name}, {cfg.data.img_size} px, batch {batch}, TokenMix, {name}, "
-              f"torch {torch.__version__}")
+              f"torch {torch.__version__}{', torch.compile (both loops)' if args.compile else ''}")
         print("| loop | img/s | ratio |")
         print("|---|---:|---:|")
         print(f"| suite train (epochs 2..{case['epochs']}, loading+mixing+records) | {steady:.0f} | "
