@@ -283,6 +283,21 @@ def test_gradient_accumulation_trains_as_the_whole_batch(tmp_path: Path, method:
         torch.testing.assert_close(_weights(halves.run_dir)[name], value, atol=2e-5, rtol=1e-4, msg=name)
 
 
+def test_accumulation_with_repeated_augmentation_resumes_exactly(tmp_path: Path) -> None:
+    from tests.helpers import StopAfter
+
+    extra = ("mix.method=tokenmix", "mix.mixup_alpha=0", "optim.accum_steps=2", "data.repeated_aug=3",
+             "eval.occlusion=[]")
+    reference = train(load_config(None, _overrides(tmp_path / "ref", *extra)))
+    cfg = load_config(None, _overrides(tmp_path / "int", *extra))
+    assert train(cfg, stop=StopAfter(3)).state is RunState.INTERRUPTED  # mid-epoch, between optimiser steps
+    resumed = train(cfg)
+    assert [r["train_loss"] for r in read_run(resumed.run_dir).metrics] == [
+        r["train_loss"] for r in read_run(reference.run_dir).metrics
+    ]
+    assert resumed.summary["top1"] == reference.summary["top1"]
+
+
 def test_gradient_accumulation_over_two_processes_equals_one_process(tmp_path: Path) -> None:
     extra = ("mix.method=none", "run.log_every=2", "eval.occlusion=[]")
     one = train(load_config(None, _overrides(tmp_path / "one", *extra)))

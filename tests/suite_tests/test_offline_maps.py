@@ -474,6 +474,34 @@ def test_reference_order_moves_the_map_with_the_image() -> None:
     assert checked >= 15
 
 
+@pytest.mark.parametrize("op", ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX"])
+def test_reference_order_moves_the_map_with_each_geometric_op(op: str) -> None:
+    import random
+
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp, RandAugment
+
+    from suite.data.geometry import follow_augment_ops
+
+    size, grid = 64, 8
+    image, raw = _hot_image(size)
+    hparams = {"img_mean": (0, 0, 0), "interpolation": Image.BILINEAR, "translate_const": 20}
+    moved = 0
+    for seed in range(8):  # both signs of the magnitude, flipped or not
+        random.seed(seed), torch.manual_seed(seed)
+        geometry = _reference(size, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+        augment = RandAugment([AugmentOp(op, prob=1.0, magnitude=9, hparams=hparams)], num_layers=1)
+        assert follow_augment_ops(augment, geometry) == 1
+        seen = _image_cells(geometry.crop(augment(geometry.flip(image))), grid)
+        followed = crop_maps(raw, torch.tensor([[0, *geometry.record]], dtype=torch.float64), grid)[0]
+        if seen.sum() == 0:  # moved out of the image: the map is empty too
+            assert followed.sum() == 0
+            continue
+        assert (_centroid(seen) - _centroid(followed)).abs().max() <= 1.0, seed  # within one token
+        moved += 1
+    assert moved >= 4, f"{op}: the spot stayed in the image in {moved} of 8 seeds, too few to check the map"
+
+
 @pytest.mark.parametrize("order", ["timm", "reference"])
 def test_content_moved_out_and_back_in_leaves_no_map_mass_on_fill(order: str) -> None:
     from PIL import Image
