@@ -19,6 +19,7 @@ from typing import Any
 import suite.config.identity
 import suite.config.schema
 import sweeps.expand
+import sweeps.extra_seeds
 import sweeps.prerequisites
 import sweeps.runs
 import sweeps.schema
@@ -27,6 +28,7 @@ import sweeps.values
 from analysis._records import trusted
 from suite.run.records import atomic_write_bytes
 from sweeps.expand import SEED_KEY, expand, lookup
+from sweeps.extra_seeds import EXTRA_SEEDS_FILE
 from sweeps.spec import Sweep, format_value, load_sweep
 
 __all__ = ["Condition", "SweepPlan", "condition_label", "plan_sweep", "value_label", "value_text"]
@@ -103,6 +105,7 @@ def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
         files.append(cfg if cfg.is_absolute() else sweep.folder / cfg)
     text = json.dumps([sweep.spec.model_dump(mode="json"), sweep.base], sort_keys=True, default=str)
     files += [sweep.folder / ref[1:] for ref in _refs(text)]
+    files.append(sweep.output_root / EXTRA_SEEDS_FILE)  # rows that adaptive seeding extended
     for path in files:
         digest.update(str(path).encode())
         try:
@@ -110,7 +113,7 @@ def _fingerprint(sweep: Sweep, overrides: list[str]) -> str:
         except OSError:
             digest.update(b"<missing>")
     digest.update(json.dumps([overrides, str(sweep.output_root)]).encode())
-    identity_modules = (sweeps.expand, sweeps.spec, sweeps.values, sweeps.runs, sweeps.prerequisites, sweeps.schema)
+    identity_modules = (sweeps.expand, sweeps.extra_seeds, sweeps.spec, sweeps.values, sweeps.runs, sweeps.prerequisites, sweeps.schema)
     for module in (suite.config.schema, suite.config.identity, *identity_modules, sys.modules[__name__]):
         st = Path(module.__file__).stat()  # type: ignore[arg-type]
         digest.update(f"{module.__name__}:{st.st_size}:{st.st_mtime_ns}".encode())

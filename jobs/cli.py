@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from suite.cli.console import (
@@ -284,29 +285,54 @@ def launch(
         ),
     ] = True,
     output_root: OutputRootOpt = None,
+    until_ci: Annotated[
+        float | None,
+        typer.Option("--until-ci", help="Adaptive seeds: add seeds to the rows whose 95 % CI of Δ top-1 is wider "
+                     "than ± this many points, round after round (waits for each round)."),
+    ] = None,
+    max_seeds: Annotated[int, typer.Option("--max-seeds", help="With --until-ci: the most seeds a row gets.")] = 10,
 ) -> None:
     """Submit every run that is not done and not queued; finished runs are skipped.
 
     Checks every run config, the executor and (SLURM) the resources against the partition
     before submitting anything. Launching again reruns failed and missing runs and resumes
-    interrupted ones from their checkpoints.
+    interrupted ones from their checkpoints. With --until-ci W, rounds follow: after each, the
+    rows whose interval half-width is above W (and that have fewer than --max-seeds seeds) get
+    one more seed, their baseline too, until every row is within W or at the cap; the decisions
+    are kept in extra-seeds.json, so plan, status and report show the added runs, and the same
+    command started again trains only what is missing.
     """
-    sweep = _load(file, _args(file, overrides), output_root)
-    report = _submit(
-        sweep, executor=executor, max_parallel=max_parallel, wait=wait, poll_s=poll, check_paths=check_paths
-    )
+    args = _args(file, overrides)
+    options = {"executor": executor, "max_parallel": max_parallel, "poll_s": poll, "check_paths": check_paths}
+    if until_ci is not None:
+        from jobs.adaptive import launch_until_ci
+
+        rounds = _submit(None, run=lambda launch, echo: launch_until_ci(
+            lambda: _load(file, args, output_root), width=until_ci, max_seeds=max_seeds,
+            overrides=list(args.overrides), launch=launch, say=echo, **options))
+        for report in (r.launched for r in rounds):
+            _print_launch(report, file)
+        return
+    sweep = _load(file, args, output_root)
+    report = _submit(sweep, wait=wait, **options)
     _print_launch(report, file)
 
 
-def _submit(sweep: Any, **options: Any) -> Any:
-    """The launch report of ``jobs.launch.launch``; an error is printed and its exit code raised."""
+def _submit(sweep: Any, run: Any = None, **options: Any) -> Any:
+    """The launch report of ``jobs.launch.launch`` (or what ``run(launch, echo)`` returns); an error
+    is printed and its exit code raised."""
     from jobs.launch import LaunchInterrupted, SubmissionError, stop_signals_interrupt
     from jobs.launch import launch as run_launch
     from sweeps.spec import SweepError
 
+    def echo(line: str) -> None:
+        console.print(line, highlight=False)
+
     try:
         with stop_signals_interrupt():
-            return run_launch(sweep, echo=lambda line: console.print(line, highlight=False), **options)
+            if run is not None:
+                return run(run_launch, echo)
+            return run_launch(sweep, echo=echo, **options)
     except SweepError as err:
         raise _invalid(err) from None
     except SubmissionError as err:
@@ -384,6 +410,7 @@ def status(
         print(json.dumps(_status_json(state, report), indent=2))
         return
     _print_counts(state, report)
+    _print_extra_seeds(state)
     _print_unfinished(report, show_all)
     _print_problems(report)
     _print_usage(report)
@@ -446,6 +473,27 @@ def _status_json(state: Any, report: Any) -> dict[str, Any]:
             for r in report.runs
         ],
     }
+
+
+def _print_extra_seeds(state: Any) -> None:
+    """The rows adaptive seeding (launch --until-ci) gave more seeds, and why each row has what it has."""
+    from sweeps.extra_seeds import ExtraSeeds
+
+    try:
+        record = ExtraSeeds.read(Path(state.output_root))
+    except ValueError as err:
+        _warn(str(err))
+        return
+    if not record.rows:
+        return
+    target = record.target
+    console.print(f"adaptive seeds (--until-ci {target.get('width')}, --max-seeds {target.get('max_seeds')}, "
+                  f"{target.get('metric', 'top1')}):", highlight=False)
+    for entry in record.rows.values():
+        extra = entry.get("seeds") or []
+        added = f" (+ seeds {', '.join(map(str, extra))})" if extra else ""
+        console.print(f"  {escape(str(entry.get('label')))}{added}: {escape(str(entry.get('why') or ''))}",
+                      highlight=False)
 
 
 def _print_counts(state: Any, report: Any) -> None:

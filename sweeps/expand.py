@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from suite.config import ConfigError, run_id, validate_config
+from sweeps.extra_seeds import ExtraSeeds
 from sweeps.prerequisites import Made, data_mismatch, make_first
 from sweeps.runs import SEED_KEY, Checks, Plan, PlannedRun, Problems, describe, output_fields, split_problem
 from sweeps.spec import Sweep, SweepError
@@ -77,8 +78,14 @@ def _run_values(sweep: Sweep) -> tuple[list[dict[str, Any]], int]:
     """
     spec = sweep.spec
     seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
-    runs = [dict(combo) if seed is None else {**combo, SEED_KEY: seed}
-            for combo in _axis_combos(sweep) for seed in seeds]
+    try:  # the rows adaptive seeding extended (suite sweep launch --until-ci)
+        extra = ExtraSeeds.read(sweep.output_root) if spec.seeds is not None else None
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+    runs = []
+    for combo in _axis_combos(sweep):
+        more = [s for s in extra.seeds(combo) if s not in seeds] if extra is not None else []
+        runs += [dict(combo) if seed is None else {**combo, SEED_KEY: seed} for seed in [*seeds, *more]]
     if not spec.exclude:
         return runs, 0
     base_flat = _flatten(sweep.base)
