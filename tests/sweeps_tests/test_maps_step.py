@@ -33,7 +33,7 @@ def test_step_runs_after_its_teacher_and_before_its_students(tmp_path: Path) -> 
     plan = expand(load_sweep(path), check_paths=True)  # nothing exists yet, and launch may go ahead
     teacher, step = plan.prerequisites
     assert (teacher.kind, step.kind) == ("train", "maps") and [r.index for r in plan.prerequisites] == [0, 1]
-    assert step.needs == (teacher.run_id,) and step.build == {"img_size": 48, "batch_size": 128}
+    assert step.needs == (teacher.run_id,) and step.build == {"img_size": 48, "batch_size": 128, "crop": "squash"}
     assert step.run_id.startswith("maps-") and step.label() == "maps build maps/cnn.yaml"
     assert step.config.teacher.checkpoint == teacher.paths.checkpoint
     assert step.config.data.train_size == 256  # the sweep base's training set
