@@ -147,8 +147,14 @@ def _suite_step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, warmup: int,
     return _window(lambda i: trainer._step((x, y), 0, i, meter), trainer.device, warmup, steps)
 
 
-def gpu_rows(case: dict, *, warmup: int, steps: int, root: Path) -> tuple[str, list[tuple[str, float, str]]]:
-    """The gpu case: a title line and rows (label, seconds per step, what the last column says)."""
+def gpu_rows(
+    case: dict, *, warmup: int, steps: int, root: Path, compile: bool = False
+) -> tuple[str, list[tuple[str, float, str]]]:
+    """The gpu case: a title line and rows (label, seconds per step, what the last column says).
+
+    With ``compile`` two more rows: the bare loop and the suite step, both under ``torch.compile``
+    (the suite's ``run.compile=true``), the ratio of the second to the first.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     batch, img, classes = case["batch"], case["img"], case["classes"]
@@ -163,7 +169,8 @@ def gpu_rows(case: dict, *, warmup: int, steps: int, root: Path) -> tuple[str, l
     tokenmix = _built_trainer(_step_config(case, root, []), classes)
     model = build_model(case["model"], num_classes=classes, img_size=img).to(device)
     target = tokenmix.mixer(x.clone(), y, generator=torch.Generator().manual_seed(0))[1]
-    bare = _bare(model, x.clone(), target, device, tokenmix.amp, steps, warmup)
+    amp = tokenmix.amp
+    bare = _bare(model, x.clone(), target, device, amp, steps, warmup)
     del model
     rows.append(("bare forward + backward + AdamW, batch on the device", bare, "1.000"))
     on_device = _suite_step(tokenmix, x.clone(), y, warmup, steps)
@@ -186,6 +193,16 @@ def gpu_rows(case: dict, *, warmup: int, steps: int, root: Path) -> tuple[str, l
     rows.append((f"suite step, paper recipe (mix.groups={case['groups']}, Mixup/TokenMix switch, EMA, BCE, "
                  "drop path 0.1), batch on the device", recipe, f"{bare / recipe:.3f}"))
     del paper
+    if compile:
+        model = torch.compile(build_model(case["model"], num_classes=classes, img_size=img).to(device))
+        compiled_bare = _bare(model, x.clone(), target, device, amp, steps, warmup)
+        del model
+        rows.append(("bare loop, torch.compile", compiled_bare, f"{bare / compiled_bare:.3f}"))
+        compiled = _built_trainer(_step_config(case, root, ["run.compile=true"]), classes)
+        step = _suite_step(compiled, x.clone(), y, warmup, steps)
+        rows.append(("suite step, TokenMix, run.compile=true (ratio to the compiled bare loop)", step,
+                     f"{compiled_bare / step:.3f}"))
+        del compiled
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     precision = "bf16 autocast, channels_last" if cuda else "fp32 (CPU)"
     title = (f"{case['model']}, {img} px, batch {batch}, {classes} classes, {precision}, {name}, "
@@ -212,7 +229,7 @@ def _gpu_case(args: argparse.Namespace) -> int:
             return 2
         case, warmup, steps = dict(CASES["gpu"]), args.warmup or 10, args.steps or 50
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
-        title, rows = gpu_rows(case, warmup=warmup, steps=steps, root=Path(tmp) / "runs")
+        title, rows = gpu_rows(case, warmup=warmup, steps=steps, root=Path(tmp) / "runs", compile=args.compile)
     print(gpu_table(title, rows, case["batch"]))
     return 0
 
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="gpu case: timed steps per row (default 50)")
     parser.add_argument("--warmup", type=int, default=None, help="gpu case: untimed steps first (default 10)")
     parser.add_argument("--compile", action="store_true",
-                        help="builtin/folder cases: run.compile=true, and torch.compile the bare loop's model too")
+                        help="run.compile=true, and torch.compile the bare loop's model too (gpu case: two more rows)")
     parser.add_argument("--dry-run", action="store_true",
                         help="gpu case: a tiny model for a few steps, on any device (numbers mean nothing)")
     args = parser.parse_args(argv)

@@ -46,3 +46,20 @@ def test_gpu_case_without_cuda_points_to_the_dry_run() -> None:
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert result.returncode == 2 and "--dry-run" in result.stderr
+
+
+def _cuda() -> bool:
+    import suite  # noqa: F401 - torchvision shim
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="on a CUDA machine gpu.sh measures instead of refusing")
+def test_gpu_script_parses_and_refuses_without_cuda() -> None:
+    script = REPO / "benchmarks" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**__import__("os").environ, "PY": sys.executable})
+    assert result.returncode == 2 and "--dry-run runs it in miniature" in result.stderr
+    assert result.stdout == ""  # nothing measured, nothing printed as if it were a result
