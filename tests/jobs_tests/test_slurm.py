@@ -119,8 +119,8 @@ def test_deleted_summary_relaunches_exactly_that_run(sweeps: dict) -> None:
     assert again.submitted == [target.run_id] and again.sbatch_calls == 1
     assert _wait(sweep, again) == {target.run_id: RunState.FINISHED}
     after = read_run(target.paths.root).summary
-    assert after["top1"] == before["top1"] and after["epochs"] == 2  # resumed from the final checkpoint
-    assert "resuming" in target.paths.log.read_text()
+    assert after["top1"] == before["top1"] and after["epochs"] == 2  # written again from the final weights
+    assert "summary is written again from its final weights" in target.paths.log.read_text()
 
 
 def test_failing_job_is_reported_with_its_error(sweeps: dict) -> None:
