@@ -129,7 +129,7 @@ def accumulation_problem(batch_size: int, processes: int, accum_steps: int) -> s
     Example:
         >>> accumulation_problem(1024, 1, 8) is None
         True
-        >>> "optim.accum_steps=4" in accumulation_problem(96, 2, 8)
+        >>> "optim.accum_steps=12" in accumulation_problem(96, 4, 16)
         True
     """
     if accum_steps < 1:

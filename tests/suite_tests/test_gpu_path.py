@@ -22,7 +22,8 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tin
     # A GPU run's trainer has device cuda:N; its checkpoint used to be loaded there, so the saved
     # RNG state landed on the GPU and `.numpy()` / `torch.set_rng_state` raised on every resume.
     # The meta device stands in for a device that is not the CPU.
-    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]"])
+    # run.keep_checkpoints: the finished run keeps its full training checkpoint to read back
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]", "run.keep_checkpoints=true"])
     done = train(cfg)
     assert done.state is RunState.FINISHED
     trainer = Trainer(cfg)
@@ -68,7 +69,7 @@ def test_loss_scaling_trains_exactly_like_unscaled_and_resumes_its_scale(
 ) -> None:
     # fp16's path (scale, unscale before clipping, scaler step) on the CPU: a power-of-two loss
     # scale is exact in float32, so the trajectory must equal the unscaled one bit for bit.
-    extra = ["mix.method=cutmix", "optim.clip_grad=1.0", "eval.occlusion=[]"]
+    extra = ["mix.method=cutmix", "optim.clip_grad=1.0", "eval.occlusion=[]", "run.keep_checkpoints=true"]
     plain = train(load_config(None, [*tiny_overrides, *extra]))
 
     def scaled(device: torch.device, *, amp: bool, amp_dtype: str) -> Precision:
@@ -86,7 +87,8 @@ def test_loss_scaling_trains_exactly_like_unscaled_and_resumes_its_scale(
 
 def _resumable(tiny_overrides: list[str], method: str, processes: int) -> Trainer:
     """A finished one-epoch run made resumable again, as if checkpointed with ``processes`` ranks."""
-    cfg = load_config(None, [*tiny_overrides, f"mix.method={method}", "schedule.epochs=1", "eval.occlusion=[]"])
+    cfg = load_config(None, [*tiny_overrides, f"mix.method={method}", "schedule.epochs=1", "eval.occlusion=[]",
+                             "run.keep_checkpoints=true"])  # the full training checkpoint, not final weights
     result = train(cfg)
     ckpt_path = result.run_dir / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=True)
@@ -176,7 +178,8 @@ def test_a_stop_at_an_epoch_end_writes_that_epochs_checkpoint_with_sparse_checkp
 def test_train_rewrites_the_damaged_config_of_a_finished_run(tiny_overrides: list[str]) -> None:
     import json
 
-    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]"])
+    # run.keep_checkpoints: the finished run keeps its full training checkpoint to read back
+    cfg = load_config(None, [*tiny_overrides, "schedule.epochs=1", "eval.occlusion=[]", "run.keep_checkpoints=true"])
     done = train(cfg)
     config = done.run_dir / "config.json"
     before = json.loads(config.read_text())

@@ -90,8 +90,9 @@ def test_interrupted_run_resumes_to_identical_metrics(tiny_overrides: list[str],
 def test_a_compiled_run_keeps_its_id_and_checkpoint_names_and_resumes_exactly(
     tiny_overrides: list[str], tmp_path: Path
 ) -> None:
-    compiled = [*tiny_overrides, "run.compile=true", "eval.occlusion=[]"]
-    eager = train(load_config(None, [*tiny_overrides, "eval.occlusion=[]", f"run.output_root={tmp_path / 'eager'}"]))
+    compiled = [*tiny_overrides, "run.compile=true", "eval.occlusion=[]", "schedule.epochs=1"]
+    eager = train(load_config(None, [*tiny_overrides, "eval.occlusion=[]", "schedule.epochs=1",
+                                     f"run.output_root={tmp_path / 'eager'}"]))
     reference = train(load_config(None, [*compiled, f"run.output_root={tmp_path / 'ref'}"]))
     assert reference.run_id == eager.run_id  # compiling is how a run executes, not what it is
     # the checkpoint holds the plain module's names (no torch.compile "_orig_mod." prefix), so a
