@@ -91,7 +91,22 @@ class _Tracked:
     """What both orders share: the geometric ops followed since the sample began, and the record."""
 
     max_ops: int = 1  # geometric ops one sample can draw (RandAugment's num_layers); sets the record's width
-    last: tuple[float, float, float, float, float]
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        interpolation: str = "bilinear",
+    ) -> None:
+        self.size = int(size)
+        self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
+        self.hflip = float(hflip)
+        self.interpolation = InterpolationMode(interpolation)
+        self.last: tuple[float, float, float, float, float] = (0.0, 0.0, 1.0, 1.0, 0.0)
+        self._begin()
 
     def _begin(self) -> None:
         self._ops: list[np.ndarray] = []
@@ -99,6 +114,13 @@ class _Tracked:
     def follow(self, matrix: np.ndarray, size: tuple[int, int]) -> None:
         """Compose a later op's pixel affine (output -> input, PIL's convention) on an image of ``(w, h)``."""
         self._ops.append(_normalised(matrix, size))
+
+    def _suffixes(self, last: np.ndarray) -> list[np.ndarray]:
+        """``[op_1..op_n·last, op_2..op_n·last, ..., op_n·last, last]``: the ops from each one on."""
+        suffix = [last]
+        for op in reversed(self._ops):
+            suffix.insert(0, op @ suffix[0])
+        return suffix
 
     def _record(self, affine: np.ndarray, checks: list[np.ndarray]) -> tuple[float, ...]:
         if len(checks) > self.max_ops - 1:
@@ -172,21 +194,6 @@ class CropFlip(_Tracked):
     fill checks: for each op after the first, the affine of the ops from that one on.
     """
 
-    def __init__(
-        self,
-        size: int,
-        *,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        hflip: float = 0.5,
-        interpolation: str = "bilinear",
-    ) -> None:
-        self.size = int(size)
-        self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
-        self.hflip = float(hflip)
-        self.interpolation = InterpolationMode(interpolation)
-        self.last: tuple[float, float, float, float, float] = (0.0, 0.0, 1.0, 1.0, 0.0)
-        self._begin()
 
     def __call__(self, image: Any) -> Any:
         height, width = F.get_size(image)
@@ -204,9 +211,7 @@ class CropFlip(_Tracked):
     @property
     def record(self) -> tuple[float, ...]:
         """``last``, the composed affine and the fill checks (see the class docstring)."""
-        suffix = [np.eye(3)]  # ops k.. composed, from the last op back to the first
-        for op in reversed(self._ops):
-            suffix.insert(0, op @ suffix[0])
+        suffix = self._suffixes(np.eye(3))
         return self._record(suffix[0], suffix[1:-1])
 
     def __repr__(self) -> str:
@@ -231,20 +236,8 @@ class ReferenceGeometry(_Tracked):
     ops, flip); the checks are the ops from the second one on, each followed by the crop.
     """
 
-    def __init__(
-        self,
-        size: int,
-        *,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        hflip: float = 0.5,
-        interpolation: str = "bilinear",
-    ) -> None:
-        self.size = int(size)
-        self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
-        self.hflip = float(hflip)
-        self.interpolation = InterpolationMode(interpolation)
-        self.last = (0.0, 0.0, 1.0, 1.0, 0.0)
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
         self.flip_stage, self.crop_stage = _Stage(self, "flip"), _Stage(self, "crop")
         self._flipped = False
         self._crop = np.eye(3)
@@ -269,9 +262,7 @@ class ReferenceGeometry(_Tracked):
     @property
     def record(self) -> tuple[float, ...]:
         """The whole-image box, no mirror, the composed affine and the fill checks."""
-        suffix = [self._crop]
-        for op in reversed(self._ops):
-            suffix.insert(0, op @ suffix[0])
+        suffix = self._suffixes(self._crop)
         mirror = np.diag([-1.0 if self._flipped else 1.0, 1.0, 1.0])
         return self._record(mirror @ suffix[0], suffix[1:-1])
 
