@@ -11,10 +11,13 @@ starting that many threads and data workers on them only makes them wait for eac
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
-__all__ = ["cpu_allocation", "cpu_share", "set_cpu_share", "resolve_device", "configure_threads", "host_to_device"]
+__all__ = [
+    "configure_threads", "cpu_allocation", "cpu_share", "device_label", "host_to_device", "resolve_device", "set_cpu_share",
+]
 
 _SHARE: int | None = None  # this process's share of its allocation, when it shares one with other ranks
 
@@ -81,3 +84,11 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def device_label(device: torch.device, *, index: bool = True) -> str:
+    """A device as the logs and summaries name it: the GPU's model (with its index), or ``cpu (<arch>)``."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{name} ({device})" if index else name
+    return f"cpu ({platform.machine()})"

@@ -11,7 +11,7 @@ from torch import nn
 
 from suite.config import TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "loss_fn"]
+__all__ = ["build_optimizer", "build_scheduler", "loss_fn", "optimizer_step"]
 
 
 def loss_fn(kind: str) -> Any:
@@ -46,3 +46,17 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps: i
         warmup_prefix=True,
         t_in_epochs=False,
     )
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, *, clip_grad: float | None, scaler: Any) -> None:
+    """Clip (when asked) and step; with fp16's ``scaler`` the gradients are unscaled before clipping."""
+    if scaler is None:
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        return
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()

@@ -35,6 +35,13 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def note_best(self, epoch: int, metrics: Mapping[str, Any], ema: Mapping[str, Any] | None) -> None:
+        """Keep the best evaluated epoch (1-based ``epoch``) of the model and, apart, of its EMA."""
+        if metrics["top1"] > self.best["top1"]:
+            self.best.update({"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch})
+        if ema is not None and ema["top1"] > self.best.get("ema_top1", -1.0):
+            self.best.update({"ema_top1": ema["top1"], "ema_epoch": epoch})
+
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> TrainState:
         return cls(

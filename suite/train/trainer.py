@@ -22,71 +22,45 @@ checkpoint of the bad weights is written.
 Stops. SIGTERM/SIGUSR1/SIGINT (and any signal the caller adds) end the loop at the next step
 boundary with a checkpoint: the run is then ``interrupted``. A second Ctrl-C stops at once and
 the run is ``interrupted`` at its last checkpoint (``checkpoint.prev.pt`` keeps the one before, the
-fallback for a damaged ``checkpoint.pt``). A callback may stop the run after
-an epoch with a reason: it ends ``pruned`` and is never resumed. A run that ended (``finished``
-or ``pruned``) is never retrained: :func:`train` returns its summary at once.
-
-Writing. Every file and the W&B run pass through one :class:`~suite.run.writer.RunWriter`, the seam
-where a data-parallel run lets rank 0 write and silences the other ranks.
+fallback for a damaged ``checkpoint.pt``; see ``suite.train.checkpoints``). A callback may stop the
+run after an epoch with a reason: it ends ``pruned`` and is never resumed. A run that ended
+(``finished`` or ``pruned``) is never retrained: :func:`train` returns its summary at once. Every
+file and the W&B run pass through one :class:`~suite.run.writer.RunWriter`, the seam where a
+data-parallel run lets rank 0 write and silences the other ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
-import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from suite.device import distributed
-from suite.config import ID_VERSION, ConfigError, TrainConfig, file_sha256, run_id, teacher_identity
+from suite.config import TrainConfig, run_id
 from suite.data.loaders import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from suite.run.seeds import derive_seed, seed_everything
 from suite.train.evaluate import evaluate, evaluate_occlusion
-from suite.train.recipe import build_optimizer, build_scheduler, loss_fn
+from suite.train.checkpoints import check_processes, final_payload, read_checkpoint, training_payload
+from suite.train.result import EpochCallback, TrainResult
+from suite.train.run_config import config_record, teacher_record
+from suite.train.recipe import build_optimizer, build_scheduler, loss_fn, optimizer_step
+from suite.train.summary import run_summary
 from suite.train.state import DeviceMeter, TrainState, check_finite, empty_meter, rng_state, set_rng_state
-from suite.device.hardware import configure_threads, resolve_device, set_cpu_share
+from suite.device.hardware import configure_threads, device_label, resolve_device, set_cpu_share
 from suite.mixing.mixer import build_mixer
 from suite.models.factory import build_model
 from suite.device.precision import Precision, enable_tf32, resolve_precision
-from suite.run.records import CorruptRecordError, RunPaths, RunState, read_json, read_summary, run_lock, run_state
+from suite.run.records import CorruptRecordError, RunPaths, RunState, read_summary, run_lock, run_state
 from suite.run.signals import GracefulStop
 from suite.teacher.build import build_teacher
 from suite.run.writer import RunWriter
 
 __all__ = ["EpochCallback", "TrainResult", "TrainState", "Trainer", "train"]
-
-
-class EpochCallback(Protocol):
-    """Called after each epoch's records are written; a returned string stops the run as ``pruned``.
-
-    Args (of the call):
-        epoch: the finished epoch, 1-based.
-        metrics: that epoch's ``metrics.jsonl`` row (``top1`` present on evaluated epochs).
-    """
-
-    def __call__(self, epoch: int, metrics: Mapping[str, Any]) -> str | None: ...
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns: the run's id, directory, state and summary.
-
-    ``summary`` is the run's ``summary.json`` when it ended (``finished``/``pruned``); for an
-    ``interrupted`` run it holds the ``epoch`` and ``step`` it will resume from.
-    """
-
-    run_id: str
-    run_dir: Path
-    state: RunState
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -140,16 +114,20 @@ class Trainer:
                 f"its checkpoint, or delete {self.paths.root} to retrain it"
             ) from None
         if summary is not None:
-            teacher = self._teacher_record(required=False)  # a finished student of a replaced teacher is not reused
-            if self.writer.restore_config(self._config_record(json.loads(self.cfg.model_dump_json()), teacher)):
+            # a finished student of a replaced teacher is not reused (teacher_record raises)
+            teacher = teacher_record(self.cfg, self.paths, self.run_id, required=False)
+            record = config_record(self.cfg, run_id=self.run_id, processes=self.dist.world_size,
+                                   resolved=json.loads(self.cfg.model_dump_json()), teacher=teacher)
+            if self.writer.restore_config(record):
                 self.writer.info("config.json of finished run %s was damaged: rewritten from its config", self.run_id)
             state = RunState.PRUNED if summary.get("status") == RunState.PRUNED.value else RunState.FINISHED
             return TrainResult(self.run_id, self.paths.root, state, summary)
         with self.dist.lock(lambda: run_lock(self.paths)):
             resolved = json.loads(self.cfg.model_dump_json())
-            teacher = self._teacher_record()
+            teacher = teacher_record(self.cfg, self.paths, self.run_id)
             self.writer.start(
-                config=self._config_record(resolved, teacher),
+                config=config_record(self.cfg, run_id=self.run_id, processes=self.dist.world_size, resolved=resolved,
+                                     teacher=teacher),
                 tracking=self.cfg.tracking, run_id=self.run_id, name=self.cfg.name or self.run_id,
             )
             ended = RunState.FAILED
@@ -181,42 +159,6 @@ class Trainer:
                 self.writer.close(ended)
                 if getattr(self, "data", None) is not None:
                     self.data.close()  # idle loader workers end now, not when the bundle is collected
-
-    def _config_record(self, resolved: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
-        """``config.json``: the resolved config, what the run is, and how it is computed."""
-        batch = self.cfg.data.batch_size  # global, whatever the process count
-        effective = {"global_batch": batch, "lr": self.cfg.optim.effective_lr(batch), "processes": self.dist.world_size}
-        return {**resolved, "run_id": self.run_id, "id_version": ID_VERSION, "effective": effective, **teacher}
-
-    def _teacher_record(self, *, required: bool = True) -> dict[str, Any]:
-        """What the teacher is (``teacher_identity``, ``teacher_sha256``), recorded in config.json once.
-
-        The run id names a teacher file by its path (a suite run folder by its run id), so the
-        file's content is pinned here: a run refuses to resume, and a finished run refuses to be
-        reported again, against a teacher whose content changed since the run started. The
-        student would otherwise continue against, or pass off as trained with, another teacher.
-        ``required=False`` skips the check when the file is not on this machine.
-        """
-        if self.cfg.teacher.checkpoint is None:
-            return {}
-        from suite.models.weights import resolve_checkpoint_path
-
-        file = resolve_checkpoint_path(self.cfg.teacher.checkpoint)
-        if not required and not file.is_file():
-            return {}
-        record = {"teacher_identity": teacher_identity(self.cfg.teacher.checkpoint), "teacher_sha256": file_sha256(file)}
-        try:
-            saved = read_json(self.paths.config)
-        except (ValueError, UnicodeDecodeError):
-            saved = None
-        earlier = saved.get("teacher_sha256") if isinstance(saved, dict) else None
-        if earlier is not None and earlier != record["teacher_sha256"]:
-            raise ConfigError(
-                f"teacher.checkpoint: {file} changed since run {self.run_id} started (sha256 {earlier[:12]} then, "
-                f"{record['teacher_sha256'][:12]} now); its records belong to the old teacher. Restore the teacher "
-                f"file, or delete {self.paths.root} to train the student against the new one"
-            )
-        return record
 
     def _fit(self, stop: GracefulStop, resolved: dict[str, Any]) -> TrainResult:
         self._resolved = resolved
@@ -311,12 +253,11 @@ class Trainer:
         if not self.paths.checkpoint.is_file():
             self.writer.info(
                 "starting %s: %s on %s (%s, %d threads), %d steps/epoch",
-                self.run_id, self.cfg.model.name, self._device_name(), self._precision_label(), self.threads,
-                self.steps,
+                self.run_id, self.cfg.model.name, device_label(self.device), self._precision_label(), self.threads, self.steps,
             )
             self.writer.metrics([])
             return
-        ckpt = self._read_checkpoint()
+        ckpt = read_checkpoint(self.paths, self.writer.info)
         if ckpt.get("final"):  # the run ended; only its summary is missing: write it again, train nothing
             self.model.load_state_dict(ckpt["model"])
             if self.ema is not None and ckpt.get("model_ema") is not None:
@@ -328,7 +269,8 @@ class Trainer:
             self.writer.info("%s ended at epoch %d; its summary is written again from its final weights",
                              self.run_id, self.state.epoch)
             return
-        self._check_processes(ckpt)
+        check_processes(ckpt, now=self.dist.world_size, mixing=self.cfg.mix.method != "none", run_id=self.run_id,
+                        root=self.paths.root, info=self.writer.info)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt.get("model_ema") is not None:
@@ -342,68 +284,9 @@ class Trainer:
             "resuming %s at epoch %d step %d/%d", self.run_id, self.state.epoch, self.state.step, self.steps
         )
 
-    def _check_processes(self, ckpt: Mapping[str, Any]) -> None:
-        """Refuse to resume a mixing run with another process count than it was checkpointed with.
-
-        Images pair for mixing within a process's share of the batch and each process draws its
-        own masks, so another count silently changes the pairs and the draws: the run would no
-        longer be the run its id names. Without mixing only the per-process seeds of dropout
-        change; that is said in the log and the run goes on.
-        """
-        saved = ckpt.get("processes")
-        now = self.dist.world_size
-        if saved is None or int(saved) == now:
-            return
-        if self.cfg.mix.method != "none":
-            raise ConfigError(
-                f"run {self.run_id} was checkpointed with {saved} processes and resumes with {now}: mixing pairs "
-                f"images within each process's batch, so another count changes the pairs. Resume it with {saved} "
-                f"processes (resources.nodes x resources.gpus_per_node, or suite train --nproc {saved}), or delete "
-                f"{self.paths.root} to retrain it"
-            )
-        self.writer.info("resuming with %d processes where the checkpoint had %d (no mixing: only dropout "
-                         "draws change)", now, int(saved))
-
-    def _device_name(self, *, index: bool = True) -> str:
-        if self.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.device)
-            return f"{name} ({self.device})" if index else name
-        return f"cpu ({platform.machine()})"
-
     def _precision_label(self) -> str:
         label = self.precision.name + (" + loss scaling" if self.precision.scaler is not None else "")
         return label + (", tf32" if self.tf32 else "")
-
-    def _read_checkpoint(self) -> dict[str, Any]:
-        """``checkpoint.pt``, or the one before it (``checkpoint.prev.pt``) when it is unreadable.
-
-        Raises:
-            RuntimeError: neither can be read; the message names the files and the fix.
-        """
-        errors = []
-        for path in (self.paths.checkpoint, self.paths.previous_checkpoint):
-            if not path.is_file():
-                continue
-            try:
-                # On the CPU: the RNG states must stay there; load_state_dict moves the weights and
-                # the optimiser state to their parameters' device.
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-                errors.append(f"{path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-                continue
-            if isinstance(ckpt, dict) and ckpt.get("final") and {"model", "epoch", "history", "best"} <= set(ckpt):
-                return ckpt  # a finished run's final weights (run.keep_checkpoints=false): its summary was lost
-            if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "step", "rng"} <= set(ckpt):
-                errors.append(f"{path}: ValueError: not a suite training checkpoint")
-                continue
-            if errors:
-                self.writer.info("unreadable %s; resuming from the previous checkpoint %s", errors[0], path.name)
-            return ckpt
-        raise RuntimeError(
-            f"corrupt checkpoint: {'; '.join(errors)}. Delete {self.paths.checkpoint}"
-            f"{' and ' + self.paths.previous_checkpoint.name if self.paths.previous_checkpoint.exists() else ''} "
-            "to retrain the run from the start"
-        )
 
     # -- one epoch ------------------------------------------------------------------------
 
@@ -416,7 +299,7 @@ class Trainer:
         first = state.step
         meter = DeviceMeter(self.dist.own_meter(state.meter, empty_meter()), device)
         loader = train_loader(self.data, cfg.data, seed=seed, epoch=epoch, start_step=first, pin=device.type == "cuda",
-                              rank=self.dist.rank, world_size=self.dist.world_size)
+                              rank=self.dist.rank, world_size=self.dist.world_size, device=device)
         bar = tqdm(total=self.steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.schedule.total_epochs}",
                    disable=not self.show_progress, leave=False)
         self.model.train()
@@ -464,16 +347,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         scaler = self.precision.scaler  # fp16 only: scaled loss, gradients unscaled before clipping
         loss = self._backward(x, target, scaler)
-        if scaler is None:
-            if self.cfg.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-            self.optimizer.step()
-        else:
-            if self.cfg.optim.clip_grad:
-                scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-            scaler.step(self.optimizer)
-            scaler.update()
+        optimizer_step(self.optimizer, self.model, clip_grad=self.cfg.optim.clip_grad, scaler=scaler)
         if self.ema is not None:
             self.ema.update(self.model, step=global_step)
         meter.add(loss, y.shape[0], stats.get("fallbacks", 0))
@@ -533,14 +407,10 @@ class Trainer:
         metrics = evaluate(self.model, self.val_loader, **kwargs)
         row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"]}
         self._val_images = metrics["images"]
-        best = self.state.best
-        if metrics["top1"] > best["top1"]:
-            best.update({"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch + 1})
-        if self.ema is not None:
-            ema = evaluate(self.ema.module, self.val_loader, **kwargs)
+        ema = None if self.ema is None else evaluate(self.ema.module, self.val_loader, **kwargs)
+        if ema is not None:
             row.update({"ema_top1": ema["top1"], "ema_top5": ema["top5"]})
-            if ema["top1"] > best.get("ema_top1", -1.0):
-                best.update({"ema_top1": ema["top1"], "ema_epoch": epoch + 1})
+        self.state.note_best(epoch + 1, metrics, ema)
         return row
 
     def _callbacks(self, row: dict[str, Any]) -> str | None:
@@ -555,17 +425,15 @@ class Trainer:
     def _elapsed(self) -> float:
         return self.state.seconds + time.perf_counter() - self._session_start
 
+    def _counters(self) -> dict[str, Any]:
+        return {**self.state.state_dict(), "seconds": self._elapsed()}
+
     def _payload(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "model_ema": None if self.ema is None else self.ema.module.state_dict(),
-            "scaler": self.precision.state_dict(),  # fp16's loss scale; None for bf16 and fp32
-            "processes": self.dist.world_size,
-            **{**self.state.state_dict(), "seconds": self._elapsed()},
-            "rng": rng_state(),
-            "config": self._resolved,
-        }
+        return training_payload(
+            model=self.model, optimizer=self.optimizer, ema=None if self.ema is None else self.ema.module,
+            scaler=self.precision.state_dict(), processes=self.dist.world_size, counters=self._counters(),
+            rng=rng_state(), config=self._resolved,
+        )
 
     def _checkpoint(self) -> None:
         self.writer.checkpoint(self._payload())
@@ -580,16 +448,10 @@ class Trainer:
         summary = self._summary(state, reason)
         self.writer.summary(summary)
         if not self.cfg.run.keep_checkpoints:  # the run is over: optimiser state and the fallback go
-            self.writer.final_weights({
-                "model": self.model.state_dict(),
-                "model_ema": None if self.ema is None else self.ema.module.state_dict(),
-                "final": True,  # weights only; teachers and weight readers take it as any checkpoint
-                "status": state.value,
-                "reason": reason,
-                **{**self.state.state_dict(), "seconds": self._elapsed()},  # epochs, history: the summary again
-                "processes": self.dist.world_size,
-                "config": self._resolved,
-            })
+            self.writer.final_weights(final_payload(
+                model=self.model, ema=None if self.ema is None else self.ema.module, status=state.value,
+                reason=reason, processes=self.dist.world_size, counters=self._counters(), config=self._resolved,
+            ))
         if state is RunState.PRUNED:
             self.writer.info("pruned %s after epoch %d: %s", self.run_id, summary["epochs"], reason)
         else:
@@ -597,10 +459,7 @@ class Trainer:
         return TrainResult(self.run_id, self.paths.root, state, summary)
 
     def _summary(self, state: RunState, reason: str | None) -> dict[str, Any]:
-        cfg, history, best = self.cfg, self.state.history, self.state.best
-        seconds = self._elapsed()
-        evaluated = [r for r in history if "top1" in r]
-        last = evaluated[-1] if evaluated else {}
+        cfg = self.cfg
         patch = cfg.eval.occlusion_patch or cfg.model.resolved_patch_size() or max(1, cfg.data.img_size // 8)
         occlusion: dict[str, Any] = {}
         if cfg.eval.occlusion and state is RunState.FINISHED:
@@ -609,44 +468,16 @@ class Trainer:
                 seed=cfg.eval.occlusion_seed, device=self.device, amp=self.amp, channels_last=self.channels_last,
                 occlusion_chunk=cfg.eval.batch_size,
             )
-        images = sum(r["images_per_s"] * r["epoch_seconds"] for r in history)
-        train_seconds = sum(r["epoch_seconds"] for r in history)
-        gpus = self.dist.world_size if self.device.type == "cuda" else 0  # every GPU of the run
-        best_top1 = best["top1"] if best["epoch"] > 0 else None
-        best_ema = best.get("ema_top1")
-        summary: dict[str, Any] = {
-            "run_id": self.run_id,
-            "status": state.value,
-            "name": cfg.name,
-            "epochs": len(history),
-            "top1": last.get("top1"),
-            "top5": last.get("top5"),
-            "val_loss": last.get("val_loss"),
-            "val_images": self._val_images or len(self.data.val),  # the n of top-1's binomial error
-            "best_top1": best_top1,
-            "best_top5": best["top5"] if best_top1 is not None else None,
-            "best_epoch": best["epoch"] if best_top1 is not None else None,
-            "best_top1_max": max((v for v in (best_top1, best_ema) if v is not None), default=None),
-            "wall_seconds": seconds,
-            "train_seconds": train_seconds,
-            "images_per_s": images / max(1e-9, train_seconds),
-            "device": self._device_name(index=False),
-            "precision": self.precision.name,
-            "tf32": self.tf32,
-            "threads": self.threads,
-            "processes": self.dist.world_size,
-            "gpu_hours": gpus * seconds / 3600.0,
-            "tokenmix_fallbacks": sum(r.get("tokenmix_fallbacks", 0) for r in history),
-            "occlusion_patch": patch if occlusion else None,
-            **occlusion,
+        machine = {
+            "device": device_label(self.device, index=False), "precision": self.precision.name, "tf32": self.tf32,
+            "threads": self.threads, "processes": self.dist.world_size,
+            "gpus": self.dist.world_size if self.device.type == "cuda" else 0,
         }
-        if reason is not None:
-            summary["prune_reason"] = reason
-        if "ema_top1" in last:
-            summary.update({"ema_top1": last["ema_top1"], "ema_top5": last["ema_top5"], "best_ema_top1": best_ema})
-        if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
-            raise FloatingPointError(f"non-finite summary values: {summary}")
-        return summary
+        return run_summary(
+            cfg, run_id=self.run_id, state=state, reason=reason, history=self.state.history, best=self.state.best,
+            seconds=self._elapsed(), val_images=self._val_images or len(self.data.val), occlusion=occlusion,
+            patch=patch, machine=machine,
+        )
 
 
 def train(
