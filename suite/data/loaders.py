@@ -32,6 +32,7 @@ from suite.data.workers import SeededLoader, WorkerPool, batch_bytes, default_wo
 from suite.run.seeds import derive_seed, seed_everything
 
 if TYPE_CHECKING:
+    from suite.data.batched import BatchedCropFlip, InMemoryBatches
     from suite.data.geometry import CropFlip, ReferenceGeometry
 
 __all__ = [
@@ -167,9 +168,20 @@ class _TensorSource:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels
+        self._on: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels on ``device``, copied there once (18 MB for the built-in data)."""
+        device = torch.device(device)
+        if self._on is None or self._on[0] != device:
+            self._on = (device, self.images.to(device), self.labels.to(device))
+        return self._on[1], self._on[2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_on": None}  # a worker process gets the host copy only
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
@@ -180,7 +192,8 @@ class DataBundle:
     """What training needs from the data: datasets, classes and normalisation.
 
     Its two datasets share one :class:`WorkerPool`: training epochs and evaluations use the same
-    loader workers.
+    loader workers. ``batched`` is set for in-memory training images that can be augmented a
+    whole batch at a time on the device (:mod:`suite.data.batched`).
     """
 
     train: SeededDataset
@@ -188,6 +201,7 @@ class DataBundle:
     classes: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    batched: BatchedCropFlip | None = None
 
     def __post_init__(self) -> None:
         pool = self.train.pool or self.val.pool or WorkerPool()
@@ -320,6 +334,11 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
             crop = ReferenceGeometry(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip or 0.0)
         elif geometry:
             crop = CropFlip(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip)
+        batched = None
+        if crop is None and not cfg.random_erasing:  # the crop and flip, a batch at a time
+            from suite.data.batched import BatchedCropFlip
+
+            batched = BatchedCropFlip(cfg.img_size, scale=tuple(cfg.scale), hflip=cfg.hflip or 0.0, mean=mean, std=std)
         return DataBundle(
             train=SeededDataset(
                 _TensorSource(train.images, train.labels),
@@ -330,6 +349,7 @@ def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
             classes=list(BUILTIN_CLASSES),
             mean=mean,
             std=std,
+            batched=batched,
         )
     if cfg.source == "folder":
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
@@ -390,13 +410,17 @@ def train_loader(
     pin: bool = False,
     rank: int = 0,
     world_size: int = 1,
-) -> SeededLoader:
+    device: torch.device | str = "cpu",
+) -> SeededLoader | InMemoryBatches:
     """Shuffled, augmented batches of one epoch, starting at ``start_step`` (for resume).
 
     ``cfg.batch_size`` is the global batch: each of ``world_size`` ranks loads
     ``batch_size / world_size`` images per step, and all ranks yield exactly
     :func:`steps_per_epoch` batches (the union of their batches of a step is the single-process batch).
     Call it every epoch: the loaders of a bundle share its workers (see :class:`WorkerPool`).
+    In-memory data without loader workers is augmented a batch at a time on ``device``
+    (:class:`~suite.data.batched.InMemoryBatches`; the batches then arrive there), with the same
+    samples and per-sample seeds.
     """
     per_rank = cfg.batch_size // world_size
     steps = steps_per_epoch(bundle, cfg)
@@ -404,6 +428,12 @@ def train_loader(
         len(bundle.train), seed=seed, epoch=epoch, shuffle=True, start=start_step * per_rank,
         rank=rank, world_size=world_size, stop=steps * per_rank, repeats=cfg.repeated_aug,
     )
+    source = bundle.train.source
+    if bundle.batched is not None and isinstance(source, _TensorSource) and default_workers(cfg) == 0:
+        from suite.data.batched import InMemoryBatches
+
+        images, labels = source.on(torch.device(device))
+        return InMemoryBatches(images, labels, sampler, per_rank, bundle.batched, torch.device(device))
     return _loader(bundle.train, sampler, per_rank, True, cfg, pin)
 
 
