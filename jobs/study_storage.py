@@ -202,6 +202,36 @@ def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
     return trial.study._storage.get_trial(trial._trial_id)
 
 
+GIVEN_BACK = "given_back"  # user attribute of a trial a stopped worker handed back (not a failure)
+
+
+def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
+    """End a stopped worker's trial and enqueue its continuation at once, with the same parameters.
+
+    A stop (Ctrl-C, SIGTERM, preemption without requeue) is no failure: unlike the retry of a lost
+    trial (:func:`retry_callback`) it does not use up ``max_retries``, and the ended trial carries
+    :data:`GIVEN_BACK`, so failure counts skip it. Optuna has no state for "paused": the trial is
+    stored as FAIL (the only way to end it) and its continuation is a WAITING copy whose run
+    directory, named by the same parameters, resumes from the checkpoint.
+    """
+    from optuna.trial import TrialState, create_trial
+
+    trial.set_user_attr(GIVEN_BACK, True)
+    study.tell(trial, state=TrialState.FAIL)
+    frozen = frozen_trial(trial)
+    system = {"failed_trial": frozen.number, "retry_history": [], **frozen.system_attrs}  # lineage, no retry used
+    attrs = {k: v for k, v in frozen.user_attrs.items() if k != GIVEN_BACK}
+    study.add_trial(create_trial(state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+                                 user_attrs=attrs, system_attrs=system))
+
+
+def is_failure(trial: FrozenTrial) -> bool:
+    """A failed trial that was not handed back by a stopped worker (see :func:`give_back`)."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get(GIVEN_BACK)
+
+
 def record_heartbeat(trial: optuna.Trial) -> None:
     """Record that ``trial``'s worker is alive (the storage must have heartbeats: :func:`open_storage`)."""
     trial.study._storage.record_heartbeat(trial._trial_id)

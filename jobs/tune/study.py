@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.study_storage import open_storage, storage_exists, storage_label
+from jobs.study_storage import GIVEN_BACK, open_storage, storage_exists, storage_label
 from suite.run.records import read_json
 from sweeps.study import Study, StudyError, make_pruner, make_sampler
 
@@ -66,7 +66,8 @@ def _quiet() -> None:
 def _counts(trials: list[Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in trials:
-        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        state = "interrupted" if t.user_attrs.get(GIVEN_BACK) else t.state.name.lower()
+        out[state] = out.get(state, 0) + 1
     return out
 
 
@@ -103,7 +104,8 @@ def study_status(study: Study) -> StudyStatus:
     rows = []
     for t in trials:
         rows.append({
-            "number": t.number, "state": t.state.name.lower(), "value": t.value,
+            "number": t.number, "state": "interrupted" if t.user_attrs.get(GIVEN_BACK) else t.state.name.lower(),
+            "value": t.value,
             "params": t.user_attrs.get("values") or t.params, "run_id": t.user_attrs.get("run_id"),
             "epochs": len(t.intermediate_values), "retry_of": t.system_attrs.get("failed_trial"),
             "error": t.user_attrs.get("error"),

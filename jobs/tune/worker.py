@@ -22,7 +22,7 @@ import submitit
 
 from jobs.locks import file_lock
 from jobs.preemption import train_preemptible
-from jobs.study_storage import frozen_trial, reattach, record_heartbeat, retry_callback
+from jobs.study_storage import frozen_trial, give_back, is_failure, reattach, record_heartbeat
 from jobs.tune.study import WORKERS_DIR, open_study
 from suite.run.records import RunPaths, atomic_write_json, read_json, read_jsonl
 from sweeps.study import (
@@ -199,7 +199,7 @@ class TuneWorker(submitit.helpers.Checkpointable):
                 trials = ostudy.get_trials(deepcopy=False)
                 done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
-                failed = sum(t.state == TrialState.FAIL for t in trials)
+                failed = sum(is_failure(t) for t in trials)
                 if done >= n_trials:
                     return None
                 if failed > max(n_trials, 3) and not any(t.state == TrialState.WAITING for t in trials):
@@ -296,10 +296,8 @@ class TuneWorker(submitit.helpers.Checkpointable):
                 print(f"trial {trial.number}: could not record its result ({err})", file=sys.stderr)
 
     def _give_back(self, ostudy: Any, trial: Any) -> None:
-        """A stopped worker's trial: fail it and enqueue its retry at once (resumes from the checkpoint)."""
-        from optuna.trial import TrialState
-
-        self._tell(ostudy, trial, state=TrialState.FAIL)
-        frozen = frozen_trial(trial)
-        if frozen.state == TrialState.FAIL:
-            retry_callback(self.study.spec.max_retries)(ostudy, frozen)
+        """A stopped worker's trial: handed back, its continuation enqueued at once (no retry used)."""
+        try:
+            give_back(ostudy, trial)
+        except (ValueError, RuntimeError) as err:  # failed as stale meanwhile: its retry resumes the run
+            print(f"trial {trial.number}: could not hand it back ({err})", file=sys.stderr)

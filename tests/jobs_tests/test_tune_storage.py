@@ -60,3 +60,29 @@ def test_a_torn_last_journal_line_does_not_break_the_study(tmp_path: Path) -> No
                                                                         max_retries=0))
     assert len(final.trials) >= 4
     assert journal.read_bytes().endswith(b"\n")
+
+
+def test_a_stopped_workers_trial_is_handed_back_without_using_a_retry(tmp_path: Path) -> None:
+    """Ctrl-C on `suite tune` used to fail the trial through the retry callback: after max_retries
+    stops the trial was dropped and the failures wedged the study. A hand-back keeps the retries."""
+    from jobs.study_storage import GIVEN_BACK, give_back, is_failure
+    from jobs.tune.study import _counts
+
+    url = f"journal:{tmp_path / 'study.journal'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat_s=60, grace_s=120,
+                                                                          max_retries=1), direction="maximize")
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for _ in range(4):  # four stops of the same trial, each continued by the next ask
+            give_back(study, trial)
+            trial = study.ask()
+            assert trial.suggest_float("x", 0.0, 1.0) == x
+        study.tell(trial, 0.5)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"] * 4 + ["COMPLETE"]
+    assert all(t.user_attrs.get(GIVEN_BACK) for t in trials[:4]) and not trials[4].user_attrs.get(GIVEN_BACK)
+    assert not any(is_failure(t) for t in trials)
+    assert trials[4].system_attrs["retry_history"] == [] and trials[4].system_attrs["failed_trial"] == 0
+    assert _counts(trials) == {"interrupted": 4, "complete": 1}
