@@ -29,7 +29,7 @@ METRIC_TEXT = {
     "top5": "final-epoch top-5 (%)",
     "val_loss": "final-epoch validation loss",
 }
-_LOWER_IS_BETTER = {"gpu_hours", "wall_seconds", "train_seconds", "tokenmix_fallbacks"}
+_LOWER_IS_BETTER = {"gpu_hours", "wall_seconds", "setup_seconds", "train_seconds", "tokenmix_fallbacks"}
 
 
 def lower_is_better(metric: str) -> bool:

@@ -9,7 +9,13 @@ Sub-packages, bottom layer first; each imports only those before it (``tests/tes
 ``config`` < ``run`` < ``device`` < ``data`` < ``models`` < ``mixing`` < ``teacher`` < ``train`` < ``cli``.
 """
 
+import time
+
 from suite._compat import shim_before_torchvision
+
+# When this process imported the suite, its first import: a run's setup time (imports, data,
+# model and teacher build) is counted from here to its first step (``setup_seconds``).
+IMPORTED_AT = time.time()
 
 shim_before_torchvision()
 

@@ -1,26 +1,37 @@
-"""How long a sweep will take: GPU-hours from epochs x images / throughput.
+"""How long a sweep will take: device-hours and wall clock from what each run computes.
 
-Throughput comes, in this order, from
+A run's time is modelled as ``setup + trained / r_train + evaluated / r_eval``:
 
-1. the measured ``images_per_s`` in the summaries of finished runs of the same model and image
-   size under the sweep's output root, on the same kind of device (GPU runs for a GPU sweep);
+- ``trained``: training images over all epochs (cooldown included); ``evaluated``: validation
+  images over all evaluation passes (every ``eval.every`` epochs and the last, twice with EMA,
+  plus one pass per occlusion fraction at the end);
+- ``r_train``: training images/s. An online teacher adds its forward pass on every batch
+  (``1 / r = 1 / r_student + 1 / (FORWARD_SPEEDUP x r_teacher)``); a maps build is that forward
+  over the training set once;
+- ``r_eval`` and ``setup`` (imports, data, model and teacher build, checkpoint writes are folded in).
+
+Where the numbers come from, in this order:
+
+1. finished runs under the sweep's output root on the same kind of device (GPU runs for a GPU
+   sweep): ``r_train`` is the median ``images_per_s`` of the runs of the same model, image size
+   and online teacher; ``r_eval`` and ``setup`` are fitted to those runs' ``wall_seconds +
+   setup_seconds - train_seconds`` against their evaluated images (least squares when they
+   evaluated different amounts, else ``r_eval = EVAL_SPEEDUP x r_train``);
 2. :data:`THROUGHPUT`, training images/s per GPU at 224 px with mixed precision, from timm's
    published benchmark ``results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv`` (one RTX
    3090, PyTorch 1.12, AMP, NCHW; ``train_samples_per_sec``). An A100 trains these models
    about 2x faster and an H100 about 3x, so the estimate is an upper bound on such clusters;
-   other image sizes scale by pixel count. The two CPU entries are the suite's own micro
-   models, measured with ``suite train`` on one core of the 2-core CI machine (Xeon,
-   ``run.threads=1``, batch 64, 32 px, other jobs sharing the machine);
+   other image sizes scale by pixel count. The CPU entries are the suite's own micro models,
+   measured with ``suite train`` on one thread of the 2-core CI machine; with them
+   :data:`EVAL_SPEEDUP` and :data:`SETUP_SECONDS` (BENCHMARKS.md, "Cost estimates");
 3. nothing: the run shows ``?`` and the total says how many runs it leaves out.
 
-Each epoch reads the training set once and the validation set once (counted at a third of a
-training image: forward only). A run on several GPUs (``nodes x gpus_per_node``, one process per
-GPU) is billed for all of them: a table rate is per GPU and assumed to scale linearly with the
-GPUs of a run, a measured rate is the whole run's (its ``images_per_s``). So the GPU-hours of a
-sweep do not depend on its node count; its wall clock does. For a GPU sweep the estimate also
-gives the wall clock of one run and of the whole sweep: the waves (runs trained first, maps
-builds, the sweep's runs) one after the other, each ``resources.array_parallelism`` runs at a
-time, as if the cluster granted them at once.
+A run on several GPUs (``nodes x gpus_per_node``, one process per GPU) is billed for all of them:
+a table rate is per GPU and assumed to scale linearly with the GPUs of a run, a measured rate is
+the whole run's (its ``images_per_s``). So the GPU-hours of a sweep do not depend on its node
+count; its wall clock does. For a GPU sweep the estimate also gives the wall clock of one run and
+of the whole sweep: the waves (runs trained first, maps builds, the sweep's runs) one after the
+other, each ``resources.array_parallelism`` runs at a time, as if the cluster granted them at once.
 """
 
 from __future__ import annotations
@@ -33,11 +44,10 @@ from pathlib import Path
 from suite.run.records import iter_runs
 from sweeps.runs import Plan, PlannedRun
 
-__all__ = ["THROUGHPUT", "Estimate", "Throughput", "estimate", "train_images"]
+__all__ = ["THROUGHPUT", "Estimate", "Throughput", "Work", "estimate", "run_work", "train_images"]
 
 IMAGENET_TRAIN = 1_281_167
 IMAGENET_VAL = 50_000
-EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward)
 
 
 @dataclass(frozen=True)
@@ -116,20 +126,100 @@ def _count(folder: Path) -> int | None:
         _COUNTS[folder] = None if total < 0 else total
     return _COUNTS[folder]
 
+FORWARD_SPEEDUP = 3.0  # a forward pass without gradients costs about a third of a training step
+# Validation images per second over training images per second (forward only, larger batches),
+# and seconds from a run's process start to its first step, when no finished run says otherwise.
+EVAL_SPEEDUP = {"gpu": 3.0, "cpu": 3.0}
+SETUP_SECONDS = {"gpu": 60.0, "cpu": 5.0}
 
-def _measured(output_root: Path, device: str) -> dict[tuple[str, int], float]:
-    """Median measured images/s per (model, img_size) over finished runs on ``device``."""
-    samples: dict[tuple[str, int], list[float]] = {}
+
+@dataclass(frozen=True)
+class Work:
+    """What one run computes: images trained and evaluated over the whole run, and its online teacher."""
+
+    trained: int
+    evaluated: int
+    teacher: str | None = None  # an online teacher's checkpoint (a forward pass per batch)
+
+
+def run_work(run: PlannedRun) -> Work:
+    """The images ``run`` trains and evaluates from start to end, and its online teacher."""
+    cfg = run.config
+    teacher = str(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None and cfg.teacher.maps is None else None
+    train, val = train_images(run)
+    epochs = cfg.schedule.total_epochs
+    evaluations = len({e for e in range(1, epochs + 1) if e % cfg.eval.every == 0} | {epochs})
+    passes = evaluations * (2 if cfg.optim.ema_decay else 1) + len(cfg.eval.occlusion)
+    return Work(epochs * train, passes * val, teacher)
+
+
+@dataclass
+class _Rates:
+    """A model's measured rates on one kind of device (from finished runs)."""
+
+    train: dict[str | None, float]  # online teacher (None: without) -> median images/s
+    points: list[tuple[float, float]]  # (images evaluated, seconds outside the training epochs)
+
+    def fit(self, default_train: float, device: str) -> tuple[float, float]:
+        """(eval images/s, setup seconds) fitted to the finished runs' seconds outside training."""
+        eval_rate = EVAL_SPEEDUP[device] * default_train
+        if len({x for x, _ in self.points}) >= 2:
+            xs, ys = [x for x, _ in self.points], [y for _, y in self.points]
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            if slope > 0:
+                return 1.0 / slope, max(0.0, my - slope * mx)
+        if not self.points:
+            return eval_rate, SETUP_SECONDS[device]
+        return eval_rate, max(0.0, statistics.median(y - x / eval_rate for x, y in self.points))
+
+
+def _measured(output_root: Path, device: str) -> dict[tuple[str, int], _Rates]:
+    """Rates per (model, img_size) from the finished runs on ``device`` under ``output_root``."""
+    train: dict[tuple[str, int], dict[str | None, list[float]]] = {}
+    points: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for record in iter_runs(output_root):
         summary, config = record.summary, record.config
-        if not summary or not config or not summary.get("images_per_s"):
+        if not summary or not config or not summary.get("images_per_s") or summary.get("status") != "finished":
             continue
         ran_on = "cpu" if str(summary.get("device", "cpu")).startswith("cpu") else "gpu"
         if ran_on != device:
             continue
         key = (config["model"]["name"], int(config["data"]["img_size"]))
-        samples.setdefault(key, []).append(float(summary["images_per_s"]))
-    return {key: statistics.median(values) for key, values in samples.items()}
+        teacher = config.get("teacher") or {}
+        online = str(teacher["checkpoint"]) if teacher.get("checkpoint") and teacher.get("maps") is None else None
+        train.setdefault(key, {}).setdefault(online, []).append(float(summary["images_per_s"]))
+        if summary.get("setup_seconds") is not None and summary.get("train_seconds") is not None:
+            evaluated = _evaluated(config, int(summary.get("epochs") or 0), int(summary.get("val_images") or 0))
+            rest = float(summary["wall_seconds"]) + float(summary["setup_seconds"]) - float(summary["train_seconds"])
+            points.setdefault(key, []).append((evaluated, rest))
+    return {
+        key: _Rates({t: statistics.median(v) for t, v in by_teacher.items()}, points.get(key, []))
+        for key, by_teacher in train.items()
+    }
+
+
+def _evaluated(config: dict, epochs: int, val: int) -> float:
+    """Images a finished run evaluated (as :func:`run_work` counts them), from its config.json."""
+    every = int((config.get("eval") or {}).get("every") or 1)
+    evaluations = len({e for e in range(1, epochs + 1) if e % every == 0} | ({epochs} if epochs else set()))
+    ema = bool((config.get("optim") or {}).get("ema_decay"))
+    occlusion = len((config.get("eval") or {}).get("occlusion") or [])
+    return float((evaluations * (2 if ema else 1) + occlusion) * val)
+
+
+def _table_rate(name: str, size: int, device: str, gpus: int) -> float | None:
+    entry = THROUGHPUT.get(name)
+    if entry is None or entry.device != device:
+        return None
+    return entry.images_per_s * (entry.img_size / size) ** 2 * max(1, gpus)
+
+
+def _with_teacher(student: float, teacher: float | None) -> float | None:
+    """Training images/s when an online teacher's forward runs on every batch."""
+    if teacher is None:
+        return None
+    return 1.0 / (1.0 / student + 1.0 / (FORWARD_SPEEDUP * teacher))
 
 
 def estimate(plan: Plan) -> Estimate:
@@ -152,27 +242,11 @@ def estimate(plan: Plan) -> Estimate:
         if run.state().is_finished():
             hours[run.run_id] = wall[run.run_id] = 0.0
             continue
-        name, size = run.config.model.name, run.config.data.img_size
-        if run.kind == "maps":  # one teacher forward pass over the training set
-            name = run.config.teacher.model or _teacher_model(plan, run)
-            size = int((run.build or {}).get("img_size") or size)
-        rate: float | None = None
-        if (name, size) in measured:
-            rate = measured[(name, size)]
-            sources[name] = f"measured in finished runs ({rate:,.0f} img/s)"
-        elif name in THROUGHPUT and THROUGHPUT[name].device == device:
-            entry = THROUGHPUT[name]
-            rate = entry.images_per_s * (entry.img_size / size) ** 2 * max(1, gpus)
-            sources[name] = f"{entry.source} ({entry.images_per_s:,.0f} img/s at {entry.img_size} px)"
-        if rate is None:
+        seconds = _seconds(plan, run, measured, device, gpus, sources)
+        if seconds is None:
             hours[run.run_id] = None
             unknown += 1
             continue
-        train, val = train_images(run)
-        if run.kind == "maps":
-            seconds = train / (FORWARD_SPEEDUP * rate)
-        else:
-            seconds = run.config.schedule.total_epochs * (train + EVAL_COST * val) / rate  # with cooldown
         hours[run.run_id] = seconds / 3600 * max(1, gpus)
         # a maps build is one process on one GPU: its table rate times the run's GPUs cancels out
         wall[run.run_id] = hours[run.run_id] if run.kind == "maps" else seconds / 3600
@@ -181,6 +255,49 @@ def estimate(plan: Plan) -> Estimate:
     if device == "gpu":
         est.wall_hours, est.sweep_wall_hours = _wall_clock(plan, wall)
     return est
+
+
+def _seconds(
+    plan: Plan, run: PlannedRun, measured: dict[tuple[str, int], _Rates], device: str, gpus: int,
+    sources: dict[str, str],
+) -> float | None:
+    """Wall seconds of one run (its GPUs together), or None without a rate for its model."""
+
+    def rate_of(name: str, size: int, teacher: str | None = None, teacher_model: str = "?") -> float | None:
+        rates = measured.get((name, size))
+        if rates is not None and teacher in rates.train:
+            sources[name] = f"measured in finished runs ({rates.train[teacher]:,.0f} img/s)"
+            return rates.train[teacher]
+        base = rates.train.get(None) if rates is not None else None
+        if base is not None:
+            sources[name] = f"measured in finished runs ({base:,.0f} img/s)"
+        else:
+            base = _table_rate(name, size, device, gpus)
+            if base is None:
+                return None
+            entry = THROUGHPUT[name]
+            sources[name] = f"{entry.source} ({entry.images_per_s:,.0f} img/s at {entry.img_size} px)"
+        if teacher is None:
+            return base
+        return _with_teacher(base, rate_of(teacher_model, size))
+
+    name, size = run.config.model.name, run.config.data.img_size
+    if run.kind == "maps":  # one teacher forward pass over the training set
+        name = run.config.teacher.model or _teacher_model(plan, run)
+        size = int((run.build or {}).get("img_size") or size)
+        rate = rate_of(name, size)
+        if rate is None:
+            return None
+        setup = measured[(name, size)].fit(rate, device)[1] if (name, size) in measured else SETUP_SECONDS[device]
+        return setup + train_images(run)[0] / (FORWARD_SPEEDUP * rate)
+    work = run_work(run)
+    rate = rate_of(name, size, work.teacher, run.config.teacher.model or _teacher_model(plan, run))
+    if rate is None:
+        return None
+    student = rate_of(name, size) or rate
+    rates = measured.get((name, size), _Rates({}, []))
+    eval_rate, setup = rates.fit(student, device)
+    return setup + work.trained / rate + work.evaluated / eval_rate
 
 
 def _wall_clock(plan: Plan, wall: dict[str, float | None]) -> tuple[float | None, float | None]:
@@ -201,8 +318,6 @@ def _wall_clock(plan: Plan, wall: dict[str, float | None]) -> tuple[float | None
         return None, None
     return max(runs), total
 
-
-FORWARD_SPEEDUP = 3.0  # a forward pass without gradients costs about a third of a training step
 
 
 def _teacher_model(plan: Plan, step: PlannedRun) -> str:

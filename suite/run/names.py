@@ -69,7 +69,7 @@ SUMMARY_METRICS: tuple[str, ...] = (
 # the values of summary.json a report keeps as columns, besides every occlusion key
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "top1", "top5", "best_top1", "best_top5", "best_epoch", "best_top1_max", "ema_top1", "ema_top5",
-    "best_ema_top1", "val_loss", "epochs", "gpu_hours", "wall_seconds", "train_seconds", "images_per_s",
+    "best_ema_top1", "val_loss", "epochs", "gpu_hours", "wall_seconds", "setup_seconds", "train_seconds", "images_per_s",
     "device", "threads", "tokenmix_fallbacks", "prune_reason", "val_images",
 )
 

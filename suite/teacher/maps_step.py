@@ -26,6 +26,7 @@ from pathlib import Path
 
 from suite.config import DataConfig, TrainConfig, file_sha256, teacher_identity, teacher_run_folder
 from suite.run.names import MAPS_META_FILE
+from suite.run.clock import setup_origin
 from suite.run.records import RunPaths, RunState, clear_failure, run_lock, write_failure, write_summary
 from suite.run.signals import GracefulStop
 
@@ -120,6 +121,7 @@ def run_maps_step(
     from suite.teacher.maps_build import MapsBuildStopped, build_offline_maps
     from suite.run.records import read_summary
 
+    origin = setup_origin()
     configure_threads(cfg.run.threads)  # the job's CPU share, as a training run uses it
 
     with run_lock(paths):
@@ -129,6 +131,7 @@ def run_maps_step(
         paths.summary.unlink(missing_ok=True)  # building again: not finished until the new summary
         clear_failure(paths)
         start = time.time()
+        setup = start - origin  # imports and start-up before the build (its data and teacher load count as the build)
         try:
             meta = build_offline_maps(
                 cfg, paths.root, img_size=img_size, batch_size=batch_size, crop=crop, progress=progress, stop=stop
@@ -148,6 +151,7 @@ def run_maps_step(
             "crop": meta["crop"],
             "teacher": meta["teacher"],
             "wall_seconds": round(time.time() - start, 3),
+            "setup_seconds": round(setup, 3),
             "gpu_hours": round((time.time() - start) / 3600, 6) if _on_gpu() else 0.0,
         }
         write_summary(paths, summary)

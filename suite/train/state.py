@@ -31,6 +31,7 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": -1})
     meter: dict[str, float] = field(default_factory=lambda: empty_meter())
     seconds: float = 0.0  # training wall time of earlier sessions of this run
+    setup_seconds: float = 0.0  # before the first step, over this run's sessions (imports, data, model, resume)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +48,7 @@ class TrainState:
         return cls(
             epoch=ckpt["epoch"], step=ckpt["step"], history=list(ckpt["history"]), best=dict(ckpt["best"]),
             meter=dict(ckpt["meter"] or empty_meter()), seconds=float(ckpt.get("seconds", 0.0)),
+            setup_seconds=float(ckpt.get("setup_seconds", 0.0)),
         )
 
 

@@ -21,6 +21,7 @@ def run_summary(
     history: Sequence[Mapping[str, Any]],
     best: Mapping[str, Any],
     seconds: float,
+    setup_seconds: float,
     val_images: int,
     occlusion: Mapping[str, Any],
     patch: int,
@@ -30,7 +31,8 @@ def run_summary(
 
     Args:
         history: the ``metrics.jsonl`` rows; ``best``: the best evaluated epoch (``TrainState.best``).
-        seconds: wall seconds over all sessions of the run.
+        seconds: wall seconds over all sessions of the run, from each one's first step.
+        setup_seconds: seconds before the first step, over all sessions (imports, data, model, resume).
         val_images: images of the last evaluation (the n of top-1's binomial error).
         occlusion: the occlusion metrics (empty when not evaluated); ``patch`` their patch side.
         machine: ``device``, ``precision``, ``tf32``, ``threads``, ``processes`` and ``gpus``
@@ -59,6 +61,7 @@ def run_summary(
         "best_epoch": best["epoch"] if best_top1 is not None else None,
         "best_top1_max": max((v for v in (best_top1, best_ema) if v is not None), default=None),
         "wall_seconds": seconds,
+        "setup_seconds": setup_seconds,
         "train_seconds": train_seconds,
         "images_per_s": images / max(1e-9, train_seconds),
         "device": machine["device"],

@@ -56,6 +56,7 @@ from suite.mixing.mixer import build_mixer
 from suite.models.factory import build_model
 from suite.device.precision import Precision, enable_tf32, resolve_precision
 from suite.run.records import CorruptRecordError, RunPaths, RunState, read_summary, run_lock, run_state
+from suite.run.clock import setup_origin
 from suite.run.signals import GracefulStop
 from suite.teacher.build import build_teacher
 from suite.run.writer import RunWriter
@@ -101,6 +102,7 @@ class Trainer:
         self.state = TrainState()
         self._saved = (0, 0)  # (epoch, step) of the last checkpoint written or read
         self._val_images = 0  # images of the last evaluation
+        self._setup_from = setup_origin()
 
     # -- the recipe ------------------------------------------------------------------------
 
@@ -166,14 +168,14 @@ class Trainer:
         self._final: dict[str, Any] | None = None
         self._resume()
         self._session_start = time.perf_counter()
+        self.state.setup_seconds += max(0.0, time.time() - self._setup_from)
         if self._final is not None:
             return self._end(RunState(self._final.get("status", "finished")), self._final.get("reason"))
         for epoch in range(self.state.epoch, self.cfg.schedule.total_epochs):
             if not self._train_epoch(epoch, stop):
                 self._checkpoint()
-                self.writer.info(
-                    "signal %s: checkpoint at epoch %d step %d; rerun to resume", stop.signum, epoch, self.state.step
-                )
+                self.writer.info("signal %s: checkpoint at epoch %d step %d; rerun to resume",
+                                 stop.signum, epoch, self.state.step)
                 return self._interrupted()
             row = self._end_of_epoch(epoch)
             reason = self.dist.broadcast(self._callbacks(row) if self.dist.is_main else None)
@@ -428,15 +430,12 @@ class Trainer:
     def _counters(self) -> dict[str, Any]:
         return {**self.state.state_dict(), "seconds": self._elapsed()}
 
-    def _payload(self) -> dict[str, Any]:
-        return training_payload(
+    def _checkpoint(self) -> None:
+        self.writer.checkpoint(training_payload(
             model=self.model, optimizer=self.optimizer, ema=None if self.ema is None else self.ema.module,
             scaler=self.precision.state_dict(), processes=self.dist.world_size, counters=self._counters(),
             rng=rng_state(), config=self._resolved,
-        )
-
-    def _checkpoint(self) -> None:
-        self.writer.checkpoint(self._payload())
+        ))
         self._saved = (self.state.epoch, self.state.step)
 
     def _interrupted(self) -> TrainResult:
@@ -475,8 +474,8 @@ class Trainer:
         }
         return run_summary(
             cfg, run_id=self.run_id, state=state, reason=reason, history=self.state.history, best=self.state.best,
-            seconds=self._elapsed(), val_images=self._val_images or len(self.data.val), occlusion=occlusion,
-            patch=patch, machine=machine,
+            seconds=self._elapsed(), setup_seconds=self.state.setup_seconds, occlusion=occlusion, patch=patch,
+            val_images=self._val_images or len(self.data.val), machine=machine,
         )
 
 

@@ -33,6 +33,8 @@ def test_run_directory_holds_every_record(tiny_overrides: list[str]) -> None:
     assert summary["status"] == "finished" and summary["epochs"] == 2
     assert 0 <= summary["top1"] <= 100 and summary["top5"] >= summary["top1"]
     assert "occ50_top1" in summary and summary["gpu_hours"] == 0.0
+    # the time before the first step (model and data build) is recorded apart from the training
+    assert summary["setup_seconds"] > 0 and summary["wall_seconds"] > summary["train_seconds"] > 0
     assert (result.run_dir / "checkpoint.pt").is_file() and (result.run_dir / "train.log").is_file()
     assert not list(result.run_dir.glob(".*.tmp"))  # no temporary files left behind
 
