@@ -87,3 +87,34 @@ def test_wandb_source_needs_a_path(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, "solo", include=[{"mix.method": "none"}], seeds=[0])
     with pytest.raises(SweepError, match="--wandb-path ENTITY/PROJECT"):
         collect([path], origin="wandb", api=FakeApi({}))
+
+
+def test_real_public_api_run_objects_map_like_the_stand_ins(tmp_path: Path) -> None:
+    """The contract with wandb itself: ``wandb.apis.public.Run`` objects built, without a server, from
+    attrs shaped as its GraphQL answer (``config`` and ``summaryMetrics`` as JSON strings, config
+    values wrapped in ``{"value": ...}``) give the records the run directories give."""
+    import json
+
+    from wandb.apis.public import Run
+
+    from analysis._wandb import map_wandb_run
+
+    path = write_sweep(tmp_path, "solo", include=[{"mix.method": "cutmix"}], seeds=[0])
+    plan = plan_of(path)
+    rid = plan.conditions[0].run_ids[0]
+    root = write_run(plan, rid, 61.5, occ50=40.0, curve=[50.0, 61.5])
+    summary = json.loads((root / "summary.json").read_text())
+    config = json.loads((root / "config.json").read_text())
+    attrs = {
+        "id": "UnVuOjE=", "name": rid, "state": "finished", "displayName": rid,
+        "config": json.dumps({k: {"value": v, "desc": None} for k, v in config.items()}),
+        "summaryMetrics": json.dumps({**summary, "_runtime": 3.0, "_step": 2}),
+    }
+    run = Run(None, "me", "tokenmix", rid, attrs=attrs)  # no service: a network call would fail
+    assert run.id == rid and run.state == "finished"
+    cloud = map_wandb_run(run, curves=False, path="me/tokenmix").record
+    disk = collect([path], cache=False).frame.set_index("run_id").loc[rid]
+    assert cloud.state.value == disk["state"] == "finished"
+    assert cloud.summary["top1"] == disk["top1"] == 61.5 and cloud.summary["occ50_top1"] == disk["occ50_top1"]
+    assert cloud.config["mix"] == config["mix"] and cloud.config["mix"]["method"] == disk["cfg.mix.method"]
+    assert "_runtime" not in cloud.summary
