@@ -14,25 +14,30 @@ def _suite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        (["mix.mask_raito=0.5"], "mix.mask_raito"),
-        (["schedule.epochs=many"], "schedule.epochs"),
-        (["mix.mask_ratio=1.5"], "mix.mask_ratio"),
-        (["data.img_size=30"], "data.img_size"),
-        (["model.name=not_a_model"], "model.name"),
-        (["mix.method=tokenmix", "teacher.checkpoint=missing.pt"], "teacher.checkpoint"),
-    ],
-)
-def test_malformed_config_exits_2_naming_the_field_and_leaves_no_run_dir(
-    tmp_path: Path, overrides: list[str], field: str
-) -> None:
-    out = tmp_path / "runs"
-    proc = _suite("train", *overrides, f"run.output_root={out}", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert field in proc.stderr
-    assert not out.exists()
+MALFORMED = [
+    (["mix.mask_raito=0.5"], "mix.mask_raito"),
+    (["schedule.epochs=many"], "schedule.epochs"),
+    (["mix.mask_ratio=1.5"], "mix.mask_ratio"),
+    (["data.img_size=30"], "data.img_size"),
+    (["model.name=not_a_model"], "model.name"),
+    (["mix.method=tokenmix", "teacher.checkpoint=missing.pt"], "teacher.checkpoint"),
+]
+
+
+def test_malformed_config_exits_2_naming_the_field_and_leaves_no_run_dir(tmp_path: Path) -> None:
+    """Each malformed command in a process of its own (started together: the processes' start-up
+    is most of the time), each exiting 2 with the field named and no run folder made."""
+    procs = []
+    for n, (overrides, field) in enumerate(MALFORMED):
+        out = tmp_path / f"runs{n}"
+        cmd = [sys.executable, "-m", "suite.cli", "train", *overrides, f"run.output_root={out}"]
+        procs.append((field, out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                   cwd=tmp_path)))
+    for field, out, proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (field, stderr)
+        assert field in stderr, (field, stderr)
+        assert not out.exists(), field
 
 
 def test_config_show_prints_resolved_config_and_run_id(tmp_path: Path) -> None:
