@@ -77,8 +77,9 @@ def main() -> None:
     root = args.reuse or Path(tempfile.mkdtemp(prefix="bench-estimate-")) / "runs"
     files = [DEMO / f"{name}.yaml" for name in args.sweeps]
     before = {}
+    empty = Path(tempfile.mkdtemp(prefix="bench-estimate-empty-"))  # nothing finished: the plan before any run
     for file in files:
-        plan = expand(load_sweep(file, output_root=root), check_paths=False)
+        plan = expand(load_sweep(file, output_root=empty), check_paths=False)
         est = estimate(plan)
         before.update({run_id: (h * 3600 if h is not None else None) for run_id, h in est.hours.items()})
     if args.reuse is None:
