@@ -14,6 +14,7 @@ from suite.train.evaluate import evaluate, evaluate_occlusion
 from suite.train.occlusion import OcclusionMasks, occlusion_mask, occlude_patches
 from suite.device.precision import Precision, _pick, resolve_precision
 from suite.run.records import RunState
+from suite.train.checkpoints import read_checkpoint
 from suite.train.state import set_rng_state as _set_rng_state
 from suite.train.trainer import Trainer, train
 
@@ -28,7 +29,7 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tin
     assert done.state is RunState.FINISHED
     trainer = Trainer(cfg)
     trainer.device = torch.device("meta")
-    ckpt = trainer._read_checkpoint()
+    ckpt = read_checkpoint(trainer.paths, trainer.writer.info)
     tensors = [t for t in _tensors(ckpt) if isinstance(t, torch.Tensor)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
     before = torch.get_rng_state()
