@@ -35,6 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import cpu_model  # noqa: E402
+
 WRAPPER = """#!/bin/bash
 # Counting stand-in for sbatch: one line per call in {log}.
 echo "$*" >> "{log}"
@@ -62,16 +64,6 @@ TINY = {
     "eval.occlusion": [],
     "tracking.mode": "disabled",
 }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _cancel(state_file: Path) -> None:
@@ -194,7 +186,7 @@ def main() -> None:
 
     mode = args.mode or ("cluster" if slurm.available() else "fake")
     print(
-        f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; python {platform.python_version()}; mode {mode}; "
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}; python {platform.python_version()}; mode {mode}; "
         f"MaxArraySize {slurm.max_array_size()}"
     )
     print()

@@ -49,6 +49,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import cpu_model  # noqa: E402
+
 STUDY = """name: scale
 base: {base}
 space:
@@ -63,16 +65,6 @@ storage: {storage}
 workers: {workers}
 heartbeat_s: 60
 """
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load(folder: Path, kind: str, trials: int, workers: int, sampler: str) -> Any:
@@ -224,7 +216,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors, "exit_codes": exit_codes,
         "storage_mb": round(size / 1e6, 1), "open_s": round(_open_time(study), 2),
         "windows": _windows(rows, args.window),
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores", "date": date.today().isoformat(),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": date.today().isoformat(),
         "python": platform.python_version(),
     }
     (args.out / f"result-{kind}.json").write_text(json.dumps(result, indent=1))
