@@ -8,7 +8,7 @@ no teacher, an online teacher, offline maps, the teacher's own training and the 
    one thread each on the 2-core machine), into a fresh output root;
 3. ``measured``: each run's wall time from its own records, ``setup_seconds`` (from the suite's
    import in the run's process to its first step) + ``wall_seconds`` (first step to the
-   summary); a maps build step's from its summary's ``seconds``;
+   summary), the same two fields for a maps build step;
 4. ``calibrated``: the estimate of each run from the *other* finished runs only (a copy of the
    output root without it: leave-one-out), i.e. what the plan says for a run not yet trained
    once others of its model have finished.
@@ -48,10 +48,8 @@ def measured_seconds(run_dir: Path) -> float | None:
     path = run_dir / "summary.json"
     if not path.is_file():
         return None
-    summary = json.loads(path.read_text())
-    if "wall_seconds" in summary:
-        return float(summary["wall_seconds"]) + float(summary.get("setup_seconds") or 0.0)
-    return float(summary["seconds"]) if "seconds" in summary else None  # a maps build step
+    summary = json.loads(path.read_text())  # training runs and maps builds both record these two
+    return float(summary["wall_seconds"]) + float(summary.get("setup_seconds") or 0.0)
 
 
 def leave_one_out(file: Path, root: Path, run_id: str) -> float | None:

@@ -142,15 +142,25 @@ class Work:
     teacher: str | None = None  # an online teacher's checkpoint (a forward pass per batch)
 
 
+def _eval_passes(epochs: int, every: int, ema: bool, occlusions: int) -> int:
+    """Passes over the validation set: every ``every`` epochs and the last, twice with EMA, plus
+    one per occlusion fraction at the end."""
+    evaluations = len({e for e in range(1, epochs + 1) if e % every == 0} | ({epochs} if epochs else set()))
+    return evaluations * (2 if ema else 1) + occlusions
+
+
+def _online_teacher(checkpoint: object, maps: object) -> str | None:
+    """The key of a teacher that runs on every batch (a checkpoint, no offline maps), else None."""
+    return str(checkpoint) if checkpoint and maps is None else None
+
+
 def run_work(run: PlannedRun) -> Work:
     """The images ``run`` trains and evaluates from start to end, and its online teacher."""
     cfg = run.config
-    teacher = str(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None and cfg.teacher.maps is None else None
     train, val = train_images(run)
     epochs = cfg.schedule.total_epochs
-    evaluations = len({e for e in range(1, epochs + 1) if e % cfg.eval.every == 0} | {epochs})
-    passes = evaluations * (2 if cfg.optim.ema_decay else 1) + len(cfg.eval.occlusion)
-    return Work(epochs * train, passes * val, teacher)
+    passes = _eval_passes(epochs, cfg.eval.every, bool(cfg.optim.ema_decay), len(cfg.eval.occlusion))
+    return Work(epochs * train, passes * val, _online_teacher(cfg.teacher.checkpoint, cfg.teacher.maps))
 
 
 @dataclass
@@ -187,7 +197,7 @@ def _measured(output_root: Path, device: str) -> dict[tuple[str, int], _Rates]:
             continue
         key = (config["model"]["name"], int(config["data"]["img_size"]))
         teacher = config.get("teacher") or {}
-        online = str(teacher["checkpoint"]) if teacher.get("checkpoint") and teacher.get("maps") is None else None
+        online = _online_teacher(teacher.get("checkpoint"), teacher.get("maps"))
         train.setdefault(key, {}).setdefault(online, []).append(float(summary["images_per_s"]))
         if summary.get("setup_seconds") is not None and summary.get("train_seconds") is not None:
             evaluated = _evaluated(config, int(summary.get("epochs") or 0), int(summary.get("val_images") or 0))
@@ -201,11 +211,10 @@ def _measured(output_root: Path, device: str) -> dict[tuple[str, int], _Rates]:
 
 def _evaluated(config: dict, epochs: int, val: int) -> float:
     """Images a finished run evaluated (as :func:`run_work` counts them), from its config.json."""
-    every = int((config.get("eval") or {}).get("every") or 1)
-    evaluations = len({e for e in range(1, epochs + 1) if e % every == 0} | ({epochs} if epochs else set()))
-    ema = bool((config.get("optim") or {}).get("ema_decay"))
-    occlusion = len((config.get("eval") or {}).get("occlusion") or [])
-    return float((evaluations * (2 if ema else 1) + occlusion) * val)
+    evals, optim = config.get("eval") or {}, config.get("optim") or {}
+    passes = _eval_passes(epochs, int(evals.get("every") or 1), bool(optim.get("ema_decay")),
+                          len(evals.get("occlusion") or []))
+    return float(passes * val)
 
 
 def _table_rate(name: str, size: int, device: str, gpus: int) -> float | None:
