@@ -89,6 +89,10 @@ def validate_config(data: dict[str, Any], *, prefix: str = "") -> TrainConfig:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping (safe loader); a missing or malformed file is a ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        files = sorted(f.name for f in path.glob("*.yaml"))[:5]
+        hint = f" (its YAML files: {', '.join(files)})" if files else ""
+        raise ConfigError(f"{path} is a folder, not a config file; give one YAML file in it{hint}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -81,6 +81,11 @@ def test_unknown_key_lists_valid_keys_with_defaults(tmp_path: Path) -> None:
 def test_missing_or_broken_files(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="config file not found"):
         load_sweep(tmp_path / "nope.yaml")
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "methods.yaml").write_text("name: m\n")
+    with pytest.raises(SweepError, match=r"sweeps is a folder, not a config file; .*its YAML files: methods.yaml"):
+        load_sweep(folder)  # a folder given as the sweep file is named as a folder, not "not found"
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
     with pytest.raises(SweepError, match="invalid YAML"):
