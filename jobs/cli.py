@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from suite.cli.console import (
@@ -368,17 +370,20 @@ def _print_launch(report: Any, file: Path) -> None:
         f"[bold]{report.executor}[/]: submitted {len(report.submitted)} run(s); skipped {done} finished/pruned and "
         f"{active} already queued or running"
         + (f"; {len(report.blocked)} blocked by a failed prerequisite" if report.blocked else "")
-        + (f"; {len(corrupt)} with a corrupt record (suite sweep status {file} names the file)" if corrupt else "")
+        + (escape(f"; {len(corrupt)} with a corrupt record (suite sweep status {shlex.quote(str(file))} names the file)")
+           if corrupt else "")
     )
     if report.arrays:
         console.print(
             f"{len(report.arrays)} sbatch call(s): "
             + ", ".join(f"job {a['job_id']} ({a['size']} runs, %{a['parallelism']})" for a in report.arrays)
         )
-    console.print(f"state: {report.state_file}   watch: suite sweep status {file}")
+    # quoted for the shell, escaped for rich: a file named "my sweep.yaml" or "[v2].yaml" is copied as is
+    console.print(escape(f"state: {report.state_file}   watch: suite sweep status {shlex.quote(str(file))}"))
     if report.failed():
         err_console.print(
-            f"[red]{len(report.failed())} run(s) failed[/]: suite sweep status {file} shows why"
+            f"[red]{len(report.failed())} run(s) failed[/]: "
+            + escape(f"suite sweep status {shlex.quote(str(file))} shows why")
         )
         raise typer.Exit(EXIT_FAILED)
 
