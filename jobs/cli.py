@@ -255,8 +255,19 @@ def _print_plan_notes(the_plan: Any, est: Any, states: dict[str, RunState]) -> N
             problem = read_run(run.paths.root).problem
             console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
     from jobs.status_report import renamed_sweep_hints
+    from suite.run.migrate import legacy_folders
 
-    for hint in renamed_sweep_hints(the_plan.sweep.output_root, states):
+    root = the_plan.sweep.output_root
+    old = legacy_folders(root)
+    legacy = [run.run_id for run in the_plan.all_runs() if isinstance(old.get(run.run_id), Path)]
+    if legacy:  # as launch says it (it refuses until then), so that "new" does not read as "to be trained"
+        console.print(
+            f"[yellow]hint[/] {len(legacy)} run(s) shown as new are in folders of an earlier suite version "
+            + escape(f"({legacy[0]} is in {old[legacy[0]]}); run `suite runs migrate {shlex.quote(str(root))}` ")
+            + "to rename them: nothing is retrained, and launch refuses until then",
+            highlight=False, soft_wrap=True,
+        )
+    for hint in renamed_sweep_hints(root, states):
         console.print(f"[yellow]hint[/] {hint}", highlight=False, soft_wrap=True)
 
 
