@@ -125,6 +125,16 @@ def _print_status(study: Any, *, show_all: bool = False, as_json: bool = False) 
     finished = status.counts.get("complete", 0) + status.counts.get("pruned", 0)
     console.print(f"study [bold]{status.name}[/]: {finished}/{status.n_trials} finished ({counts}); "
                   f"{status.direction} {status.metric}; storage {status.storage}", highlight=False)
+    finished_runs = [r["run_id"] for r in status.trials if r["state"] in ("complete", "pruned") and r["run_id"]]
+    repeats = len(finished_runs) - len(set(finished_runs))
+    if repeats:  # Optuna counts each as a trial; the run is the same, trained once
+        console.print(
+            f"[yellow]note[/] the {len(finished_runs)} finished trials are {len(set(finished_runs))} distinct "
+            f"run{'s' if len(set(finished_runs)) != 1 else ''}: "
+            f"{repeats} repeated the parameters of an earlier trial (a sampler on a discrete space draws a point "
+            "again) and reused its run, training nothing; raise n_trials or widen the space for more distinct runs",
+            highlight=False, soft_wrap=True,
+        )
     console.print(f"workers alive: {len(status.workers_alive)}"
                   + "".join(f"  [{w['job']} on {w.get('host')}, trial {w.get('trial', '-')}]"
                             for w in status.workers_alive), highlight=False)
@@ -135,11 +145,17 @@ def _print_status(study: Any, *, show_all: bool = False, as_json: bool = False) 
     rows = status.trials if show_all else status.trials[-30:]
     if not rows:
         return
+    first_trial: dict[str, int] = {}
+    for r in sorted(status.trials, key=lambda r: r["number"]):
+        if r["run_id"]:
+            first_trial.setdefault(r["run_id"], r["number"])
     table = Table(show_edge=False, pad_edge=False)
     for col in ("#", "state", "value", "epochs", "params", "run", "note"):
         table.add_column(col)
     for r in rows:
         note = r["error"] or (f"retry of {r['retry_of']}" if r["retry_of"] is not None else "")
+        if not note and r["run_id"] and (first := first_trial.get(r["run_id"])) != r["number"]:
+            note = f"same run as trial {first}"
         table.add_row(str(r["number"]), r["state"], _fmt(r["value"]), str(r["epochs"]),
                       " ".join(f"{k}={_fmt(v)}" for k, v in (r["params"] or {}).items()), r["run_id"] or "", note)
     console.print(table)

@@ -165,3 +165,17 @@ def test_cli_refuses_a_malformed_study_before_creating_it(tmp_path: Path) -> Non
     assert not (tmp_path / "runs").exists()
     result = CliRunner().invoke(_cli(), ["tune", "status", str(write_study(tmp_path, name="never"))])
     assert result.exit_code == 2 and "no study yet" in result.output
+
+
+def test_status_says_when_trials_repeat_a_parameter_set(tmp_path: Path) -> None:
+    """Defect 15: `n_trials: 6` gave 4 distinct runs without a word; status now says so per trial and in total."""
+    path = write_study(tmp_path, n_trials=3, space={"mix.prob": [1.0]}, sampler={"name": "random", "seed": 0})
+    runner = CliRunner()
+    result = runner.invoke(_cli(), ["tune", str(path), "--executor", "debug"])
+    assert result.exit_code == 0, result.output
+    trials = open_study(load_study(path)).get_trials()
+    assert len({t.user_attrs["run_id"] for t in trials}) == 1 and len(trials) == 3  # one point, trained once
+    result = runner.invoke(_cli(), ["tune", "status", str(path)], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "the 3 finished trials are 1 distinct run: 2 repeated the parameters" in result.output
+    assert result.output.count("same run as") == 2  # the table's note on trials 1 and 2 (it may wrap)
