@@ -39,7 +39,10 @@ def _unfinished_teacher(teacher: Path) -> str | None:
     """Why a teacher that is a suite run folder cannot be used yet (None: it finished)."""
     from suite.run.records import RunState, read_run
 
-    folder = teacher_run_folder(Path(teacher).expanduser())
+    path = Path(teacher).expanduser()
+    folder = teacher_run_folder(path)
+    if folder is None and path.is_symlink():  # a link to a run folder or its checkpoint is that run
+        folder = teacher_run_folder(path.resolve())
     if folder is None:
         return None
     record = read_run(folder)

@@ -86,6 +86,11 @@ def test_an_unfinished_teacher_run_is_refused(tmp_path: Path) -> None:
     (problem,) = machine_problems(cfg)
     assert problem.field == "teacher.checkpoint" and "interrupted, not finished" in problem.message
     assert machine_problems(cfg, produced={str(teacher.absolute())}) == []  # a sweep prerequisite waits for it
+    for name, target in (("teacher-link", teacher), ("teacher.pt", teacher / "checkpoint.pt")):
+        link = tmp_path / name  # defect 15: a symlink to the interrupted run (or its checkpoint) was accepted
+        link.symlink_to(target)
+        (problem,) = machine_problems(load_config(None, ["mix.method=tokenmix", f"teacher={link}"]))
+        assert problem.field == "teacher.checkpoint" and "interrupted, not finished" in problem.message
     (teacher / "summary.json").write_text(json.dumps({"run_id": teacher.name, "status": "finished", "top1": 1.0}))
     assert all("not finished" not in p.message for p in machine_problems(cfg))  # (its fake checkpoint is refused)
 
