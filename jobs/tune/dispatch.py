@@ -115,10 +115,27 @@ def _collect(backend: Backend, jobs: Sequence[Any], report: TuneReport, say: Ech
                 report.results.append(result)
                 say(f"worker {result['worker']} ended ({result['stopped']}): {len(result['trials'])} trials")
             else:
-                lines = [line for line in str(error).splitlines() if line.strip()]
                 report.failed_workers.append(str(job.job_id))
-                say(f"worker job {job.job_id} failed: {lines[-1] if lines else type(error).__name__}")
+                say(f"worker job {job.job_id} {worker_error(error)}")
     except KeyboardInterrupt:
         say("interrupted: workers checkpoint their runs; `suite tune` again resumes them")
         backend.cancel(jobs)
         raise
+
+
+def worker_error(error: BaseException) -> str:
+    """How a worker job that raised or vanished ended, in one line (after "worker job N ").
+
+    A job killed from outside (SIGKILL, out of memory, a lost node) leaves no result; submitit's
+    error then ends with the last line the training printed ("epoch 1/8 loss ..."), which is not
+    why it ended.
+    """
+    from submitit.core.utils import UncompletedJobError
+
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, UncompletedJobError):
+        return (
+            "was killed before it ended (a signal, out of memory or a lost node; no result): its trial is "
+            "retried from the run's last checkpoint by the next worker, once its heartbeat is older than grace_s"
+        )
+    return f"failed: {lines[-1] if lines else type(error).__name__}"

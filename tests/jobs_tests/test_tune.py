@@ -179,3 +179,17 @@ def test_status_says_when_trials_repeat_a_parameter_set(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "the 3 finished trials are 1 distinct run: 2 repeated the parameters" in result.output
     assert result.output.count("same run as") == 2  # the table's note on trials 1 and 2 (it may wrap)
+
+
+def test_a_killed_worker_is_reported_as_killed_not_by_its_last_progress_line() -> None:
+    """Defect 15: a SIGKILLed worker was reported as "failed: epoch 1/8 loss ..."."""
+    from submitit.core.utils import UncompletedJobError
+
+    from jobs.tune.dispatch import worker_error
+
+    killed = UncompletedJobError("Job 12 (task: 0) has not produced any output (state: FINISHED)\n"
+                                 "Error stream produced:\n----\nepoch 1/8 loss 2.30")
+    message = worker_error(killed)
+    assert message.startswith("was killed before it ended") and "epoch 1/8" not in message
+    assert "retried from the run's last checkpoint" in message
+    assert worker_error(ValueError("bad\nreal reason")) == "failed: real reason"  # a raised error keeps its line
