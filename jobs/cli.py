@@ -255,15 +255,14 @@ def _print_plan_notes(the_plan: Any, est: Any, states: dict[str, RunState]) -> N
             problem = read_run(run.paths.root).problem
             console.print(f"[red]corrupt[/] {run.run_id}: {problem}", highlight=False, soft_wrap=True)
     from jobs.status_report import renamed_sweep_hints
-    from suite.run.migrate import legacy_folders
+    from jobs.launch import legacy_hits
 
     root = the_plan.sweep.output_root
-    old = legacy_folders(root)
-    legacy = [run.run_id for run in the_plan.all_runs() if isinstance(old.get(run.run_id), Path)]
+    legacy = legacy_hits(root, the_plan)
     if legacy:  # as launch says it (it refuses until then), so that "new" does not read as "to be trained"
         console.print(
             f"[yellow]hint[/] {len(legacy)} run(s) shown as new are in folders of an earlier suite version "
-            + escape(f"({legacy[0]} is in {old[legacy[0]]}); run `suite runs migrate {shlex.quote(str(root))}` ")
+            + escape(f"({legacy[0]}); run `suite runs migrate {shlex.quote(str(root))}` ")
             + "to rename them: nothing is retrained, and launch refuses until then",
             highlight=False, soft_wrap=True,
         )
@@ -374,6 +373,7 @@ def _submit(sweep: Any, run: Any = None, **options: Any) -> Any:
 
 
 def _print_launch(report: Any, file: Path) -> None:
+    quoted = shlex.quote(str(file))  # for the shell; escape() below keeps rich from reading [..] as markup
     done = sum(1 for s in report.skipped.values() if s.is_finished())
     active = sum(1 for s in report.skipped.values() if s.is_active())
     corrupt = [rid for rid, s in report.skipped.items() if s is RunState.CORRUPT]
@@ -381,7 +381,7 @@ def _print_launch(report: Any, file: Path) -> None:
         f"[bold]{report.executor}[/]: submitted {len(report.submitted)} run(s); skipped {done} finished/pruned and "
         f"{active} already queued or running"
         + (f"; {len(report.blocked)} blocked by a failed prerequisite" if report.blocked else "")
-        + (escape(f"; {len(corrupt)} with a corrupt record (suite sweep status {shlex.quote(str(file))} names the file)")
+        + (escape(f"; {len(corrupt)} with a corrupt record (suite sweep status {quoted} names the file)")
            if corrupt else "")
     )
     if report.arrays:
@@ -389,12 +389,11 @@ def _print_launch(report: Any, file: Path) -> None:
             f"{len(report.arrays)} sbatch call(s): "
             + ", ".join(f"job {a['job_id']} ({a['size']} runs, %{a['parallelism']})" for a in report.arrays)
         )
-    # quoted for the shell, escaped for rich: a file named "my sweep.yaml" or "[v2].yaml" is copied as is
-    console.print(escape(f"state: {report.state_file}   watch: suite sweep status {shlex.quote(str(file))}"))
+    console.print(escape(f"state: {report.state_file}   watch: suite sweep status {quoted}"))
     if report.failed():
         err_console.print(
             f"[red]{len(report.failed())} run(s) failed[/]: "
-            + escape(f"suite sweep status {shlex.quote(str(file))} shows why")
+            + escape(f"suite sweep status {quoted} shows why")
         )
         raise typer.Exit(EXIT_FAILED)
 

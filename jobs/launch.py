@@ -92,12 +92,17 @@ def check(sweep: Sweep, *, executor: str | None = None, check_paths: bool = True
     return Checked(sweep, plan, backend.name, time.perf_counter() - start, backend)
 
 
-def _check_legacy(sweep: Sweep, plan: Plan) -> None:
-    """Refuse to launch while run folders of an earlier id rule hold runs of this plan (no silent retraining)."""
+def legacy_hits(output_root: Path, plan: Plan) -> list[str]:
+    """``"<run id> is in <folder>"`` for each run of the plan held in a folder of an earlier id rule."""
     from suite.run.migrate import legacy_folders
 
-    old = legacy_folders(sweep.output_root)
-    hits = [f"{run.run_id} is in {old[run.run_id]}" for run in plan.all_runs() if isinstance(old.get(run.run_id), Path)]
+    old = legacy_folders(output_root)
+    return [f"{run.run_id} is in {old[run.run_id]}" for run in plan.all_runs() if isinstance(old.get(run.run_id), Path)]
+
+
+def _check_legacy(sweep: Sweep, plan: Plan) -> None:
+    """Refuse to launch while run folders of an earlier id rule hold runs of this plan (no silent retraining)."""
+    hits = legacy_hits(sweep.output_root, plan)
     if hits:
         raise SweepError(
             f"{sweep.output_root}: {len(hits)} run(s) of this sweep are in folders made by an earlier suite version "

@@ -132,10 +132,10 @@ def worker_error(error: BaseException) -> str:
     """
     from submitit.core.utils import UncompletedJobError
 
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if isinstance(error, UncompletedJobError):
         return (
             "was killed before it ended (a signal, out of memory or a lost node; no result): its trial is "
             "retried from the run's last checkpoint by the next worker, once its heartbeat is older than grace_s"
         )
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"failed: {lines[-1] if lines else type(error).__name__}"
