@@ -1,7 +1,8 @@
 """The local backend: a pool of processes on this machine, each run with its CPU share and its GPUs.
 
 Runs start through submitit's ``LocalExecutor`` (one controller process per run, which starts
-the run's processes), at most ``max_parallel`` at once (default: CPUs ÷
+the run's processes; :mod:`jobs.backends.local_controller` has it create its log folder
+first), at most ``max_parallel`` at once (default: CPUs ÷
 ``resources.cpus_per_task``, and no more than the GPUs allow). Each run gets ``run.threads`` =
 CPUs ÷ runs at once (an output-only field, so run ids do not change) and its own GPUs
 (:class:`GpuSlots`), taken from the ``CUDA_VISIBLE_DEVICES`` this launcher inherited
@@ -26,6 +27,7 @@ from typing import Any
 import submitit
 
 from jobs.backends.base import ForegroundBackend
+from jobs.backends.local_controller import FolderFirstLocalExecutor
 from jobs.session import Session, job_config
 from jobs.stop import LaunchInterrupted, LaunchStop
 from jobs.worker import job_for
@@ -107,7 +109,7 @@ class LocalBackend(ForegroundBackend):
     def executor(self) -> submitit.LocalExecutor:
         """A local executor (one subprocess per process of a run) with the resources' time limit."""
         res = self.resources
-        executor = submitit.LocalExecutor(folder=str(self.folder / "%j"), max_num_timeout=res.max_num_timeout)
+        executor = FolderFirstLocalExecutor(folder=str(self.folder / "%j"), max_num_timeout=res.max_num_timeout)
         executor.update_parameters(
             timeout_min=res.timeout_min, signal_delay_s=res.signal_delay_s, gpus_per_node=0, tasks_per_node=res.tasks
         )
