@@ -2,7 +2,8 @@
 
 - :mod:`jobs.launch` checks a sweep and submits what is not done; :mod:`jobs.session` is one
   launch as the backends see it (state file, report).
-- :mod:`jobs.backends`: the backends behind one interface (``slurm``, ``local``, ``debug``).
+- :mod:`jobs.backends`: the backends behind one interface (``slurm``, ``local``, ``debug``);
+  :mod:`jobs.local_controller`: the local runs' submitit controller.
 - :mod:`jobs.worker`: the job callables (a run, a maps build step); :mod:`jobs.preemption`: the
   one preemption-safe training they and study trials use.
 - :mod:`jobs.tune`: Optuna studies (dispatch, worker, status); :mod:`jobs.study_storage`: where a

@@ -1,7 +1,7 @@
 """The local backend: a pool of processes on this machine, each run with its CPU share and its GPUs.
 
 Runs start through submitit's ``LocalExecutor`` (one controller process per run, which starts
-the run's processes; :mod:`jobs.backends.local_controller` has it create its log folder
+the run's processes; :mod:`jobs.local_controller` has it create its log folder
 first), at most ``max_parallel`` at once (default: CPUs ÷
 ``resources.cpus_per_task``, and no more than the GPUs allow). Each run gets ``run.threads`` =
 CPUs ÷ runs at once (an output-only field, so run ids do not change) and its own GPUs
@@ -27,7 +27,7 @@ from typing import Any
 import submitit
 
 from jobs.backends.base import ForegroundBackend
-from jobs.backends.local_controller import FolderFirstLocalExecutor
+from jobs.local_controller import FolderFirstLocalExecutor
 from jobs.session import Session, job_config
 from jobs.stop import LaunchInterrupted, LaunchStop
 from jobs.worker import job_for

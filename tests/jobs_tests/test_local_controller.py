@@ -9,7 +9,7 @@ from pathlib import Path
 import submitit
 from submitit.local import local as submitit_local
 
-from jobs.backends.local_controller import FolderFirstLocalExecutor, start_controller
+from jobs.local_controller import FolderFirstLocalExecutor, start_controller
 
 SETTINGS = {"tasks_per_node": 1, "cuda_devices": "", "timeout_min": 1.0, "signal_delay_s": 5, "stderr_to_stdout": False}
 

@@ -10,6 +10,9 @@ unchanged. :func:`start_controller` sets the same environment as submitit's func
 name (the controller reads its settings from it); submitit offers no hook to change only the
 command, and its ``setup`` option cannot be used for this: it runs the controller through
 ``/bin/sh``, and where that is bash the controller is exec'd and takes the wrong pid.
+
+This module sits outside :mod:`jobs.backends` so that ``python -m jobs.local_controller``
+imports only submitit (the package ``jobs`` imports nothing), not the launcher's modules.
 """
 
 from __future__ import annotations
