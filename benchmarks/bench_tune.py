@@ -17,6 +17,7 @@ Usage::
     .venv/bin/python benchmarks/bench_tune.py --workers 2                     # both, ~35 min on 2 cores
     .venv/bin/python benchmarks/bench_tune.py --only grid --out runs/bench-tune
     .venv/bin/python benchmarks/bench_tune.py --train-size 1000 --epochs 3    # a reduced version
+    .venv/bin/python benchmarks/bench_tune.py --set data.val_size=10000 --set eval.every=1   # any override
 
 Runs go to ``--out`` (``grid/`` and ``tpe/``); running the command again reuses finished studies,
 so the two halves may run at different times. Prints a Markdown table and writes ``result.json``.
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("grid", "tpe"), default=None)
     parser.add_argument("--epochs", type=int, default=None, help="schedule.epochs (default: the study's)")
     parser.add_argument("--train-size", type=int, default=None, help="data.train_size (default: the study's)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other run config override, repeatable (e.g. --set data.val_size=10000)")
     args = parser.parse_args()
 
     from jobs.tune import tune
@@ -89,6 +92,7 @@ def main() -> None:
         overrides.append(f"schedule.epochs={args.epochs}")
     if args.train_size:
         overrides.append(f"data.train_size={args.train_size}")
+    overrides += args.sets
     base = load_study(args.study, overrides)
     results: dict[str, Any] = {}
     result_file = args.out / "result.json"
