@@ -35,6 +35,8 @@ class FolderFirstLocalExecutor(submitit.LocalExecutor):
 
     def _submit_command(self, command: str) -> submitit.LocalJob[Any]:
         params = self.parameters
+        if params.get("setup"):  # submitit runs setup commands in a shell before its controller; not here
+            raise ValueError("FolderFirstLocalExecutor does not run `setup` commands; set the environment instead")
         n_gpus, visible = params.get("gpus_per_node", 0), params.get("visible_gpus", ())
         gpus = range(n_gpus) if visible == () else visible[:n_gpus]
         tasks = params.get("tasks_per_node", 1)

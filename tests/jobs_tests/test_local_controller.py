@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
 import submitit
 from submitit.local import local as submitit_local
 
@@ -40,3 +41,10 @@ def test_the_executor_runs_a_function_with_its_result_and_logs_in_the_job_folder
     assert isinstance(job, submitit.LocalJob)
     assert job.paths.folder == tmp_path / job.job_id
     assert job.paths.stdout.exists() and job.paths.stderr.exists()
+
+
+def test_the_executor_refuses_setup_commands_instead_of_skipping_them(tmp_path: Path) -> None:
+    executor = FolderFirstLocalExecutor(folder=tmp_path / "%j")
+    executor.update_parameters(timeout_min=1, setup=["export X=1"])
+    with pytest.raises(ValueError, match="setup"):
+        executor.submit(sorted, [2, 1])
