@@ -373,10 +373,6 @@ class TrainConfig(Strict):
                 f"mix.groups must be even and divide data.batch_size={self.data.batch_size} (partners pair inside "
                 f"a group), but got mix.groups={groups}"
             )
-        if groups is not None and self.mix.method == "tokenmix" and self.mix.mode != "batch":
-            raise ValueError(
-                f"mix.groups draws one Mixup lam per group: it needs mix.mode=batch, but got {self.mix.mode}"
-            )
         if self.mix.method == "tokenmix":
             grid = self.mix.token_grid or (self.data.img_size // patch if patch else None)
             if grid is None:

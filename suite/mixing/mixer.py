@@ -7,12 +7,14 @@ unchanged; TokenMix replaces only the CutMix branch (as in the reference code). 
 teacher, when TokenMix's target needs one, sees the unmixed augmented batch.
 
 With ``groups`` (G images; the reference's 128 = one GPU batch of its 8 x 128 run) the batch is
-cut into groups of G consecutive images and every group draws its own mixing decision, switch
-branch, Mixup ``lam`` and TokenMix mask, and pairs its images inside the group (``flip(0)`` of the
-group). For TokenMix this is vectorised: one draw of all decisions, one mask draw, one blend
-kernel for the whole batch (``suite.mixing.tokenmix.blend_partners_``) and the teacher run only on the
-images of TokenMix groups. For ``mixup`` / ``cutmix`` timm's ``Mixup`` is called once per group.
-Without ``groups`` the whole batch is one group, as before.
+cut into groups of G consecutive images and every group draws its own mixing decision and switch
+branch, pairing its images inside the group (``flip(0)`` of the group); without ``groups`` the whole
+batch is one group. TokenMix has one code path for both: the images of every group that chose
+TokenMix go through one ``TokenMix`` call (one mask per group, one teacher pass over those images
+only, one pixel kernel); every group that chose Mixup goes through timm's ``Mixup`` (as ``mixup`` /
+``cutmix`` do, once per group). Draw order per step: the groups' switch draws, then the TokenMix
+masks (step generator), then Mixup's ``lam`` (numpy, as timm draws it); with one group this is
+exactly the stream the suite has always drawn (``tests/suite_tests/test_mixing_golden.py``).
 
 All draws come from the step's seeded generators (see ``suite.train.trainer``), so a resumed
 run mixes exactly as an uninterrupted one.
@@ -120,23 +122,9 @@ class BatchMixer:
                 starts = range(0, len(x), groups)
                 target = torch.cat([self._timm(x[s : s + groups], y[s : s + groups])[1] for s in starts])
             return x, target, {"branch": method}
-        if groups is not None:
-            return self._tokenmix_groups(x, y, groups, generator=generator, geometry=geometry)
-        # tokenmix: DeiT switch with TokenMix in place of CutMix; draws from the CPU generator
-        draws = torch.rand(2, generator=generator).tolist()
-        if draws[0] >= self.cfg.prob:
-            return x, self._plain(y), {"branch": "none"}
-        if self._timm is not None and draws[1] >= self.cfg.switch_prob:
-            x, target = self._timm(x, y)
-            return x, target, {"branch": "mixup"}
-        maps = None
-        if self.cfg.target != "area":
-            maps = self.teacher.maps(x, y, self.cfg.token_grid, geometry=geometry)
-        x, target, stats = self._tokenmix(x, y, maps=maps, generator=generator)
-        return x, target, {"branch": "tokenmix", **stats}
+        return self._tokenmix_switch(x, y, groups or x.shape[0], generator=generator, geometry=geometry)
 
-
-    def _tokenmix_groups(
+    def _tokenmix_switch(
         self,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -145,63 +133,62 @@ class BatchMixer:
         generator: torch.Generator,
         geometry: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """DeiT's switch with TokenMix, drawn per group of ``size`` images, vectorised over the batch."""
-        from suite.mixing.tokenmix import blend_partners_, group_partners
-
-        tm, cfg = self._tokenmix, self.cfg
-        b, device, g = x.shape[0], x.device, tm.token_grid
+        """DeiT's switch with TokenMix in place of CutMix, drawn per group of ``size`` images."""
+        b, device = x.shape[0], x.device
         n = b // size
-        partner = group_partners(b, size, device)
-        draws = torch.rand(n, 2, generator=generator)
-        mixed = draws[:, 0] < cfg.prob
-        token = mixed & (draws[:, 1] < cfg.switch_prob) if self._timm is not None else mixed
+        draws = torch.rand(n, 2, generator=generator)  # one group: the same two numbers as rand(2)
+        mixed = draws[:, 0] < self.cfg.prob
+        token = mixed & (draws[:, 1] < self.cfg.switch_prob) if self._timm is not None else mixed
         mixup = mixed & ~token
-        alpha = cfg.mixup_alpha
-        rng = np.random.Generator(np.random.PCG64(int(torch.randint(2**63 - 1, (1,), generator=generator))))
-        lam = torch.from_numpy(rng.beta(alpha, alpha, size=n)).float() if alpha > 0 else torch.ones(n)
-        masks = token_masks(
-            b if tm.per_sample else n, g, tm.mask_ratio, mode=tm.mask_mode, per_sample=True,
-            min_aspect=tm.min_aspect, generator=generator, device=device,
-        )
-        if not tm.per_sample:
-            masks = masks.repeat_interleave(size, 0)
-        token_cpu = token.repeat_interleave(size)
-        token_s = token_cpu.to(device, non_blocking=True)
-        own = torch.where(mixup, lam, 1.0).repeat_interleave(size).to(device, non_blocking=True)
-        smoothing = tm.label_smoothing
-        target = mixed_target(y, own, 1.0 - own, self.num_classes, smoothing, mode="area", partner=partner)
-        fallbacks = torch.zeros((), dtype=torch.long, device=device)
-        if bool(token.any()):
-            maps = None
-            if tm.needs_maps:
-                if bool(token.all()):
-                    maps = self.teacher.maps(x, y, g, geometry=geometry)
-                else:  # the teacher sees only the images of TokenMix groups (partners share a group)
-                    sel_cpu = token_cpu.nonzero().squeeze(1)
-                    sel = sel_cpu.to(device, non_blocking=True)
-                    sub = self.teacher.maps(
-                        x.index_select(0, sel), y.index_select(0, sel), g,
-                        geometry=None if geometry is None else geometry.index_select(0, sel_cpu),
-                    )
-                    maps = sub.new_zeros(b, g, g).index_copy_(0, sel, sub)
-            w_own, w_partner, fallback = mix_weights(
-                masks, maps, tm.target_mode, partner=partner, fallback=tm.fallback, clamp_negative=tm.clamp_negative
-            )
-            tokens = mixed_target(
-                y, w_own, w_partner, self.num_classes, smoothing, mode=tm.target_mode, partner=partner
-            )
-            target = torch.where(token_s.view(b, 1), tokens, target)
-            fallbacks = (fallback & token_s).sum()
-        coeff = torch.where(token_s.view(b, 1, 1), masks.float(), (1.0 - own).view(b, 1, 1).expand(b, g, g))
-        blend_partners_(x, coeff, partner)
-        stats = {
-            "branch": "groups",
-            "fallbacks": fallbacks,
-            "partner_fraction": (masks.float().mean((1, 2)) * token_s).sum() / token_s.sum().clamp_min(1),
+        zero = torch.zeros((), device=device)
+        stats: dict[str, Any] = {
+            "branch": _branch_name(mixed, token, mixup),
+            "fallbacks": zero.long(),
+            "partner_fraction": zero,
             "tokenmix_groups": token.sum(),
             "mixup_groups": mixup.sum(),
         }
+        if bool(token.all()):
+            x, target, token_stats = self._tokenmix_images(x, y, size, generator, geometry)
+            return x, target, stats | token_stats
+        target = self._plain(y)
+        if bool(token.any()):  # only the images of TokenMix groups, as one batch of whole groups
+            sel_cpu = token.repeat_interleave(size).nonzero().squeeze(1)
+            sel = sel_cpu.to(device, non_blocking=True)
+            part = None if geometry is None else geometry.index_select(0, sel_cpu)
+            xs, ts, token_stats = self._tokenmix_images(
+                x.index_select(0, sel), y.index_select(0, sel), size, generator, part
+            )
+            x.index_copy_(0, sel, xs)
+            target.index_copy_(0, sel, ts)
+            stats |= token_stats
+        for k in mixup.nonzero().flatten().tolist():  # timm mixes each slice in place
+            rows = slice(k * size, (k + 1) * size)
+            target[rows] = self._timm(x[rows], y[rows])[1]
         return x, target, stats
+
+    def _tokenmix_images(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        size: int,
+        generator: torch.Generator,
+        geometry: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """TokenMix over a batch of whole groups; the teacher sees exactly these (unmixed) images."""
+        maps = None
+        if self._tokenmix.needs_maps:
+            maps = self.teacher.maps(x, y, self._tokenmix.token_grid, geometry=geometry)
+        return self._tokenmix(x, y, maps=maps, generator=generator, group_size=size)
+
+
+def _branch_name(mixed: torch.Tensor, token: torch.Tensor, mixup: torch.Tensor) -> str:
+    """``none``, ``tokenmix`` or ``mixup`` when every group took that branch, else ``groups``."""
+    if not bool(mixed.any()):
+        return "none"
+    if bool(token.all()):
+        return "tokenmix"
+    return "mixup" if bool(mixup.all()) else "groups"
 
 
 def build_mixer(

@@ -20,8 +20,12 @@ crosses memory about once (cheaper than timm's CutMix, which copies the whole fl
 accelerator all pairs form one chunk (two half-batch copies and two fused ``where`` kernels).
 
 Groups: the reference draws one mask (and one switch branch) per GPU batch of 128 images, pairing
-images inside it. ``group_partners`` and ``blend_partners_`` do the same for groups inside one
-batch, vectorised (``suite.mixing.mixer`` with ``mix.groups``); without groups the whole batch is one.
+images inside it. ``TokenMix`` takes a ``group_size``: the batch is cut into groups of that many
+consecutive images, each with its own mask and partners inside it (``group_partners``); without it
+the whole batch is one group. This is the only TokenMix code path: ``suite.mixing.mixer`` sends it
+the images of the groups whose switch draw chose TokenMix (``mix.groups``; all of them, or the
+whole batch as one group, without groups), and the one-group case draws exactly what it always
+drew (``tests/suite_tests/test_mixing_golden.py``).
 
 Deliberate differences from the reference code: any token grid, mask ratio (fixed or a range),
 mask generator, per-sample masks, group size and target mode can be chosen (the reference: 14 x 14,
@@ -49,7 +53,7 @@ import torch
 from suite.mixing.masks import _MAX_BLOCK_GRID, MASK_MODES, _check_ratio, token_masks
 from suite.mixing.targets import FALLBACKS, TARGET_MODES, Fallback, mix_weights, mixed_target
 
-__all__ = ["TokenMix", "blend_partners_", "group_partners", "mix_tokens_"]
+__all__ = ["TokenMix", "group_partners", "mix_tokens_"]
 
 _CHUNK_BYTES = 1 << 20  # CPU: pairs per chunk so that both halves fit in about 1 MiB of cache
 
@@ -63,16 +67,19 @@ def _pairs_per_chunk(x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def mix_tokens_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mix every image with its partner ``B - 1 - i`` through a token mask, in place.
+def mix_tokens_(x: torch.Tensor, mask: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+    """Mix every image with its partner through a token mask, in place.
 
-    After the call ``x[i]`` shows ``x_old[B - 1 - i]`` on the pixel blocks of the tokens where
-    ``mask[i]`` is ``True`` and ``x_old[i]`` elsewhere; every pixel is an exact copy of one of the
-    two.
+    The partner of ``i`` is ``B - 1 - i``, or with ``group_size`` its mirror inside its group of
+    ``group_size`` consecutive images (``group_partners``). After the call ``x[i]`` shows the old
+    partner on the pixel blocks of the tokens where ``mask[i]`` is ``True`` and ``x_old[i]``
+    elsewhere; every pixel is an exact copy of one of the two.
 
     Args:
         x: Batch ``(B, C, H, W)`` with even B, H and W divisible by G; overwritten.
-        mask: Boolean token mask ``(B, G, G)``, or ``(1, G, G)`` shared by the batch.
+        mask: Boolean token mask ``(B, G, G)``, ``(1, G, G)`` shared by the batch, or with
+            ``group_size`` one ``(B / group_size, G, G)`` per group.
+        group_size: Even size of the groups that pair inside themselves (default: the batch).
 
     Returns:
         ``x`` itself.
@@ -80,6 +87,19 @@ def mix_tokens_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: For an odd batch, mismatched shapes, or a grid that does not divide the image.
     """
+    if group_size is not None and group_size != x.shape[0]:
+        b = x.shape[0]
+        group_partners(b, group_size)  # validates the group size
+        if mask.dim() != 3 or mask.shape[0] not in (1, b // group_size, b):
+            raise ValueError(
+                f"mask must have shape ({b}, G, G), ({b // group_size}, G, G) or (1, G, G), "
+                f"but got mask.shape={tuple(mask.shape)}"
+            )
+        per_group = mask.shape[0] == b // group_size and mask.shape[0] != b
+        for k, start in enumerate(range(0, b, group_size)):  # one call per group, not per sample
+            part = mask if mask.shape[0] == 1 else mask[k : k + 1] if per_group else mask[start : start + group_size]
+            mix_tokens_(x[start : start + group_size], part)
+        return x
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), but got x.shape={tuple(x.shape)}")
     b, _, height, width = x.shape
@@ -141,34 +161,6 @@ def group_partners(batch: int, group_size: int, device: torch.device | str = "cp
     if batch % group_size:
         raise ValueError(f"batch size must be a multiple of group_size={group_size}, but got {batch}")
     return torch.arange(batch, device=device).view(-1, group_size).flip(1).reshape(-1)
-
-
-@torch.no_grad()
-def blend_partners_(x: torch.Tensor, coeff: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
-    """``x[i] <- x[i] + coeff[i] * (x[partner[i]] - x[i])`` per token cell, in place, for the whole batch.
-
-    One kernel for every branch of a grouped batch: a token mask (0/1 cells, exact copies of one
-    of the two images), Mixup (``1 - lam`` in every cell) or no mixing (0).
-
-    Args:
-        x: Batch ``(B, C, H, W)``; H and W divisible by G; overwritten.
-        coeff: Partner share per token cell ``(B, G, G)`` in ``[0, 1]``.
-        partner: Partner index ``(B,)`` (e.g. ``group_partners``).
-
-    Returns:
-        ``x`` itself.
-    """
-    b, _, height, width = x.shape
-    g = coeff.shape[-1]
-    if coeff.shape != (b, g, g) or height % g or width % g:
-        raise ValueError(
-            f"coeff must have shape ({b}, G, G), G dividing {height}x{width}, but got {tuple(coeff.shape)}"
-        )
-    other = x.index_select(0, partner.to(x.device)).unflatten(2, (g, height // g))
-    weight = coeff.to(device=x.device, dtype=x.dtype).repeat_interleave(width // g, dim=2)
-    weight = weight.view(b, 1, g, 1, width)
-    x.unflatten(2, (g, height // g)).lerp_(other, weight)
-    return x
 
 
 class TokenMix:
@@ -290,6 +282,7 @@ class TokenMix:
         *,
         maps: torch.Tensor | None = None,
         generator: torch.Generator,
+        group_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Mix a batch in place and return it with its soft targets.
 
@@ -302,6 +295,9 @@ class TokenMix:
                 required by the teacher target modes, ignored by ``area``.
             generator: Source of all randomness, a CPU generator: the masks are made on the host
                 and copied to the device of ``x`` (see ``suite.mixing.masks``).
+            group_size: Mix in groups of this many consecutive images (even, dividing B): each
+                group draws its own mask (unless ``per_sample``) and pairs its images inside
+                itself (``group_partners``). Default: the whole batch is one group.
 
         Returns:
             ``(x, target, stats)``: the mixed batch (the same tensor as ``x``), float32 targets
@@ -332,26 +328,31 @@ class TokenMix:
                 raise ValueError(
                     f"maps must have shape ({b}, {g}, {g}), but got maps.shape={tuple(maps.shape)}"
                 )
+        size = b if group_size is None else group_size
+        partner = None if size == b else group_partners(b, size, x.device)  # None: B - 1 - i
+        # one mask per sample, or one per group (a single draw for the whole batch as one group)
         mask = token_masks(
-            b,
+            b if self.per_sample else b // size,
             g,
             self.mask_ratio,
             mode=self.mask_mode,
-            per_sample=self.per_sample,
+            per_sample=True,
             min_aspect=self.min_aspect,
             generator=generator,
             device=x.device,
         )
+        cells = mask if self.per_sample else mask.repeat_interleave(size, 0)
         w_own, w_partner, fallback = mix_weights(
-            mask.expand(b, g, g),
+            cells,
             maps if self.needs_maps else None,
             self.target_mode,
+            partner=partner,
             fallback=self.fallback,
             clamp_negative=self.clamp_negative,
         )
         target = mixed_target(
-            y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode
+            y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode, partner=partner
         )
-        mix_tokens_(x, mask)
+        mix_tokens_(x, mask, group_size=size)
         stats = {"fallbacks": fallback.sum(), "partner_fraction": mask.float().mean()}
         return x, target, stats

@@ -16,10 +16,21 @@ from typing import Any
 
 import torch
 
-from suite.config import ConfigError
+from suite.config import ConfigError, MixConfig
 from suite.run.records import RunPaths
 
-__all__ = ["check_processes", "final_payload", "read_checkpoint", "training_payload"]
+__all__ = [
+    "MIXING_STREAM", "check_mixing_stream", "check_processes", "check_resume", "final_payload", "read_checkpoint",
+    "training_payload",
+]
+
+MIXING_STREAM = 2
+"""The order in which a training step draws its mixing randomness, saved in every checkpoint.
+
+2: TokenMix with ``mix.groups`` draws the groups' switch, then the masks of the TokenMix groups
+only, then Mixup's lam from numpy as timm does (one TokenMix code path, whose one-group case is the
+ungrouped stream unchanged). 1 (checkpoints without the key): grouped TokenMix drew a lam seed
+from the step's generator and a mask for every group."""
 
 _TRAINING_KEYS = {"model", "optimizer", "epoch", "step", "rng"}
 _FINAL_KEYS = {"model", "epoch", "history", "best"}
@@ -45,6 +56,7 @@ def training_payload(
         "processes": processes,
         **counters,
         "rng": rng,
+        "mixing_stream": MIXING_STREAM,
         "config": dict(config),
     }
 
@@ -137,3 +149,29 @@ def check_processes(
             f"{root} to retrain it"
         )
     info("resuming with %d processes where the checkpoint had %d (no mixing: only dropout draws change)", now, int(saved))
+
+
+def check_mixing_stream(ckpt: Mapping[str, Any], *, grouped_tokenmix: bool, run_id: str, info: Callable[..., None]) -> None:
+    """Say in the log when a grouped TokenMix run resumes from a checkpoint of another mixing stream.
+
+    The run goes on (nothing trained is lost, and every step is still a TokenMix step of its
+    config), but its steps after the resume draw masks and lam as the current version does, so it
+    is not bit for bit the run one version would have trained. Ungrouped runs never changed stream.
+    """
+    saved = int(ckpt.get("mixing_stream", 1))
+    if grouped_tokenmix and saved != MIXING_STREAM:
+        info(
+            "run %s was checkpointed with mixing stream %d and resumes with %d: its TokenMix groups draw "
+            "their masks and Mixup lam in the current order from here on; delete the run folder to "
+            "train it from the start with one stream",
+            run_id, saved, MIXING_STREAM,
+        )
+
+
+def check_resume(
+    ckpt: Mapping[str, Any], mix: MixConfig, *, processes: int, run_id: str, root: Path, info: Callable[..., None]
+) -> None:
+    """The checks before a run resumes from ``ckpt``: the process count, then the mixing stream."""
+    check_processes(ckpt, now=processes, mixing=mix.method != "none", run_id=run_id, root=root, info=info)
+    grouped = mix.method == "tokenmix" and mix.groups is not None
+    check_mixing_stream(ckpt, grouped_tokenmix=grouped, run_id=run_id, info=info)

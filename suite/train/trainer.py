@@ -45,7 +45,7 @@ from suite.config import TrainConfig, run_id
 from suite.data.loaders import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from suite.run.seeds import derive_seed, seed_everything
 from suite.train.evaluate import evaluate, evaluate_occlusion
-from suite.train.checkpoints import check_processes, final_payload, read_checkpoint, training_payload
+from suite.train.checkpoints import check_resume, final_payload, read_checkpoint, training_payload
 from suite.train.result import EpochCallback, TrainResult
 from suite.train.run_config import config_record, teacher_record
 from suite.train.recipe import build_optimizer, build_scheduler, loss_fn, optimizer_step
@@ -271,8 +271,8 @@ class Trainer:
             self.writer.info("%s ended at epoch %d; its summary is written again from its final weights",
                              self.run_id, self.state.epoch)
             return
-        check_processes(ckpt, now=self.dist.world_size, mixing=self.cfg.mix.method != "none", run_id=self.run_id,
-                        root=self.paths.root, info=self.writer.info)
+        check_resume(ckpt, self.cfg.mix, processes=self.dist.world_size, run_id=self.run_id, root=self.paths.root,
+                     info=self.writer.info)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt.get("model_ema") is not None:

@@ -30,6 +30,7 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tin
     trainer = Trainer(cfg)
     trainer.device = torch.device("meta")
     ckpt = read_checkpoint(trainer.paths, trainer.writer.info)
+    assert ckpt["mixing_stream"] == 2  # every checkpoint says how its steps drew their mixing
     tensors = [t for t in _tensors(ckpt) if isinstance(t, torch.Tensor)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
     before = torch.get_rng_state()
@@ -111,6 +112,30 @@ def test_a_run_without_mixing_resumes_with_another_process_count(tiny_overrides:
     assert result.state is RunState.FINISHED
     log = (result.run_dir / "train.log").read_text()
     assert "resuming with 1 processes where the checkpoint had 2" in log
+
+
+@pytest.mark.parametrize(
+    ("fields", "saved", "said"),
+    [
+        ({"method": "tokenmix", "groups": 8}, None, True),  # a checkpoint from before the stream was saved
+        ({"method": "tokenmix", "groups": 8}, 2, False),
+        ({"method": "tokenmix"}, None, False),  # ungrouped TokenMix never changed stream
+        ({"method": "cutmix", "groups": 8}, None, False),
+    ],
+)
+def test_a_grouped_tokenmix_resume_across_mixing_streams_is_logged(fields: dict, saved: int | None, said: bool) -> None:
+    from suite.config import MixConfig
+    from suite.train.checkpoints import MIXING_STREAM, check_resume
+
+    lines: list[str] = []
+    ckpt = {"processes": 1} | ({} if saved is None else {"mixing_stream": saved})
+    check_resume(ckpt, MixConfig(**fields), processes=1, run_id="r1", root=Path("."),
+                 info=lambda fmt, *args: lines.append(fmt % args))
+    assert MIXING_STREAM == 2
+    assert bool(lines) is said
+    if said:
+        assert "run r1 was checkpointed with mixing stream 1 and resumes with 2" in lines[0]
+        assert "delete the run folder" in lines[0]
 
 
 def test_occlusion_masks_follow_the_image_not_the_batching() -> None:

@@ -7,7 +7,7 @@ import torch
 
 from suite.config import ConfigError, MixConfig, load_config
 from suite.mixing.mixer import BatchMixer
-from suite.mixing.tokenmix import blend_partners_, group_partners
+from suite.mixing.tokenmix import group_partners, mix_tokens_
 
 B, G, GRID = 16, 4, 4
 
@@ -31,15 +31,18 @@ def test_group_partners_mirror_inside_each_group() -> None:
             group_partners(8, bad)
 
 
-def test_blend_partners_copies_masked_cells_and_mixes_constant_shares() -> None:
+def test_mix_tokens_pairs_inside_each_group_with_one_mask_per_group() -> None:
     x, _ = _batch()
-    coeff = torch.zeros(B, GRID, GRID)
-    coeff[0, 0, 0] = 1.0  # one cell of image 0 from its partner 3
-    coeff[4] = 0.25  # image 4 is 3/4 itself, 1/4 its partner 7
-    blend_partners_(x, coeff, group_partners(B, G))
-    assert x[0, :, :2, :2].eq(4.0).all() and x[0, :, 2:].eq(1.0).all()
-    assert torch.allclose(x[4], torch.full_like(x[4], 0.75 * 5 + 0.25 * 8))
-    assert x[1].eq(2.0).all()
+    masks = torch.zeros(B // G, GRID, GRID, dtype=torch.bool)
+    masks[0, 0, 0] = True  # group 0: one cell from the partner
+    masks[1] = True  # group 1 (images 4..7): every cell from the partner
+    mix_tokens_(x, masks, group_size=G)
+    assert x[0, :, :2, :2].eq(4.0).all() and x[0, :, 2:].eq(1.0).all()  # partner of 0 is 3, not 15
+    assert x[3, :, :2, :2].eq(1.0).all() and x[3, :, 2:].eq(4.0).all()
+    assert [float(x[i, 0, 0, 0]) for i in range(4, 8)] == [8.0, 7.0, 6.0, 5.0]
+    assert x[8:].eq(torch.arange(9, B + 1, dtype=torch.float32).view(-1, 1, 1, 1)).all()  # empty masks
+    with pytest.raises(ValueError, match="group_size"):
+        mix_tokens_(x, masks, group_size=3)
 
 
 def _cells(x: torch.Tensor) -> torch.Tensor:
@@ -78,15 +81,21 @@ def test_groups_draw_their_own_branch_mask_and_partners() -> None:
     assert any(len(set(b)) == 2 for b in seen_branches)  # both branches inside one batch
 
 
-def test_group_draws_come_only_from_the_steps_generator() -> None:
+def test_group_draws_come_only_from_the_step_seeds() -> None:
+    """The switch and the masks come from the step's generator, Mixup's lam from numpy (as timm
+    draws it; the trainer seeds both per step): torch's global state plays no part."""
+    import numpy as np
+
     runs = []
     for _ in range(2):
         x, y = _batch()
         torch.manual_seed(123)  # global state must not matter
+        np.random.seed(5)
         runs.append(_mixer(mixup_alpha=0.8)(x, y, generator=torch.Generator().manual_seed(7))[:2])
         torch.manual_seed(456)
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     x, y = _batch()
+    np.random.seed(5)
     other = _mixer(mixup_alpha=0.8)(x, y, generator=torch.Generator().manual_seed(8))[0]
     assert not torch.equal(other, runs[0][0])
 
@@ -152,8 +161,8 @@ def test_groups_config_checks() -> None:
     for bad in (["mix.groups=3"], ["mix.groups=48"]):
         with pytest.raises(ConfigError, match="mix.groups must be even and divide data.batch_size=128"):
             load_config(None, ["mix.method=tokenmix", "data.batch_size=128", *bad])
-    with pytest.raises(ConfigError, match="mix.mode=batch"):
-        load_config(None, ["mix.method=tokenmix", "mix.groups=32", "mix.mode=pair"])
+    # the Mixup branch of TokenMix groups is timm's, once per group: every timm mode works there
+    assert load_config(None, ["mix.method=tokenmix", "mix.groups=32", "mix.mode=pair"]).mix.mode == "pair"
 
 
 @pytest.mark.parametrize("method", ["mixup", "cutmix"])

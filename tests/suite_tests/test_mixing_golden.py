@@ -136,3 +136,11 @@ def test_the_golden_cases_cover_every_branch_and_the_fallback() -> None:
     golden = json.loads(GOLDEN.read_text())
     assert {case["branch"] for case in golden.values()} == {"none", "mixup", "tokenmix"}
     assert {golden[f"raw-block-shared/{s}"]["fallbacks"] for s in SEEDS} == {2}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_one_group_of_the_whole_batch_mixes_as_no_groups(name: str) -> None:
+    """Ungrouped TokenMix is the one-group case of the grouped path, bit for bit, in every branch."""
+    for seed in SEEDS[:3]:
+        ungrouped = _run(CASES[name], seed)
+        assert _run(CASES[name] | {"groups": B}, seed) == ungrouped
