@@ -9,6 +9,8 @@ load hits every method alike) on one random batch:
 * ``TokenMix`` (block masks, 112/196-equivalent ratio) with one mask per batch and per sample, with
   ``area`` and ``teacher_raw`` targets; teacher maps are precomputed, so teacher time is excluded
   here and reported on its own row (a timm ``resnet18`` CAM at the same resolution);
+* the whole DeiT switch of ``mix.method=tokenmix`` with ``mix.groups`` (``BatchMixer``: each group draws
+  Mixup or TokenMix; ``--groups``);
 * mask generation alone (per-sample and per-batch block masks).
 
 timm's ``Mixup`` and ``TokenMix`` both overwrite their input, so every method gets a fresh copy of
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 
 import suite  # noqa: F401 - torchvision shim before timm
+from suite.config import MixConfig
+from suite.mixing.mixer import BatchMixer
 from suite.teacher.cam import Teacher
 from suite.mixing.masks import token_masks
 from suite.mixing.tokenmix import TokenMix
@@ -78,7 +82,7 @@ def _time_plain(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list
 
 
 def run_case(
-    batch: int, img: int, grid: int, repeats: int, cam_repeats: int, seed: int
+    batch: int, img: int, grid: int, repeats: int, cam_repeats: int, seed: int, groups: int = 0
 ) -> list[tuple[str, float, int]]:
     """Benchmark one (batch, image size, grid) case; returns ``(row, median ms, repeats)`` rows."""
     from timm.data import Mixup
@@ -96,7 +100,7 @@ def run_case(
 
     def tokenmix(per_sample: bool, target: str) -> Callable[[torch.Tensor], object]:
         mix = TokenMix(
-            num_classes=1000, mask_ratio=ratio, token_grid=grid, per_sample=per_sample, target_mode=target
+            num_classes=1000, mask_ratio=ratio, token_grid=grid, per_sample=per_sample, target=target
         )
         return lambda x: mix(x, y, maps=maps if target != "area" else None, generator=gen)
 
@@ -110,6 +114,14 @@ def run_case(
         "TokenMix per-sample masks, area target": tokenmix(True, "area"),
         "TokenMix per-sample masks, teacher_raw target": tokenmix(True, "teacher_raw"),
     }
+    if groups and batch % groups == 0 and groups % 2 == 0 and groups < batch:
+        switch = BatchMixer(
+            MixConfig(method="tokenmix", groups=groups, token_grid=grid, mask_ratio=ratio, target="area"),
+            num_classes=1000,
+        )
+        methods[f"DeiT switch in groups of {groups} (Mixup 0.8 or TokenMix per group), area target"] = (
+            lambda x: switch(x, y, generator=gen)
+        )
     times = _time_round_robin(methods, x0, repeats)
     rows = [(name, statistics.median(t) * 1e3, len(t)) for name, t in times.items()]
     for per_sample, label in ((True, f"{batch} per-sample"), (False, "1 per-batch")):
@@ -145,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cam-repeats", type=int, default=3, help="timed teacher CAM calls (slow on CPU)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--groups", type=int, default=32, help="group size of the mix.groups switch row; 0 to skip")
     parser.add_argument(
         "--small", type=str, default="128,32,8", help="second case 'batch,img,grid'; empty to skip"
     )
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         b, i, g = (int(v) for v in args.small.split(","))
         cases.append((b, i, g))
     for batch, img, grid in cases:
-        rows = run_case(batch, img, grid, args.repeats, args.cam_repeats, args.seed)
+        rows = run_case(batch, img, grid, args.repeats, args.cam_repeats, args.seed, args.groups)
         print(f"\n### B={batch}, {img}x{img} px, token grid {grid}x{grid}\n")
         print(_table(rows))
 

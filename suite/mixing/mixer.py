@@ -24,14 +24,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
 from suite.config import MixConfig
-from suite.mixing.masks import token_masks
-from suite.mixing.targets import Fallback, mix_weights, mixed_target
+from suite.mixing.targets import Fallback
 
 __all__ = ["BatchMixer", "build_mixer"]
 
@@ -75,7 +73,7 @@ class BatchMixer:
                 token_grid=cfg.token_grid,
                 min_aspect=cfg.min_aspect,
                 per_sample=cfg.per_sample,
-                target_mode=cfg.target,
+                target=cfg.target,
                 label_smoothing=cfg.label_smoothing,
                 fallback=fallback,
                 clamp_negative=clamp_negative,

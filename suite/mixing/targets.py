@@ -10,7 +10,7 @@ image ``i`` mixed with partner ``B - 1 - i`` (``flip(0)``, timm's convention) ge
     w_partner = sum(A_{B-1-i} * M_i)        # partner activation pasted in
     target    = w_own * y_own + w_partner * y_partner
 
-Target modes (the ablation axis):
+Targets, the label rules (the ablation axis; ``mix.target`` in the config, ``target`` in the code):
 
 * ``area``: CutMix-style weights ``1 - |M| / N`` and ``|M| / N``; isolates the effect of the mask.
 * ``teacher_raw``: the weights above, unnormalised (their total lies in ``[0, 2]``), smoothed the
@@ -53,7 +53,7 @@ Example:
     >>> w_own, w_partner, fallback = mix_weights(mask, None, "area")
     >>> w_own.tolist(), w_partner.tolist()
     ([0.75, 0.75], [0.25, 0.25])
-    >>> mixed_target(torch.tensor([0, 1]), w_own, w_partner, 3, 0.0, mode="area").tolist()
+    >>> mixed_target(torch.tensor([0, 1]), w_own, w_partner, 3, 0.0, target="area").tolist()
     [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0]]
 """
 
@@ -63,17 +63,18 @@ from typing import Literal
 
 import torch
 
-__all__ = ["FALLBACKS", "TARGET_MODES", "Fallback", "mix_weights", "mixed_target", "normalise"]
+__all__ = ["FALLBACKS", "TARGETS", "Fallback", "Target", "mix_weights", "mixed_target", "normalise"]
 
-TARGET_MODES: tuple[str, ...] = ("area", "teacher_raw", "teacher_norm", "mixed")
+TARGETS: tuple[str, ...] = ("area", "teacher_raw", "teacher_norm", "mixed")
+"""The TokenMix label rules: ``mix.target`` in the config, ``target`` everywhere in the code."""
 FALLBACKS: tuple[str, ...] = ("area", "zero")
 Fallback = Literal["area", "zero"]
 
-TargetMode = Literal["area", "teacher_raw", "teacher_norm", "mixed"]
+Target = Literal["area", "teacher_raw", "teacher_norm", "mixed"]
 
 
-def _mode_error(mode: object) -> ValueError:
-    return ValueError(f"mode must be one of {', '.join(TARGET_MODES)}, but got mode={mode!r}")
+def _target_error(target: object) -> ValueError:
+    return ValueError(f"target must be one of {', '.join(TARGETS)}, but got target={target!r}")
 
 
 def _area_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +101,7 @@ def normalise(maps: torch.Tensor, *, clamp_negative: bool = True) -> tuple[torch
 def mix_weights(
     mask: torch.Tensor,
     maps: torch.Tensor | None,
-    mode: TargetMode,
+    target: Target,
     *,
     partner: torch.Tensor | None = None,
     fallback: Fallback = "area",
@@ -112,7 +113,8 @@ def mix_weights(
         mask: Token mask ``(B, G, G)`` or a shared ``(1, G, G)``, ``True`` where the partner shows.
         maps: Activation maps ``(B, G, G)`` of each image's ground-truth class, at any scale
             (normalised here, see ``normalise``). Required by the teacher modes, ignored by ``area``.
-        mode: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (see the module docstring).
+        target: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (``mix.target``; see the
+            module docstring).
         partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
             Mixing in groups (``suite.mixing.tokenmix.group_partners``) pairs inside each group.
         fallback: What a sample without teacher signal gets: the ``area`` weights (the suite's
@@ -126,11 +128,11 @@ def mix_weights(
         where the teacher gave no signal (whatever the ``fallback`` option then did).
 
     Raises:
-        ValueError: For an unknown mode or fallback, missing maps in a teacher mode, or
+        ValueError: For an unknown target or fallback, missing maps in a teacher mode, or
             mismatched shapes.
     """
-    if mode not in TARGET_MODES:
-        raise _mode_error(mode)
+    if target not in TARGETS:
+        raise _target_error(target)
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, but got fallback={fallback!r}")
     if mask.dim() != 3 or mask.shape[1] != mask.shape[2]:
@@ -138,12 +140,12 @@ def mix_weights(
             f"mask must have shape (B, G, G) or (1, G, G), but got mask.shape={tuple(mask.shape)}"
         )
     mask = mask.bool()
-    if mode == "area" and maps is None:
+    if target == "area" and maps is None:
         w_own, w_partner = _area_weights(mask)
         return w_own, w_partner, torch.zeros_like(w_own, dtype=torch.bool)
     if maps is None:
         raise ValueError(
-            f"maps must be given for mode={mode!r} (activation maps of the teacher), but got maps=None"
+            f"maps must be given for target={target!r} (activation maps of the teacher), but got maps=None"
         )
     if maps.dim() != 3 or maps.shape[1:] != mask.shape[1:] or mask.shape[0] not in (1, maps.shape[0]):
         raise ValueError(
@@ -152,7 +154,7 @@ def mix_weights(
         )
     mask = mask.expand(maps.shape[0], -1, -1)
     area_own, area_partner = _area_weights(mask)
-    if mode == "area":
+    if target == "area":
         return area_own, area_partner, torch.zeros_like(area_own, dtype=torch.bool)
     a, has_mass = normalise(maps, clamp_negative=clamp_negative)
     m = mask.float()
@@ -160,17 +162,17 @@ def mix_weights(
     t_partner = (_partner_of(a, partner) * m).flatten(1).sum(1)
     t_total = t_own + t_partner
     no_signal = ~(has_mass & _partner_of(has_mass, partner)) | (t_total <= 0)
-    if mode == "teacher_raw":
+    if target == "teacher_raw":
         w_own, w_partner = t_own, t_partner
-    elif mode == "teacher_norm" or mode == "mixed":
+    elif target == "teacher_norm" or target == "mixed":
         positive = t_total > 0
         safe = torch.where(positive, t_total, 1.0)
         w_own = torch.where(positive, t_own / safe, 0.0)
         w_partner = torch.where(positive, t_partner / safe, 0.0)
-        if mode == "mixed":
+        if target == "mixed":
             w_own, w_partner = 0.5 * (w_own + area_own), 0.5 * (w_partner + area_partner)
     else:
-        raise _mode_error(mode)
+        raise _target_error(target)
     if fallback == "area":
         w_own = torch.where(no_signal, area_own, w_own)
         w_partner = torch.where(no_signal, area_partner, w_partner)
@@ -184,7 +186,7 @@ def mixed_target(
     num_classes: int,
     smoothing: float,
     *,
-    mode: TargetMode,
+    target: Target,
     partner: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft target ``w_own * y_own + w_partner * y_partner`` with label smoothing.
@@ -193,11 +195,11 @@ def mixed_target(
 
     * ``area``, ``teacher_norm``, ``mixed`` (weights sum to 1): timm's convention, each one-hot
       label smoothed to ``on = 1 - smoothing + off`` / ``off`` and then weighted, i.e.
-      ``target = off * (w_own + w_partner) + (1 - smoothing) * (w_own * e_own + w_partner * e_partner)``.
+      ``out = off * (w_own + w_partner) + (1 - smoothing) * (w_own * e_own + w_partner * e_partner)``.
     * ``teacher_raw``: the reference's rule. Each label becomes a one-hot with on-value
       ``w - smoothing / 2 + off / 2`` and off-value ``off / 2``, and the two are added::
 
-          target = off + (w_own - smoothing / 2) * e_own + (w_partner - smoothing / 2) * e_partner
+          out = off + (w_own - smoothing / 2) * e_own + (w_partner - smoothing / 2) * e_partner
 
       so every class gets ``off``, the own class ``w_own - smoothing / 2 + off``, the partner class
       ``w_partner - smoothing / 2 + off`` (both, summed, when the labels agree). The row sums to
@@ -210,14 +212,14 @@ def mixed_target(
         w_partner: Partner-label weights, same shape.
         num_classes: Number of classes C.
         smoothing: Label smoothing in ``[0, 1)``.
-        mode: The target mode the weights were computed for.
+        target: The label rule the weights were computed for.
         partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
 
     Returns:
         Float tensor ``(B, C)``.
 
     Raises:
-        ValueError: For an unknown mode or an invalid argument.
+        ValueError: For an unknown target or an invalid argument.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, but got num_classes={num_classes!r}")
@@ -231,14 +233,14 @@ def mixed_target(
     w_own = w_own.float().reshape(-1, 1).expand(b, 1)
     w_partner = w_partner.float().reshape(-1, 1).expand(b, 1)
     off = smoothing / num_classes
-    if mode == "area" or mode == "teacher_norm" or mode == "mixed":
-        target = (off * (w_own + w_partner)).expand(b, num_classes).contiguous()
-        target.scatter_add_(1, y.view(b, 1), (1.0 - smoothing) * w_own)
-        target.scatter_add_(1, y_partner.view(b, 1), (1.0 - smoothing) * w_partner)
-    elif mode == "teacher_raw":
-        target = torch.full((b, num_classes), off, device=y.device)
-        target.scatter_add_(1, y.view(b, 1), w_own - 0.5 * smoothing)
-        target.scatter_add_(1, y_partner.view(b, 1), w_partner - 0.5 * smoothing)
+    if target == "area" or target == "teacher_norm" or target == "mixed":
+        out = (off * (w_own + w_partner)).expand(b, num_classes).contiguous()
+        out.scatter_add_(1, y.view(b, 1), (1.0 - smoothing) * w_own)
+        out.scatter_add_(1, y_partner.view(b, 1), (1.0 - smoothing) * w_partner)
+    elif target == "teacher_raw":
+        out = torch.full((b, num_classes), off, device=y.device)
+        out.scatter_add_(1, y.view(b, 1), w_own - 0.5 * smoothing)
+        out.scatter_add_(1, y_partner.view(b, 1), w_partner - 0.5 * smoothing)
     else:
-        raise _mode_error(mode)
-    return target
+        raise _target_error(target)
+    return out

@@ -28,7 +28,7 @@ whole batch as one group, without groups), and the one-group case draws exactly 
 drew (``tests/suite_tests/test_mixing_golden.py``).
 
 Deliberate differences from the reference code: any token grid, mask ratio (fixed or a range),
-mask generator, per-sample masks, group size and target mode can be chosen (the reference: 14 x 14,
+mask generator, per-sample masks, group size and target (label rule) can be chosen (the reference: 14 x 14,
 112 tokens, one block mask per 128-image GPU batch, raw teacher weights); block masks have an
 exact token count; maps come from an online teacher on the same augmented batch (``suite.teacher.cam``) or
 from offline maps (``suite.teacher.offline``; the reference's x/y swap of the crop box is not
@@ -37,7 +37,7 @@ reproduced); a teacher map without positive mass falls back to area weights and 
 Example:
     >>> import torch
     >>> from suite.mixing.tokenmix import TokenMix
-    >>> mix = TokenMix(num_classes=10, token_grid=4, target_mode="area", per_sample=True)
+    >>> mix = TokenMix(num_classes=10, token_grid=4, target="area", per_sample=True)
     >>> x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     >>> x_mix, target, stats = mix(x, y, generator=torch.Generator().manual_seed(0))
     >>> target.shape, round(float(target.sum(1)[0]), 5)
@@ -51,7 +51,7 @@ from typing import Literal
 import torch
 
 from suite.mixing.masks import _MAX_BLOCK_GRID, MASK_MODES, _check_ratio, token_masks
-from suite.mixing.targets import FALLBACKS, TARGET_MODES, Fallback, mix_weights, mixed_target
+from suite.mixing.targets import FALLBACKS, TARGETS, Fallback, mix_weights, mixed_target
 
 __all__ = ["TokenMix", "group_partners", "mix_tokens_"]
 
@@ -177,15 +177,15 @@ class TokenMix:
             224 px and patch 16; coarser or finer grids are an ablation).
         min_aspect: Minimum rectangle aspect ratio of ``block`` and ``box`` masks, in ``(0, 1]``.
         per_sample: One mask per sample instead of one per batch (the reference: one per batch).
-        target_mode: ``teacher_raw`` (the reference's), ``teacher_norm``, ``mixed`` or ``area``
-            (see ``suite.mixing.targets``). The teacher modes need ``maps`` in every call.
+        target: ``teacher_raw`` (the reference's), ``teacher_norm``, ``mixed`` or ``area``
+            (see ``suite.mixing.targets``). The teacher targets need ``maps`` in every call.
         label_smoothing: Label smoothing in ``[0, 1)``.
 
     Raises:
         ValueError: For any invalid argument.
 
     Example:
-        >>> mix = TokenMix(num_classes=5, token_grid=2, target_mode="area")
+        >>> mix = TokenMix(num_classes=5, token_grid=2, target="area")
         >>> x = torch.arange(2 * 1 * 2 * 2, dtype=torch.float32).view(2, 1, 2, 2)
         >>> _, target, stats = mix(x, torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
         >>> target.shape
@@ -201,7 +201,7 @@ class TokenMix:
         token_grid: int = 14,
         min_aspect: float = 0.3,
         per_sample: bool = False,
-        target_mode: Literal["area", "teacher_raw", "teacher_norm", "mixed"] = "teacher_raw",
+        target: Literal["area", "teacher_raw", "teacher_norm", "mixed"] = "teacher_raw",
         label_smoothing: float = 0.1,
         fallback: Fallback = "area",
         clamp_negative: bool = True,
@@ -228,9 +228,9 @@ class TokenMix:
             raise ValueError(f"min_aspect must be in (0, 1], but got min_aspect={min_aspect!r}")
         if not isinstance(per_sample, bool):
             raise ValueError(f"per_sample must be a bool, but got per_sample={per_sample!r}")
-        if target_mode not in TARGET_MODES:
+        if target not in TARGETS:
             raise ValueError(
-                f"target_mode must be one of {', '.join(TARGET_MODES)}, but got target_mode={target_mode!r}"
+                f"target must be one of {', '.join(TARGETS)}, but got target={target!r}"
             )
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
             raise ValueError(
@@ -248,7 +248,7 @@ class TokenMix:
         self.token_grid = token_grid
         self.min_aspect = float(min_aspect)
         self.per_sample = per_sample
-        self.target_mode = target_mode
+        self.target = target
         self.label_smoothing = float(label_smoothing)
         self.fallback: Fallback = fallback
         self.clamp_negative = bool(clamp_negative)
@@ -256,7 +256,7 @@ class TokenMix:
     @property
     def needs_maps(self) -> bool:
         """Whether ``__call__`` needs teacher activation maps."""
-        return self.target_mode != "area"
+        return self.target != "area"
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -268,7 +268,7 @@ class TokenMix:
                 "token_grid",
                 "min_aspect",
                 "per_sample",
-                "target_mode",
+                "target",
                 "label_smoothing",
             )
         )
@@ -292,7 +292,7 @@ class TokenMix:
                 ``Mixup`` does the same).
             y: Class indices ``(B,)``.
             maps: Teacher activation maps ``(B, G, G)`` of the *unmixed* batch (``suite.teacher.cam``);
-                required by the teacher target modes, ignored by ``area``.
+                required by the teacher targets, ignored by ``area``.
             generator: Source of all randomness, a CPU generator: the masks are made on the host
                 and copied to the device of ``x`` (see ``suite.mixing.masks``).
             group_size: Mix in groups of this many consecutive images (even, dividing B): each
@@ -322,7 +322,7 @@ class TokenMix:
         if self.needs_maps:
             if maps is None:
                 raise ValueError(
-                    f"maps must be given for target_mode={self.target_mode!r}, but got maps=None"
+                    f"maps must be given for target={self.target!r}, but got maps=None"
                 )
             if tuple(maps.shape) != (b, g, g):
                 raise ValueError(
@@ -345,13 +345,13 @@ class TokenMix:
         w_own, w_partner, fallback = mix_weights(
             cells,
             maps if self.needs_maps else None,
-            self.target_mode,
+            self.target,
             partner=partner,
             fallback=self.fallback,
             clamp_negative=self.clamp_negative,
         )
         target = mixed_target(
-            y, w_own, w_partner, self.num_classes, self.label_smoothing, mode=self.target_mode, partner=partner
+            y, w_own, w_partner, self.num_classes, self.label_smoothing, target=self.target, partner=partner
         )
         mix_tokens_(x, mask, group_size=size)
         stats = {"fallbacks": fallback.sum(), "partner_fraction": mask.float().mean()}

@@ -61,7 +61,7 @@ def test_area_weights_equal_the_mask_fraction(per_sample: bool) -> None:
     assert torch.allclose(w_partner, fraction)
     assert torch.allclose(w_own, 1 - fraction)
     y = torch.arange(8)
-    target = mixed_target(y, w_own, w_partner, 10, 0.0, mode="area")
+    target = mixed_target(y, w_own, w_partner, 10, 0.0, target="area")
     expected_fraction = fraction.expand(8)
     assert torch.allclose(target[torch.arange(8), y], 1 - expected_fraction)
     assert torch.allclose(target[torch.arange(8), y.flip(0)], expected_fraction)
@@ -75,7 +75,7 @@ def test_normalised_weights_sum_to_one(mode: str) -> None:
     maps = torch.rand(16, 7, 7, generator=gen) ** 4
     w_own, w_partner, _ = mix_weights(mask, maps, mode)
     assert torch.allclose(w_own + w_partner, torch.ones(16))
-    target = mixed_target(torch.randint(0, 5, (16,), generator=gen), w_own, w_partner, 5, 0.1, mode=mode)
+    target = mixed_target(torch.randint(0, 5, (16,), generator=gen), w_own, w_partner, 5, 0.1, target=mode)
     assert torch.allclose(target.sum(1), torch.ones(16))
 
 
@@ -164,8 +164,8 @@ def test_teacher_modes_need_maps(mode: str) -> None:
 def test_unknown_mode_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="area, teacher_raw, teacher_norm, mixed"):
         mix_weights(MASK, MAPS, "teacher")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="mode"):
-        mixed_target(torch.tensor([0, 1]), torch.ones(2), torch.zeros(2), 3, 0.0, mode="cutmix")  # type: ignore
+    with pytest.raises(ValueError, match="target must be one of"):
+        mixed_target(torch.tensor([0, 1]), torch.ones(2), torch.zeros(2), 3, 0.0, target="cutmix")  # type: ignore
 
 
 @pytest.mark.parametrize("mode", ["area", "teacher_norm", "mixed"])
@@ -175,7 +175,7 @@ def test_normalised_modes_use_timm_smoothing(mode: str, lam: float, smoothing: f
 
     y = torch.tensor([3, 1, 4, 1, 5, 9])
     w_own = torch.full((6,), lam)
-    target = mixed_target(y, w_own, 1 - w_own, 10, smoothing, mode=mode)
+    target = mixed_target(y, w_own, 1 - w_own, 10, smoothing, target=mode)
     assert torch.allclose(target, mixup_target(y, 10, lam=lam, smoothing=smoothing), atol=1e-6)
 
 
@@ -196,14 +196,14 @@ def test_raw_mode_smooths_like_the_reference(smoothing: float) -> None:
     y = torch.tensor([0, 2, 2, 1])  # samples 1 and 2 are partners with the same label
     w_own = torch.tensor([0.6, 0.5, 0.9, 0.0])
     w_partner = torch.tensor([0.1, 0.4, 0.2, 0.7])
-    target = mixed_target(y, w_own, w_partner, 4, smoothing, mode="teacher_raw")
+    target = mixed_target(y, w_own, w_partner, 4, smoothing, target="teacher_raw")
     assert torch.allclose(target, _reference_rule(y, w_own, w_partner, 4, smoothing), atol=1e-6)
     assert torch.allclose(target.sum(1), w_own + w_partner)
 
 
 def test_raw_mode_hand_example_and_negative_entries() -> None:
     target = mixed_target(
-        torch.tensor([0, 1]), torch.tensor(RAW_OWN), torch.tensor([0.1, 0.0]), 4, 0.1, mode="teacher_raw"
+        torch.tensor([0, 1]), torch.tensor(RAW_OWN), torch.tensor([0.1, 0.0]), 4, 0.1, target="teacher_raw"
     )
     off = 0.1 / 4
     assert target[0].tolist() == pytest.approx([0.6 - 0.05 + off, 0.1 - 0.05 + off, off, off])
@@ -229,5 +229,5 @@ def test_bad_target_arguments(kwargs: dict, name: str) -> None:
             torch.zeros(2),
             args["num_classes"],
             args["smoothing"],
-            mode="area",
+            target="area",
         )

@@ -62,7 +62,7 @@ def test_area_target_equals_the_visible_partner_fraction(mask_mode: str, per_sam
         mask_ratio=ratio,
         token_grid=grid,
         per_sample=per_sample,
-        target_mode="area",
+        target="area",
         label_smoothing=0.0,
     )
     x = _distinct_batch(b, 28)
@@ -84,7 +84,7 @@ def test_area_target_equals_the_visible_partner_fraction(mask_mode: str, per_sam
 
 
 def test_the_mask_drawn_is_token_masks_with_the_same_generator() -> None:
-    mix = TokenMix(num_classes=3, token_grid=4, per_sample=True, target_mode="area")
+    mix = TokenMix(num_classes=3, token_grid=4, per_sample=True, target="area")
     x = _distinct_batch(4, 16)
     old = x.clone()
     mix(x, torch.tensor([0, 1, 2, 0]), generator=_gen(5))
@@ -92,13 +92,13 @@ def test_the_mask_drawn_is_token_masks_with_the_same_generator() -> None:
     assert torch.equal(_source_tokens(old, x, 4), expected)
 
 
-@pytest.mark.parametrize("target_mode", ["teacher_raw", "teacher_norm", "mixed"])
-def test_teacher_targets_and_fallback_count(target_mode: str) -> None:
+@pytest.mark.parametrize("rule", ["teacher_raw", "teacher_norm", "mixed"])
+def test_teacher_targets_and_fallback_count(rule: str) -> None:
     b, grid = 6, 4
     maps = torch.rand(b, grid, grid, generator=_gen(2))
     maps[1] = 0.0  # no signal for sample 1: it and its partner (4) fall back to area
     mix = TokenMix(
-        num_classes=6, token_grid=grid, per_sample=True, target_mode=target_mode, label_smoothing=0.0
+        num_classes=6, token_grid=grid, per_sample=True, target=rule, label_smoothing=0.0
     )
     x = _distinct_batch(b, 16)
     old = x.clone()
@@ -111,9 +111,9 @@ def test_teacher_targets_and_fallback_count(target_mode: str) -> None:
     w_partner = (a.flip(0) * partner).sum((1, 2))
     for i in (0, 2):
         own, other = w_own[i].item(), w_partner[i].item()
-        if target_mode != "teacher_raw":
+        if rule != "teacher_raw":
             own, other = own / (own + other), other / (own + other)
-        if target_mode == "mixed":
+        if rule == "mixed":
             f = partner[i].mean().item()
             own, other = (own + 1 - f) / 2, (other + f) / 2
         assert target[i, y[i]].item() == pytest.approx(own, abs=1e-5)
@@ -123,7 +123,7 @@ def test_teacher_targets_and_fallback_count(target_mode: str) -> None:
 
 
 def test_same_seed_same_result() -> None:
-    mix = TokenMix(num_classes=5, token_grid=8, per_sample=True, target_mode="area")
+    mix = TokenMix(num_classes=5, token_grid=8, per_sample=True, target="area")
     x = torch.randn(8, 3, 32, 32, generator=_gen(4))
     y = torch.randint(0, 5, (8,), generator=_gen(4))
     a = mix(x.clone(), y, generator=_gen(9))
@@ -142,7 +142,7 @@ def test_same_seed_same_result() -> None:
         ({"token_grid": 65}, "token_grid"),
         ({"min_aspect": 0}, "min_aspect"),
         ({"per_sample": "yes"}, "per_sample"),
-        ({"target_mode": "auto"}, "target_mode"),
+        ({"target": "auto"}, "target"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
     ],
 )
@@ -168,6 +168,6 @@ def test_ratio_message_is_optuna_style() -> None:
     ],
 )
 def test_bad_call_arguments(x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor | None, match: str) -> None:
-    mix = TokenMix(num_classes=3, token_grid=4, target_mode="teacher_raw")
+    mix = TokenMix(num_classes=3, token_grid=4, target="teacher_raw")
     with pytest.raises(ValueError, match=match):
         mix(x, y, maps=maps, generator=_gen())
