@@ -138,7 +138,9 @@ class MixConfig(Strict):
     switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of the CutMix/TokenMix branch")
     mixup_alpha: float = Field(0.8, ge=0.0, description="Beta(a, a) of the Mixup branch; 0 disables it")
     cutmix_alpha: float = Field(1.0, gt=0.0, description="Beta(a, a) of CutMix's box area")
-    mode: Literal["batch", "pair", "elem"] = Field("batch", description="timm Mixup mode (mixup/cutmix)")
+    mode: Literal["batch", "pair", "elem"] = Field(
+        "batch", description="timm Mixup mode (mixup, cutmix, and TokenMix's Mixup branch)"
+    )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="label smoothing of (mixed) targets")
     mask_mode: Literal["block", "random", "box"] = Field("block", description="TokenMix mask generator")
     mask_ratio: float | tuple[float, float] = Field(0.5714, description="fraction of tokens from the partner, or [lo, hi]")
@@ -148,8 +150,8 @@ class MixConfig(Strict):
     groups: int | None = Field(
         None,
         ge=1,
-        description="one switch, lam and mask per group of G images, partners inside it (reference: 128); "
-        "null = whole batch",
+        description="one switch draw per group of G images (then its Mixup lam or TokenMix mask, "
+        "per image with per_sample), partners inside it (reference: 128); null = whole batch",
     )
     target: Literal["auto", "area", "teacher_raw", "teacher_norm", "mixed"] = Field(
         "auto", description="TokenMix label: auto = teacher_raw with a teacher, else area"

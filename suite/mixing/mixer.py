@@ -10,9 +10,10 @@ With ``groups`` (G images; the reference's 128 = one GPU batch of its 8 x 128 ru
 cut into groups of G consecutive images and every group draws its own mixing decision and switch
 branch, pairing its images inside the group (``flip(0)`` of the group); without ``groups`` the whole
 batch is one group. TokenMix has one code path for both: the images of every group that chose
-TokenMix go through one ``TokenMix`` call (one mask per group, one teacher pass over those images
-only, one pixel kernel); every group that chose Mixup goes through timm's ``Mixup`` (as ``mixup`` /
-``cutmix`` do, once per group). Draw order per step: the groups' switch draws, then the TokenMix
+TokenMix go through one ``TokenMix`` call (one mask per group, or per image with ``per_sample``; one
+teacher pass over those images only; the pixels are mixed group by group, each group in place);
+every group that chose Mixup goes through timm's ``Mixup`` (as ``mixup`` / ``cutmix`` do, once per
+group, with its ``mode``). Draw order per step: the groups' switch draws, then the TokenMix
 masks (step generator), then Mixup's ``lam`` (numpy, as timm draws it); with one group this is
 exactly the stream the suite has always drawn (``tests/suite_tests/test_mixing_golden.py``).
 

@@ -112,7 +112,7 @@ def mix_weights(
     Args:
         mask: Token mask ``(B, G, G)`` or a shared ``(1, G, G)``, ``True`` where the partner shows.
         maps: Activation maps ``(B, G, G)`` of each image's ground-truth class, at any scale
-            (normalised here, see ``normalise``). Required by the teacher modes, ignored by ``area``.
+            (normalised here, see ``normalise``). Required by the teacher targets, ignored by ``area``.
         target: ``area``, ``teacher_raw``, ``teacher_norm`` or ``mixed`` (``mix.target``; see the
             module docstring).
         partner: Index ``(B,)`` of each sample's partner; default ``B - 1 - i`` (``flip(0)``).
@@ -128,7 +128,7 @@ def mix_weights(
         where the teacher gave no signal (whatever the ``fallback`` option then did).
 
     Raises:
-        ValueError: For an unknown target or fallback, missing maps in a teacher mode, or
+        ValueError: For an unknown target or fallback, missing maps for a teacher target, or
             mismatched shapes.
     """
     if target not in TARGETS:

@@ -130,7 +130,7 @@ class _BlindTeacher:
         return (y % 2).float().view(-1, 1, 1).expand(len(y), grid, grid).contiguous()
 
 
-@pytest.mark.parametrize("groups", [None, G])  # the ungrouped path and the grouped one
+@pytest.mark.parametrize("groups", [None, G])  # one group (no groups) and several
 def test_teacher_fallback_option_reaches_both_tokenmix_paths(groups: int | None) -> None:
     """``teacher.fallback=zero`` (the reference): an image whose map has no mass gets weight 0 for
     its own label; with ``area`` (the default) it is labelled by area."""
@@ -200,3 +200,109 @@ def test_grouped_tokenmix_resumes_exactly(tiny_overrides: list[str], tmp_path) -
     assert [r["train_loss"] for r in read_run(resumed.run_dir).metrics] == [
         r["train_loss"] for r in read_run(reference.run_dir).metrics
     ]
+
+
+class _LabelTeacher:
+    """A distinct, fixed map per class (so a slice of the batch gets the same maps as the whole),
+    recording the labels and geometry rows it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[int], torch.Tensor | None]] = []
+
+    def maps(self, x: torch.Tensor, y: torch.Tensor, grid: int, *, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append((y.tolist(), None if geometry is None else geometry.clone()))
+        table = torch.rand(B, grid, grid, generator=torch.Generator().manual_seed(11)) ** 2
+        return table[y]
+
+
+class _FixedMasks:
+    """Stands in for ``token_masks`` so two calls can be given the same masks (the draw itself is
+    pinned by the golden file); counts every call."""
+
+    def __init__(self, masks: torch.Tensor) -> None:
+        self.masks, self.calls = masks, []
+
+    def __call__(self, batch: int, grid: int, ratio: object, **kwargs: object) -> torch.Tensor:
+        start = sum(self.calls)
+        self.calls.append(batch)
+        return self.masks[start : start + batch].clone()
+
+
+@pytest.mark.parametrize("target", ["area", "teacher_raw", "teacher_norm", "mixed"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_each_group_mixes_as_an_ungrouped_batch_of_its_images(
+    monkeypatch: pytest.MonkeyPatch, target: str, per_sample: bool
+) -> None:
+    """Every group is mixed and labelled exactly as the (golden-pinned) ungrouped path would mix
+    a batch of just its images with the same mask(s): partners inside the group, the group's own
+    mask (or its images' masks with ``per_sample``), the teacher's map of each image."""
+    import suite.mixing.tokenmix as tokenmix
+
+    n = B if per_sample else B // G
+    masks = torch.rand(n, GRID, GRID, generator=torch.Generator().manual_seed(3)) < 0.5
+    fields = {"prob": 1.0, "switch_prob": 1.0, "target": target, "per_sample": per_sample}
+
+    monkeypatch.setattr(tokenmix, "token_masks", fixed := _FixedMasks(masks))
+    x, y = _batch()
+    y = (y * 5) % B  # labels that are not the positions
+    out, soft, stats = _mixer(_LabelTeacher(), **fields)(x, y, generator=torch.Generator().manual_seed(0))
+    assert fixed.calls == [n] and stats["branch"] == "tokenmix"
+
+    per_group = n // (B // G)
+    for k in range(B // G):
+        rows = slice(k * G, (k + 1) * G)
+        monkeypatch.setattr(tokenmix, "token_masks", _FixedMasks(masks[k * per_group : (k + 1) * per_group]))
+        xs, _ = _batch()
+        alone = _mixer(_LabelTeacher(), **fields, groups=None)
+        x_alone, soft_alone, _ = alone(xs[rows].clone(), y[rows], generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out[rows], x_alone), k
+        torch.testing.assert_close(soft[rows], soft_alone, rtol=0, atol=1e-6)
+    # and not what one group of the whole batch gives: the partners and masks are the group's
+    assert set(torch.unique(out[:G]).tolist()) <= {1.0, 2.0, 3.0, 4.0}
+
+
+def test_the_teacher_gets_the_geometry_rows_of_the_images_it_labels() -> None:
+    teacher = _LabelTeacher()
+    mixer = _mixer(teacher=teacher, target="teacher_norm", switch_prob=0.5, mixup_alpha=0.8)
+    geometry = torch.arange(B, dtype=torch.float32).view(B, 1).expand(B, 4).contiguous()
+    partial = 0
+    for seed in range(12):
+        x, y = _batch()
+        _, _, stats = mixer(x, y, generator=torch.Generator().manual_seed(seed), geometry=geometry)
+        if int(stats["tokenmix_groups"]):
+            labels, rows = teacher.seen.pop()
+            assert rows is not None and rows[:, 0].tolist() == [float(i) for i in labels]  # row i for image i
+            partial += 0 < int(stats["tokenmix_groups"]) < B // G
+    assert partial  # some steps labelled only a subset of the groups
+
+
+@pytest.mark.parametrize("mode", ["pair", "elem"])
+def test_mixup_groups_of_tokenmix_honour_the_timm_mode(mode: str) -> None:
+    """``mix.mode`` reaches TokenMix's Mixup branch: ``elem`` draws a lam per image, ``pair`` one
+    per pair (image and partner share it); partners stay inside the group."""
+    import numpy as np
+
+    np.random.seed(0)
+    mixer = _mixer(prob=1.0, switch_prob=0.0, mixup_alpha=0.8, mode=mode)
+    x, y = _batch()
+    out, soft, stats = mixer(x, y, generator=torch.Generator().manual_seed(0))
+    assert stats["branch"] == "mixup"
+    partner = group_partners(B, G)
+    own = torch.arange(B, dtype=torch.float32) + 1
+    lam = (out[:, 0, 0, 0] - own[partner]) / (own - own[partner])
+    blend = lam * own + (1 - lam) * own[partner]  # every pixel: this image and its in-group partner
+    torch.testing.assert_close(out, blend.view(B, 1, 1, 1).expand_as(out))
+    torch.testing.assert_close(soft[torch.arange(B), y], lam * 0.9 + 0.1 / B, rtol=0, atol=1e-5)
+    if mode == "pair":
+        torch.testing.assert_close(lam, lam[partner], rtol=0, atol=1e-5)
+    assert len({round(float(v), 5) for v in lam}) > B // 4  # not one lam per group (batch mode)
+
+
+def test_tokenmix_refuses_a_group_size_that_does_not_fit() -> None:
+    from suite.mixing.tokenmix import TokenMix
+
+    mix = TokenMix(num_classes=B, token_grid=GRID, mask_mode="random", target="area")
+    for bad in (3, 6, 0, 32):
+        x, y = _batch()
+        with pytest.raises(ValueError, match="group_size"):
+            mix(x, y, generator=torch.Generator().manual_seed(0), group_size=bad)

@@ -25,7 +25,7 @@ RAW_OWN, RAW_PARTNER = [0.6, 0.6], [0.1, 0.2]
 
 
 @pytest.mark.parametrize(
-    "mode, own, partner",
+    "target, own, partner",
     [
         ("area", [0.75, 0.75], [0.25, 0.25]),
         ("teacher_raw", RAW_OWN, RAW_PARTNER),
@@ -38,8 +38,8 @@ RAW_OWN, RAW_PARTNER = [0.6, 0.6], [0.1, 0.2]
     ],
 )
 @pytest.mark.parametrize("scale", [1.0, 5.0])  # maps need not be normalised
-def test_weights_match_a_hand_computed_example(mode: str, own: list, partner: list, scale: float) -> None:
-    w_own, w_partner, fallback = mix_weights(MASK, MAPS * scale, mode)
+def test_weights_match_a_hand_computed_example(target: str, own: list, partner: list, scale: float) -> None:
+    w_own, w_partner, fallback = mix_weights(MASK, MAPS * scale, target)
     assert w_own.tolist() == pytest.approx(own)
     assert w_partner.tolist() == pytest.approx(partner)
     assert not fallback.any()
@@ -68,15 +68,15 @@ def test_area_weights_equal_the_mask_fraction(per_sample: bool) -> None:
     assert torch.allclose(target.sum(1), torch.ones(8))
 
 
-@pytest.mark.parametrize("mode", ["teacher_norm", "mixed", "area"])
-def test_normalised_weights_sum_to_one(mode: str) -> None:
+@pytest.mark.parametrize("target", ["teacher_norm", "mixed", "area"])
+def test_normalised_weights_sum_to_one(target: str) -> None:
     gen = torch.Generator().manual_seed(1)
     mask = token_masks(16, 7, 0.5, generator=gen)
     maps = torch.rand(16, 7, 7, generator=gen) ** 4
-    w_own, w_partner, _ = mix_weights(mask, maps, mode)
+    w_own, w_partner, _ = mix_weights(mask, maps, target)
     assert torch.allclose(w_own + w_partner, torch.ones(16))
-    target = mixed_target(torch.randint(0, 5, (16,), generator=gen), w_own, w_partner, 5, 0.1, target=mode)
-    assert torch.allclose(target.sum(1), torch.ones(16))
+    soft = mixed_target(torch.randint(0, 5, (16,), generator=gen), w_own, w_partner, 5, 0.1, target=target)
+    assert torch.allclose(soft.sum(1), torch.ones(16))
 
 
 def test_raw_weights_are_not_normalised() -> None:
@@ -89,15 +89,15 @@ def test_raw_weights_are_not_normalised() -> None:
     assert (total - 1).abs().max() > 0.05
 
 
-@pytest.mark.parametrize("mode", ["teacher_raw", "teacher_norm", "mixed"])
+@pytest.mark.parametrize("target", ["teacher_raw", "teacher_norm", "mixed"])
 @pytest.mark.parametrize("zero, flagged", [(0, [0, 3]), (2, [1, 2])])
-def test_map_without_mass_falls_back_to_area(mode: str, zero: int, flagged: list) -> None:
+def test_map_without_mass_falls_back_to_area(target: str, zero: int, flagged: list) -> None:
     gen = torch.Generator().manual_seed(3)
     mask = token_masks(4, 4, 0.5, generator=gen)
     maps = torch.rand(4, 4, 4, generator=gen)
     maps[zero] = 0.0
     maps[zero, 0, 0] = -1.0  # no positive mass either
-    w_own, w_partner, fallback = mix_weights(mask, maps, mode)
+    w_own, w_partner, fallback = mix_weights(mask, maps, target)
     assert fallback.nonzero().view(-1).tolist() == flagged  # the sample and the one it is mixed with
     area_own, area_partner, _ = mix_weights(mask, None, "area")
     assert torch.allclose(w_own[fallback], area_own[fallback])
@@ -155,28 +155,28 @@ def test_unknown_fallback_is_refused() -> None:
         mix_weights(MASK, MAPS, "teacher_raw", fallback="partner")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mode", ["teacher_raw", "teacher_norm", "mixed"])
-def test_teacher_modes_need_maps(mode: str) -> None:
+@pytest.mark.parametrize("target", ["teacher_raw", "teacher_norm", "mixed"])
+def test_teacher_targets_need_maps(target: str) -> None:
     with pytest.raises(ValueError, match="maps"):
-        mix_weights(MASK, None, mode)
+        mix_weights(MASK, None, target)
 
 
-def test_unknown_mode_lists_the_choices() -> None:
+def test_unknown_target_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="area, teacher_raw, teacher_norm, mixed"):
         mix_weights(MASK, MAPS, "teacher")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="target must be one of"):
         mixed_target(torch.tensor([0, 1]), torch.ones(2), torch.zeros(2), 3, 0.0, target="cutmix")  # type: ignore
 
 
-@pytest.mark.parametrize("mode", ["area", "teacher_norm", "mixed"])
+@pytest.mark.parametrize("target", ["area", "teacher_norm", "mixed"])
 @pytest.mark.parametrize("lam, smoothing", [(0.3, 0.1), (1.0, 0.0), (0.5, 0.2)])
-def test_normalised_modes_use_timm_smoothing(mode: str, lam: float, smoothing: float) -> None:
+def test_normalised_targets_use_timm_smoothing(target: str, lam: float, smoothing: float) -> None:
     from timm.data.mixup import mixup_target
 
     y = torch.tensor([3, 1, 4, 1, 5, 9])
     w_own = torch.full((6,), lam)
-    target = mixed_target(y, w_own, 1 - w_own, 10, smoothing, target=mode)
-    assert torch.allclose(target, mixup_target(y, 10, lam=lam, smoothing=smoothing), atol=1e-6)
+    soft = mixed_target(y, w_own, 1 - w_own, 10, smoothing, target=target)
+    assert torch.allclose(soft, mixup_target(y, 10, lam=lam, smoothing=smoothing), atol=1e-6)
 
 
 def _reference_rule(
@@ -192,7 +192,7 @@ def _reference_rule(
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-def test_raw_mode_smooths_like_the_reference(smoothing: float) -> None:
+def test_raw_target_smooths_like_the_reference(smoothing: float) -> None:
     y = torch.tensor([0, 2, 2, 1])  # samples 1 and 2 are partners with the same label
     w_own = torch.tensor([0.6, 0.5, 0.9, 0.0])
     w_partner = torch.tensor([0.1, 0.4, 0.2, 0.7])
@@ -201,7 +201,7 @@ def test_raw_mode_smooths_like_the_reference(smoothing: float) -> None:
     assert torch.allclose(target.sum(1), w_own + w_partner)
 
 
-def test_raw_mode_hand_example_and_negative_entries() -> None:
+def test_raw_target_hand_example_and_negative_entries() -> None:
     target = mixed_target(
         torch.tensor([0, 1]), torch.tensor(RAW_OWN), torch.tensor([0.1, 0.0]), 4, 0.1, target="teacher_raw"
     )
