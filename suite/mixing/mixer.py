@@ -147,17 +147,23 @@ class BatchMixer:
             "tokenmix_groups": token.sum(),
             "mixup_groups": mixup.sum(),
         }
+
+        def tokenmix(xs: torch.Tensor, ys: torch.Tensor, rows: torch.Tensor | None) -> tuple:
+            """TokenMix over whole groups; the teacher sees exactly these (unmixed) images."""
+            maps = None
+            if self._tokenmix.needs_maps:
+                maps = self.teacher.maps(xs, ys, self._tokenmix.token_grid, geometry=rows)
+            return self._tokenmix(xs, ys, maps=maps, generator=generator, group_size=size)
+
         if bool(token.all()):
-            x, target, token_stats = self._tokenmix_images(x, y, size, generator, geometry)
+            x, target, token_stats = tokenmix(x, y, geometry)
             return x, target, stats | token_stats
         target = self._plain(y)
         if bool(token.any()):  # only the images of TokenMix groups, as one batch of whole groups
             sel_cpu = token.repeat_interleave(size).nonzero().squeeze(1)
             sel = sel_cpu.to(device, non_blocking=True)
             part = None if geometry is None else geometry.index_select(0, sel_cpu)
-            xs, ts, token_stats = self._tokenmix_images(
-                x.index_select(0, sel), y.index_select(0, sel), size, generator, part
-            )
+            xs, ts, token_stats = tokenmix(x.index_select(0, sel), y.index_select(0, sel), part)
             x.index_copy_(0, sel, xs)
             target.index_copy_(0, sel, ts)
             stats |= token_stats
@@ -165,20 +171,6 @@ class BatchMixer:
             rows = slice(k * size, (k + 1) * size)
             target[rows] = self._timm(x[rows], y[rows])[1]
         return x, target, stats
-
-    def _tokenmix_images(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        size: int,
-        generator: torch.Generator,
-        geometry: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """TokenMix over a batch of whole groups; the teacher sees exactly these (unmixed) images."""
-        maps = None
-        if self._tokenmix.needs_maps:
-            maps = self.teacher.maps(x, y, self._tokenmix.token_grid, geometry=geometry)
-        return self._tokenmix(x, y, maps=maps, generator=generator, group_size=size)
 
 
 def _branch_name(mixed: torch.Tensor, token: torch.Tensor, mixup: torch.Tensor) -> str:

@@ -321,9 +321,7 @@ class TokenMix:
             raise ValueError(f"y must have shape ({b},), but got y.shape={tuple(y.shape)}")
         if self.needs_maps:
             if maps is None:
-                raise ValueError(
-                    f"maps must be given for target={self.target!r}, but got maps=None"
-                )
+                raise ValueError(f"maps must be given for target={self.target!r}, but got maps=None")
             if tuple(maps.shape) != (b, g, g):
                 raise ValueError(
                     f"maps must have shape ({b}, {g}, {g}), but got maps.shape={tuple(maps.shape)}"
