@@ -11,7 +11,7 @@ the report.
 
 The regime is data-limited on purpose (100 training images, 64 epochs): without mixing the
 ViT fits its training images and stops improving, which is where augmentation matters. It
-takes about 13 minutes on 2 CPU cores, install included (README, "What the demo shows").
+takes about 6.5 minutes on 2 CPU cores, install included (README, "What the demo shows").
 
 Stopping it (Ctrl-C, SIGTERM) lets every started run checkpoint, then prints one line saying
 how to resume (run ``make demo`` again) and exits 75 (``EXIT_INTERRUPTED``).
