@@ -4,7 +4,7 @@ A run's time is modelled as ``setup + trained / r_train + evaluated / r_eval``:
 
 - ``trained``: training images over all epochs (cooldown included); ``evaluated``: validation
   images over all evaluation passes (every ``eval.every`` epochs and the last, twice with EMA,
-  plus one pass per occlusion fraction at the end);
+  plus one pass per occlusion fraction at the end; ``eval.subset`` images only before the last);
 - ``r_train``: training images/s. An online teacher adds its forward pass on every batch
   (``1 / r = 1 / r_student + 1 / (FORWARD_SPEEDUP x r_teacher)``); a maps build is that forward
   over the training set once;
@@ -142,11 +142,14 @@ class Work:
     teacher: str | None = None  # an online teacher's checkpoint (a forward pass per batch)
 
 
-def _eval_passes(epochs: int, every: int, ema: bool, occlusions: int) -> int:
-    """Passes over the validation set: every ``every`` epochs and the last, twice with EMA, plus
-    one per occlusion fraction at the end."""
+def _evaluated_images(epochs: int, every: int, ema: bool, occlusions: int, val: int, subset: int | None) -> int:
+    """Validation images over a run: every ``every`` epochs and the last, twice with EMA, plus one
+    pass per occlusion fraction at the end; ``eval.subset`` evaluates only its first images before
+    the last epoch."""
     evaluations = len({e for e in range(1, epochs + 1) if e % every == 0} | ({epochs} if epochs else set()))
-    return evaluations * (2 if ema else 1) + occlusions
+    curve = min(subset, val) if subset else val
+    last = 1 if epochs else 0
+    return ((evaluations - last) * curve + last * val) * (2 if ema else 1) + occlusions * val
 
 
 def _online_teacher(checkpoint: object, maps: object) -> str | None:
@@ -159,8 +162,10 @@ def run_work(run: PlannedRun) -> Work:
     cfg = run.config
     train, val = train_images(run)
     epochs = cfg.schedule.total_epochs
-    passes = _eval_passes(epochs, cfg.eval.every, bool(cfg.optim.ema_decay), len(cfg.eval.occlusion))
-    return Work(epochs * train, passes * val, _online_teacher(cfg.teacher.checkpoint, cfg.teacher.maps))
+    evaluated = _evaluated_images(
+        epochs, cfg.eval.every, bool(cfg.optim.ema_decay), len(cfg.eval.occlusion), val, cfg.eval.subset
+    )
+    return Work(epochs * train, evaluated, _online_teacher(cfg.teacher.checkpoint, cfg.teacher.maps))
 
 
 @dataclass
@@ -212,9 +217,8 @@ def _measured(output_root: Path, device: str) -> dict[tuple[str, int], _Rates]:
 def _evaluated(config: dict, epochs: int, val: int) -> float:
     """Images a finished run evaluated (as :func:`run_work` counts them), from its config.json."""
     evals, optim = config.get("eval") or {}, config.get("optim") or {}
-    passes = _eval_passes(epochs, int(evals.get("every") or 1), bool(optim.get("ema_decay")),
-                          len(evals.get("occlusion") or []))
-    return float(passes * val)
+    return float(_evaluated_images(epochs, int(evals.get("every") or 1), bool(optim.get("ema_decay")),
+                                   len(evals.get("occlusion") or []), val, evals.get("subset")))
 
 
 def _table_rate(name: str, size: int, device: str, gpus: int) -> float | None:

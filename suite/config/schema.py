@@ -280,6 +280,10 @@ class EvalConfig(Strict):
     """Evaluation after each epoch and the occlusion-robustness test at the end."""
 
     every: int = Field(1, gt=0, description="evaluate every N epochs (and always after the last)")
+    subset: int | None = Field(
+        None, gt=0, description="evaluate only the first N validation images before the last epoch "
+        "(curves, pruning); the last epoch, best-epoch and occlusion use the whole set",
+    )
     batch_size: int = Field(256, gt=0, description="evaluation batch size of each process")
     occlusion: list[float] = Field([0.25, 0.5, 0.75], description="fractions of patches dropped at test time")
     occlusion_patch: int | None = Field(None, gt=0, description="occluded cell size (default: model patch size)")

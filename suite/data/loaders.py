@@ -475,6 +475,7 @@ def eval_loader(
     rank: int = 0,
     world_size: int = 1,
     start: int = 0,
+    limit: int | None = None,
 ) -> SeededLoader:
     """Deterministic evaluation batches (no shuffling, no augmentation).
 
@@ -482,12 +483,12 @@ def eval_loader(
     image is evaluated exactly once over all ranks), in batches of ``batch_size // world_size``;
     the loader's ``shard`` tells :func:`suite.train.evaluate.evaluate` to all-reduce its sums. Iterate the
     same loader for every evaluation: its workers stay alive between passes. ``start`` skips this
-    rank's first positions (a maps build continuing where it stopped).
+    rank's first positions (a maps build continuing where it stopped). ``limit`` keeps only the
+    set's first ``limit`` images (``eval.subset``: the same images at every evaluation).
     """
     per_rank = max(1, batch_size // world_size)
-    sampler = EpochSampler(
-        len(dataset), seed=0, epoch=0, shuffle=False, start=start, rank=rank, world_size=world_size
-    )
+    size = len(dataset) if limit is None else min(limit, len(dataset))
+    sampler = EpochSampler(size, seed=0, epoch=0, shuffle=False, start=start, rank=rank, world_size=world_size)
     loader = _loader(dataset, sampler, per_rank, False, cfg, pin)
-    loader.shard = Shard(rank, world_size, per_rank * world_size, len(dataset)) if world_size > 1 else None
+    loader.shard = Shard(rank, world_size, per_rank * world_size, size) if world_size > 1 else None
     return loader

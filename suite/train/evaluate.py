@@ -26,7 +26,7 @@ from torch import nn
 from suite.device.precision import autocast
 from suite.run.names import occlusion_key
 
-__all__ = ["evaluate", "evaluate_occlusion"]
+__all__ = ["evaluate", "evaluate_epoch", "evaluate_occlusion"]
 
 
 def _dtype(amp: bool | torch.dtype) -> torch.dtype | None:
@@ -136,3 +136,21 @@ def evaluate_occlusion(
         )
         results[occlusion_key(fraction)] = metrics["top1"]
     return results
+
+
+def evaluate_epoch(
+    model: nn.Module, ema: nn.Module | None, loader: Iterable, **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """An end-of-epoch evaluation of the model and its EMA on the same batches.
+
+    Returns:
+        ``(row, metrics, ema_metrics)``: the metrics row's entries (``top1``, ``top5``,
+        ``val_loss``, ``val_images``, and ``ema_top1``/``ema_top5`` with an EMA), then the raw
+        results of :func:`evaluate` for the model and the EMA (None without one).
+    """
+    metrics = evaluate(model, loader, **kwargs)
+    row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"], "val_images": metrics["images"]}
+    ema_metrics = None if ema is None else evaluate(ema, loader, **kwargs)
+    if ema_metrics is not None:
+        row.update({"ema_top1": ema_metrics["top1"], "ema_top5": ema_metrics["top5"]})
+    return row, metrics, ema_metrics

@@ -32,6 +32,7 @@ data-parallel run lets rank 0 write and silences the other ranks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -44,7 +45,7 @@ from suite.device import distributed
 from suite.config import TrainConfig, run_id
 from suite.data.loaders import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from suite.run.seeds import derive_seed, seed_everything
-from suite.train.evaluate import evaluate, evaluate_occlusion
+from suite.train.evaluate import evaluate_epoch, evaluate_occlusion
 from suite.train.checkpoints import check_resume, final_payload, read_checkpoint, training_payload
 from suite.train.result import EpochCallback, TrainResult
 from suite.train.run_config import config_record, teacher_record
@@ -101,7 +102,6 @@ class Trainer:
         self.writer = writer or RunWriter(self.paths, enabled=self.dist.is_main)
         self.state = TrainState()
         self._saved = (0, 0)  # (epoch, step) of the last checkpoint written or read
-        self._val_images = 0  # images of the last evaluation
         self._setup_from = setup_origin()
 
     # -- the recipe ------------------------------------------------------------------------
@@ -246,10 +246,11 @@ class Trainer:
             clamp_negative=cfg.teacher.clamp_negative,
         )
         self.loss_fn = loss_fn(cfg.optim.loss)
-        self.val_loader = eval_loader(  # eval.batch_size images per process
-            self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda, rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
+        loader = functools.partial(  # eval.batch_size images per process
+            eval_loader, self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda,
+            rank=self.dist.rank, world_size=self.dist.world_size)
+        self.val_loader = loader()  # eval.subset: the curve's evaluations see only the set's first images
+        self.curve_loader = loader(limit=cfg.eval.subset) if cfg.eval.subset else self.val_loader
 
     def _resume(self) -> None:
         if not self.paths.checkpoint.is_file():
@@ -390,7 +391,7 @@ class Trainer:
             "tokenmix_fallbacks": int(s["fallbacks"]),
         }
         if epoch + 1 == cfg.schedule.total_epochs or (epoch + 1) % cfg.eval.every == 0:
-            row.update(self._evaluate(epoch))
+            row.update(self._evaluate(epoch, last=epoch + 1 == cfg.schedule.total_epochs))
         row["wall_time"] = time.time()
         state.history.append(row)
         state.epoch, state.step, state.meter = epoch + 1, 0, empty_meter()
@@ -404,15 +405,13 @@ class Trainer:
         )
         return row
 
-    def _evaluate(self, epoch: int) -> dict[str, Any]:
-        kwargs = dict(device=self.device, amp=self.amp, channels_last=self.channels_last)
-        metrics = evaluate(self.model, self.val_loader, **kwargs)
-        row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"]}
-        self._val_images = metrics["images"]
-        ema = None if self.ema is None else evaluate(self.ema.module, self.val_loader, **kwargs)
-        if ema is not None:
-            row.update({"ema_top1": ema["top1"], "ema_top5": ema["top5"]})
-        self.state.note_best(epoch + 1, metrics, ema)
+    def _evaluate(self, epoch: int, *, last: bool) -> dict[str, Any]:
+        """The whole set at the last epoch, else ``eval.subset``'s first; best epoch: whole-set ones only."""
+        loader = self.val_loader if last else self.curve_loader
+        row, metrics, ema = evaluate_epoch(self.model, None if self.ema is None else self.ema.module, loader,
+                                           device=self.device, amp=self.amp, channels_last=self.channels_last)
+        if loader is self.val_loader:
+            self.state.note_best(epoch + 1, metrics, ema)
         return row
 
     def _callbacks(self, row: dict[str, Any]) -> str | None:
@@ -475,7 +474,8 @@ class Trainer:
         return run_summary(
             cfg, run_id=self.run_id, state=state, reason=reason, history=self.state.history, best=self.state.best,
             seconds=self._elapsed(), setup_seconds=self.state.setup_seconds, occlusion=occlusion, patch=patch,
-            val_images=self._val_images or len(self.data.val), machine=machine,
+            val_images=next((r["val_images"] for r in reversed(self.state.history) if "val_images" in r),
+                            len(self.data.val)), machine=machine,
         )
 
 

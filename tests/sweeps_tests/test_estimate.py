@@ -104,3 +104,15 @@ def test_an_online_teacher_is_billed_its_forward_pass(tmp_path: Path) -> None:
     trained = none.config.schedule.total_epochs * none.config.data.train_size
     extra = trained / student * (slower - 1)
     assert (est.hours[online.run_id] - est.hours[none.run_id]) * 3600 == pytest.approx(extra)
+
+
+def test_eval_subset_bills_its_images_before_the_last_epoch(tmp_path: Path) -> None:
+    """10 epochs evaluated every 4 (epochs 4, 8 and the last, 10) with eval.subset=100 of 1,000
+    validation images, one occlusion pass: 100 + 100 + 1,000 + 1,000 images evaluated."""
+    from sweeps.estimate import run_work
+
+    overrides = {"schedule.epochs": 10, "eval.every": 4, "data.val_size": 1000, "eval.occlusion": [0.5]}
+    path = write_sweep(tmp_path, axes={"eval.subset": [100, None]}, overrides=overrides)
+    subset, whole = expand(load_sweep(path)).runs
+    assert run_work(subset).evaluated == 100 + 100 + 1000 + 1000
+    assert run_work(whole).evaluated == 3 * 1000 + 1000

@@ -156,7 +156,7 @@ def test_missing_prerequisite_file(tmp_path: Path) -> None:
         ("demo/token_grid.yaml", 6, 0),
         ("demo/teacher.yaml", 6, 2),  # the CNN teacher, then its maps build step
         ("demo/mix_prob.yaml", 4, 0),
-        ("demo/methods.yaml", 10, 1),
+        ("demo/methods.yaml", 25, 1),
     ],
 )
 def test_presets_plan_without_the_dataset(tmp_path: Path, file: str, runs: int, prerequisites: int) -> None:
