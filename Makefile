@@ -25,7 +25,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard constraints-cpu.txt)
 
 install: $(STAMP)
 
-# The miniature paper ablation: five sweeps/demo/ sweeps (teacher first), 2 seeds, local
+# The miniature paper ablation: five sweeps/demo/ sweeps (teacher first), 5 or 2 seeds, local
 # executor, then the report in reports/demo/. Rerunning reuses every finished run.
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
