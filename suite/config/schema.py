@@ -281,8 +281,8 @@ class EvalConfig(Strict):
 
     every: int = Field(1, gt=0, description="evaluate every N epochs (and always after the last)")
     subset: int | None = Field(
-        None, gt=0, description="evaluate only the first N validation images before the last epoch "
-        "(curves, pruning); the last epoch, best-epoch and occlusion use the whole set",
+        None, gt=0, description="evaluate only N validation images (a seeded random subset, the same at every "
+        "evaluation) before the last epoch (curves, pruning); the last epoch, best epoch and occlusion use all",
     )
     batch_size: int = Field(256, gt=0, description="evaluation batch size of each process")
     occlusion: list[float] = Field([0.25, 0.5, 0.75], description="fractions of patches dropped at test time")

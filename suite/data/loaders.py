@@ -42,6 +42,7 @@ __all__ = [
     "Shard",
     "build_data",
     "eval_loader",
+    "eval_subset",
     "train_loader",
 ]
 
@@ -308,11 +309,18 @@ def _pil_rgb(path: str) -> Any:
         return Image.open(handle).convert("RGB")
 
 
-def _subset(dataset: Any, cap: int | None, seed: int) -> Any:
+def _subset(dataset: Any, cap: int | None, seed: int, tag: str = "subset") -> Any:
+    """A seeded random ``cap`` of ``dataset`` (not its first images: an ImageFolder is sorted by class)."""
     if cap is None or cap >= len(dataset):
         return dataset
-    gen = torch.Generator().manual_seed(derive_seed(seed, "subset"))
+    gen = torch.Generator().manual_seed(derive_seed(seed, tag))
     return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=gen)[:cap].tolist())
+
+
+def eval_subset(dataset: SeededDataset, size: int, seed: int) -> SeededDataset:
+    """``eval.subset``: the same seeded random ``size`` images of an evaluation set at every call,
+    drawn from all its classes, sharing the set's loader workers."""
+    return SeededDataset(_subset(dataset.source, size, seed, "eval-subset"), dataset.transform, pool=dataset.pool)
 
 
 def build_data(cfg: DataConfig, *, geometry: bool = False) -> DataBundle:
@@ -475,7 +483,6 @@ def eval_loader(
     rank: int = 0,
     world_size: int = 1,
     start: int = 0,
-    limit: int | None = None,
 ) -> SeededLoader:
     """Deterministic evaluation batches (no shuffling, no augmentation).
 
@@ -483,12 +490,12 @@ def eval_loader(
     image is evaluated exactly once over all ranks), in batches of ``batch_size // world_size``;
     the loader's ``shard`` tells :func:`suite.train.evaluate.evaluate` to all-reduce its sums. Iterate the
     same loader for every evaluation: its workers stay alive between passes. ``start`` skips this
-    rank's first positions (a maps build continuing where it stopped). ``limit`` keeps only the
-    set's first ``limit`` images (``eval.subset``: the same images at every evaluation).
+    rank's first positions (a maps build continuing where it stopped).
     """
     per_rank = max(1, batch_size // world_size)
-    size = len(dataset) if limit is None else min(limit, len(dataset))
-    sampler = EpochSampler(size, seed=0, epoch=0, shuffle=False, start=start, rank=rank, world_size=world_size)
+    sampler = EpochSampler(
+        len(dataset), seed=0, epoch=0, shuffle=False, start=start, rank=rank, world_size=world_size
+    )
     loader = _loader(dataset, sampler, per_rank, False, cfg, pin)
-    loader.shard = Shard(rank, world_size, per_rank * world_size, size) if world_size > 1 else None
+    loader.shard = Shard(rank, world_size, per_rank * world_size, len(dataset)) if world_size > 1 else None
     return loader

@@ -43,7 +43,7 @@ import torch
 
 from suite.device import distributed
 from suite.config import TrainConfig, run_id
-from suite.data.loaders import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
+from suite.data.loaders import DataBundle, build_data, eval_loader, eval_subset, steps_per_epoch, train_loader
 from suite.run.seeds import derive_seed, seed_everything
 from suite.train.evaluate import evaluate_epoch, evaluate_occlusion
 from suite.train.checkpoints import check_resume, final_payload, read_checkpoint, training_payload
@@ -247,10 +247,11 @@ class Trainer:
         )
         self.loss_fn = loss_fn(cfg.optim.loss)
         loader = functools.partial(  # eval.batch_size images per process
-            eval_loader, self.data.val, cfg.data, cfg.eval.batch_size * self.dist.world_size, pin=cuda,
+            eval_loader, cfg=cfg.data, batch_size=cfg.eval.batch_size * self.dist.world_size, pin=cuda,
             rank=self.dist.rank, world_size=self.dist.world_size)
-        self.val_loader = loader()  # eval.subset: the curve's evaluations see only the set's first images
-        self.curve_loader = loader(limit=cfg.eval.subset) if cfg.eval.subset else self.val_loader
+        self.val_loader = loader(self.data.val)  # eval.subset: the curve's evaluations see a seeded part
+        curve = eval_subset(self.data.val, cfg.eval.subset, cfg.data.data_seed) if cfg.eval.subset else None
+        self.curve_loader = self.val_loader if curve is None else loader(curve)
 
     def _resume(self) -> None:
         if not self.paths.checkpoint.is_file():

@@ -34,3 +34,18 @@ def test_eval_subset_is_part_of_the_run_id_but_its_default_changes_no_id(tiny_ov
     assert load_config(None, tiny_overrides).eval.subset is None
     with pytest.raises(ConfigError, match="eval.subset"):
         load_config(None, [*tiny_overrides, "eval.subset=0"])
+
+
+def test_the_subset_of_a_class_sorted_image_folder_spans_its_classes(image_folder) -> None:
+    """An ImageFolder lists its images class by class: the subset is a seeded random draw, the same
+    at every call, never the first classes only."""
+    from suite.data.loaders import build_data, eval_subset
+
+    val = build_data(load_config(None, [f"data={image_folder}", "data.img_size=32"]).data).val
+    labels = [val.source[i][1] for i in range(len(val))]
+    assert labels == sorted(labels)  # the folder's own order: class by class
+    subset = eval_subset(val, len(val) // 2, seed=0)
+    picked = [subset.source[i][1] for i in range(len(subset))]
+    assert len(picked) == len(val) // 2 and len(set(picked)) > 1
+    assert picked == [eval_subset(val, len(val) // 2, seed=0).source[i][1] for i in range(len(subset))]
+    assert eval_subset(val, 10**6, seed=0).source is val.source  # a subset as large as the set is the set
